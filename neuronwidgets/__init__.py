@@ -1,0 +1,13 @@
+"""neuronwidgets: find which neurons of a CNN matter, and why, from a script or a notebook.
+
+The core (`Probe`, `Ranking`, the engine and the methods) never imports ipywidgets.
+"""
+
+from neuronwidgets import demo
+from neuronwidgets.engine.progress import Cancelled, ProgressInfo
+from neuronwidgets.methods import methods
+from neuronwidgets.probe import Evaluation, Probe
+from neuronwidgets.ranking import Ranking, compare
+
+__all__ = ["Cancelled", "Evaluation", "Probe", "ProgressInfo", "Ranking", "compare", "demo", "methods"]
+__version__ = "0.1.0"

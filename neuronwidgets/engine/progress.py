@@ -1,0 +1,98 @@
+"""Progress reporting and cancellation for long work, checked between chunks of data."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class Cancelled(Exception):
+    """Raised between chunks when the caller asked to stop; the model is left untouched."""
+
+
+@dataclass(frozen=True)
+class ProgressInfo:
+    """A snapshot of long work: steps done out of total, seconds elapsed and the estimated seconds left."""
+
+    description: str
+    done: int
+    total: int | None
+    elapsed: float
+
+    @property
+    def fraction(self) -> float | None:
+        return None if not self.total else min(1.0, self.done / self.total)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, extrapolated from the rate so far; None until something is done."""
+        if not self.total or self.done == 0:
+            return None
+        return self.elapsed * (self.total - self.done) / self.done
+
+
+ProgressCallback = Callable[[ProgressInfo], None]
+CancelFlag = threading.Event | Callable[[], bool] | None
+ProgressOption = bool | ProgressCallback | None
+
+
+class Progress:
+    """Counts steps, forwards them to a callback or a tqdm bar, and raises `Cancelled` when asked to.
+
+    ``progress``: ``None``/``True`` shows a tqdm bar on stderr if the work takes more than two seconds,
+    ``False`` is silent, a callable receives a `ProgressInfo` after every step.
+    ``cancel``: a ``threading.Event`` or a callable returning True to stop at the next step.
+    """
+
+    def __init__(
+        self, description: str, total: int | None, progress: ProgressOption = None, cancel: CancelFlag = None
+    ) -> None:
+        self.description = description
+        self.total = total
+        self.done = 0
+        self._start = time.perf_counter()
+        self._cancel = cancel
+        self._callback: ProgressCallback | None = None
+        self._bar = None
+        if callable(progress):
+            self._callback = progress
+        elif progress is None or progress is True:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=description, delay=2.0, leave=False, unit="step")
+        self.check()
+
+    def check(self) -> None:
+        """Raise `Cancelled` if cancellation was requested."""
+        flag = self._cancel
+        if flag is None:
+            return
+        requested = flag.is_set() if isinstance(flag, threading.Event) else bool(flag())
+        if requested:
+            self.close()
+            raise Cancelled(f"{self.description}: cancelled after {self.done} of {self.total} steps")
+
+    def advance(self, steps: int = 1) -> None:
+        """Record finished steps, report them, then honour a pending cancellation."""
+        self.done += steps
+        if self._bar is not None:
+            self._bar.update(steps)
+        if self._callback is not None:
+            self._callback(self.info())
+        self.check()
+
+    def info(self) -> ProgressInfo:
+        return ProgressInfo(self.description, self.done, self.total, time.perf_counter() - self._start)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

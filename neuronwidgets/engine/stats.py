@@ -1,0 +1,120 @@
+"""Statistics kept as sums that merge exactly, so shards (chunks, processes) combine into one result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class OutcomeCounts:
+    """Correct predictions and summed cross-entropy per model variant (e.g. one per ablated unit) and class."""
+
+    correct: np.ndarray  # (variants, classes) int64: correct predictions among images of each true class
+    loss: np.ndarray  # (variants,) float64: summed cross-entropy
+    images: np.ndarray  # (classes,) int64: images of each true class
+
+    @classmethod
+    def zeros(cls, variants: int, classes: int) -> OutcomeCounts:
+        return cls(
+            np.zeros((variants, classes), np.int64),
+            np.zeros(variants, np.float64),
+            np.zeros(classes, np.int64),
+        )
+
+    def count_images(self, labels: torch.Tensor) -> None:
+        """Add one chunk's labels to the per-class image counts (once per chunk, not per variant)."""
+        self.images += np.bincount(labels.cpu().numpy(), minlength=self.images.shape[0])
+
+    def add(self, variants: list[int], scores: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add class scores of shape (len(variants), N, classes) for one chunk with true ``labels`` (N,)."""
+        block, n, classes = scores.shape
+        hits = (scores.argmax(-1) == labels).to(torch.float64)
+        per_class = torch.zeros(block, classes, dtype=torch.float64, device=scores.device)
+        per_class.index_add_(1, labels, hits)
+        loss = F.cross_entropy(
+            scores.reshape(block * n, classes).double(), labels.repeat(block), reduction="none"
+        ).reshape(block, n)
+        self.correct[variants] += per_class.round().long().cpu().numpy()
+        self.loss[variants] += loss.sum(1).cpu().numpy()
+
+    def merge(self, other: OutcomeCounts) -> OutcomeCounts:
+        return OutcomeCounts(self.correct + other.correct, self.loss + other.loss, self.images + other.images)
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        """(variants,) top-1 accuracy over all images."""
+        return self.correct.sum(1) / max(1, int(self.images.sum()))
+
+    @property
+    def class_accuracy(self) -> np.ndarray:
+        """(variants, classes) accuracy among images of each class; NaN for classes with no images."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.images > 0, self.correct / np.maximum(self.images, 1), np.nan)
+
+    @property
+    def mean_loss(self) -> np.ndarray:
+        return self.loss / max(1, int(self.images.sum()))
+
+
+@dataclass
+class LayerSummary:
+    """One layer's output summarised per image (spatial mean and max per unit) and summed over images.
+
+    Memory is (images x units) for the per-image parts and one map per unit for the sums, never the maps of
+    every image.
+    """
+
+    count: int
+    map_sum: np.ndarray  # (units, *spatial) float64: sum over images of each unit's map
+    square_sum: np.ndarray  # (units,) float64: sum over images and positions of the squared activation
+    image_mean: np.ndarray  # (images, units) float32: spatial mean of each unit's map
+    image_max: np.ndarray  # (images, units) float32: spatial maximum of each unit's map
+    labels: np.ndarray | None  # (images,) int64
+
+    @classmethod
+    def of(cls, activations: torch.Tensor, labels: torch.Tensor | None) -> LayerSummary:
+        """Summarise one chunk of activations of shape (N, units, *spatial)."""
+        a = activations.detach()
+        flat = a.reshape(a.shape[0], a.shape[1], -1).double()
+        return cls(
+            count=a.shape[0],
+            map_sum=a.double().sum(0).cpu().numpy(),
+            square_sum=(flat**2).sum((0, 2)).cpu().numpy(),
+            image_mean=flat.mean(2).float().cpu().numpy(),
+            image_max=flat.amax(2).float().cpu().numpy(),
+            labels=None if labels is None else labels.cpu().numpy().astype(np.int64),
+        )
+
+    def merge(self, other: LayerSummary) -> LayerSummary:
+        """The summary of both shards, ``self``'s images first."""
+        labels = None
+        if self.labels is not None and other.labels is not None:
+            labels = np.concatenate([self.labels, other.labels])
+        return LayerSummary(
+            self.count + other.count,
+            self.map_sum + other.map_sum,
+            self.square_sum + other.square_sum,
+            np.concatenate([self.image_mean, other.image_mean]),
+            np.concatenate([self.image_max, other.image_max]),
+            labels,
+        )
+
+    @property
+    def positions(self) -> int:
+        return int(np.prod(self.map_sum.shape[1:], dtype=np.int64))
+
+    @property
+    def mean_map(self) -> np.ndarray:
+        """(units, *spatial): each unit's map averaged over images (the value mean-ablation writes)."""
+        return self.map_sum / self.count
+
+    @property
+    def variance(self) -> np.ndarray:
+        """(units,) variance of the activation over images and positions."""
+        n = self.count * self.positions
+        mean = self.map_sum.reshape(self.map_sum.shape[0], -1).sum(1) / n
+        return np.maximum(self.square_sum / n - mean**2, 0.0)

@@ -1,0 +1,101 @@
+"""Find the inspectable layers of a model with one forward pass on one image."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What one forward pass showed about a module: its type, output shape (one image) and call count."""
+
+    name: str
+    type: str
+    shape: tuple[int, ...]  # output shape without the batch dimension, e.g. (32, 16, 16)
+    calls: int
+    is_output: bool  # its output is the model's output (the class scores themselves)
+
+    @property
+    def units(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    @property
+    def inspectable(self) -> bool:
+        return self.calls == 1 and len(self.shape) in (1, 3) and not self.is_output
+
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Hardswish, nn.Mish, nn.Tanh)
+
+
+def discover(model: nn.Module, image: torch.Tensor) -> tuple[dict[str, LayerInfo], torch.Tensor]:
+    """Run ``model`` once on ``image`` (a batch of one) with a hook on every submodule.
+
+    Returns the info per module name (in call order) and the model output. The hooks are removed on
+    every exit path.
+    """
+    calls: dict[str, int] = {}
+    outputs: dict[str, object] = {}
+    modules = {name: module for name, module in model.named_modules() if name}
+    handles = []
+
+    def recorder(name: str):
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            outputs.setdefault(name, output)
+
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(recorder(name)))
+        result = model(image)
+    finally:
+        for handle in handles:
+            handle.remove()
+    infos = {}
+    for name in calls:
+        out = outputs[name]
+        shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) and out.ndim >= 1 else ()
+        infos[name] = LayerInfo(name, type(modules[name]).__name__, shape, calls[name], out is result)
+    return infos, result
+
+
+def default_layer(infos: dict[str, LayerInfo], modules: dict[str, nn.Module]) -> str:
+    """A sensible site to start with: the last post-activation output (an activation or a block) that still
+    has a spatial map; failing that, the last inspectable layer."""
+    candidates = [i for i in infos.values() if i.inspectable]
+    spatial = [i for i in candidates if len(i.shape) == 3 and i.shape[1] * i.shape[2] > 1]
+    preferred = [
+        i
+        for i in spatial
+        if isinstance(modules[i.name], _ACTIVATIONS) or len(list(modules[i.name].children()))
+    ]
+    for group in (preferred, spatial, candidates):
+        if group:
+            return group[-1].name
+    raise ValueError("the model has no layer whose output has channels (shape (N, C, H, W) or (N, C))")
+
+
+def unknown_layer_message(name: str, infos: dict[str, LayerInfo], exists: bool = False) -> str:
+    """An error message for a layer name that cannot be used, listing valid names, closest first."""
+    valid = [i.name for i in infos.values() if i.inspectable]
+    close = difflib.get_close_matches(name, valid, n=5, cutoff=0.4)
+    rest = [v for v in valid if v not in close]
+    listing = ", ".join(close + rest)
+    if name in infos:
+        info = infos[name]
+        if info.calls != 1:
+            why = f"module {name!r} runs {info.calls} times per forward pass, so its output is ambiguous"
+        elif info.is_output:
+            why = f"{name!r} produces the class scores themselves"
+        else:
+            why = f"the output of {name!r} has shape {info.shape}, not (C, H, W) or (C,)"
+        return f"{why}. Inspectable layers: {listing}"
+    if exists:
+        return f"module {name!r} does not run in the model's forward pass. Inspectable layers: {listing}"
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown layer {name!r}.{hint} Inspectable layers: {listing}"

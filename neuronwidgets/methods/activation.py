@@ -1,0 +1,35 @@
+"""Mean activation: how strongly a unit responds on average (a cheap baseline, no labels needed)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from neuronwidgets.engine.progress import CancelFlag, ProgressOption
+from neuronwidgets.ranking import Ranking
+
+if TYPE_CHECKING:
+    from neuronwidgets.probe import Probe
+
+
+def rank(
+    probe: Probe, *, target: int | None = None, progress: ProgressOption = None, cancel: CancelFlag = None
+) -> Ranking:
+    """Mean activation of the unit over images and positions; over class ``target``'s images if given.
+
+    Needs one forward pass up to the layer (shared with `selectivity` and `top_images`).
+    """
+    summary = probe.summary(progress=progress, cancel=cancel)
+    images = summary.image_mean
+    if target is not None:
+        probe.require_labels("activation with target=")
+        assert summary.labels is not None
+        images = images[summary.labels == target]
+        if len(images) == 0:
+            raise ValueError(f"no image of class {target} ({probe.classes[target]!r}) in the data")
+    return Ranking(
+        scores=images.astype("float64").mean(0),
+        method="activation",
+        layer=probe.layer,
+        target=target,
+        meta={"variance": summary.variance, "images_used": len(images)},
+    )
