@@ -77,17 +77,8 @@ class DataSource:
             self._loader = data
             self.classes = _classes_of(data.dataset)
         elif isinstance(data, IterableDataset):
-            raise TypeError(
-                "an IterableDataset has no fixed length or order; wrap it in a DataLoader or a list"
-            )
-        elif isinstance(data, Dataset) or (
-            hasattr(data, "__getitem__")
-            and hasattr(data, "__len__")
-            and not isinstance(data, (tuple, list, torch.Tensor, np.ndarray))
-        ):
-            self._dataset = data
-            self.classes = _classes_of(data)
-        elif isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (int, float)):
+            raise TypeError("an IterableDataset has no fixed length or order; wrap it in a DataLoader or a list")
+        elif _is_images_labels_pair(data):
             images = _as_tensor(data[0], "images")
             labels = _as_tensor(data[1], "labels")
             if images.ndim == 3:
@@ -103,15 +94,16 @@ class DataSource:
         elif isinstance(data, (torch.Tensor, np.ndarray)):
             images = _as_tensor(data, "images")
             self._images = images.unsqueeze(0) if images.ndim == 3 else images
+        elif isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+            self._dataset = data  # a map-style dataset, or any sequence of images or (image, label) pairs
+            self.classes = _classes_of(data)
         else:
             raise TypeError(
                 f"unsupported data of type {type(data).__name__}: give a Dataset, a DataLoader, a tensor of "
                 "images (N, C, H, W), one image (C, H, W), or a pair (images, labels)"
             )
         if self._images is not None and self._images.ndim != 4:
-            raise ValueError(
-                f"images must have shape (N, C, H, W) or (C, H, W), got {tuple(self._images.shape)}"
-            )
+            raise ValueError(f"images must have shape (N, C, H, W) or (C, H, W), got {tuple(self._images.shape)}")
 
     def __len__(self) -> int:
         if self._images is not None:
@@ -182,6 +174,16 @@ class DataSource:
         return _make_chunk(0, images, labels)
 
 
+def _is_images_labels_pair(data: Any) -> bool:
+    """``(images, labels)`` with array images, as opposed to a sequence of (image, label) samples."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        return False
+    images, labels = data
+    arrays = (torch.Tensor, np.ndarray)
+    labels_like = isinstance(labels, list) or (isinstance(labels, arrays) and labels.ndim <= 1)
+    return isinstance(images, arrays) and labels_like
+
+
 def _classes_of(data: Any) -> list[str] | None:
     classes = getattr(data, "classes", None)
     if isinstance(classes, (list, tuple)) and classes:
@@ -204,9 +206,7 @@ def _make_chunk(start: int, images: Any, labels: Any) -> Chunk:
     if images.ndim == 3:
         images = images.unsqueeze(0)
     if images.ndim != 4:
-        raise ValueError(
-            f"images {start}..: expected a batch of shape (N, C, H, W), got shape {tuple(images.shape)}"
-        )
+        raise ValueError(f"images {start}..: expected a batch of shape (N, C, H, W), got shape {tuple(images.shape)}")
     if not images.is_floating_point():
         images = images.float()
     if not torch.isfinite(images).all():
@@ -225,9 +225,7 @@ def _collate(start: int, items: list[Any]) -> Chunk:
         images = torch.stack([_as_tensor(x, "images") for x, _ in pairs])
     except RuntimeError as err:
         shapes = sorted({tuple(_as_tensor(x, "images").shape) for x, _ in pairs})
-        raise ValueError(
-            f"images {start}.. have different shapes {shapes[:4]}; resize them to one size"
-        ) from err
+        raise ValueError(f"images {start}.. have different shapes {shapes[:4]}; resize them to one size") from err
     has_labels = [y is not None for _, y in pairs]
     if any(has_labels) and not all(has_labels):
         raise ValueError(f"some items among images {start}.. have labels and some do not")

@@ -70,9 +70,7 @@ def default_layer(infos: dict[str, LayerInfo], modules: dict[str, nn.Module]) ->
     candidates = [i for i in infos.values() if i.inspectable]
     spatial = [i for i in candidates if len(i.shape) == 3 and i.shape[1] * i.shape[2] > 1]
     preferred = [
-        i
-        for i in spatial
-        if isinstance(modules[i.name], _ACTIVATIONS) or len(list(modules[i.name].children()))
+        i for i in spatial if isinstance(modules[i.name], _ACTIVATIONS) or len(list(modules[i.name].children()))
     ]
     for group in (preferred, spatial, candidates):
         if group:

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from neuronwidgets.methods import get as get_method
 from neuronwidgets.data import Chunk, DataSource
 from neuronwidgets.engine.ablate import Ablator
 from neuronwidgets.engine.capture import capture
@@ -20,6 +19,7 @@ from neuronwidgets.engine.guard import evaluating, model_device, model_dtype, mo
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
 from neuronwidgets.engine.stats import LayerSummary, OutcomeCounts
 from neuronwidgets.layers import LayerInfo, default_layer, discover, unknown_layer_message
+from neuronwidgets.methods import get as get_method
 from neuronwidgets.ranking import Ranking
 
 ABLATION_MODES = ("zero", "mean")
@@ -285,9 +285,7 @@ class Probe:
                 f"{', '.join(valid) or 'none'}"
             )
         target = options.get("target")
-        if target is not None and not (
-            isinstance(target, (int, np.integer)) and 0 <= target < self.num_classes
-        ):
+        if target is not None and not (isinstance(target, (int, np.integer)) and 0 <= target < self.num_classes):
             raise ValueError(f"target must be a class index in 0..{self.num_classes - 1}, got {target!r}")
         start = time.perf_counter()
         ranking = func(self, progress=progress, cancel=cancel, **options)
@@ -342,9 +340,7 @@ class Probe:
             raise TypeError(f"units must be integers, got {units!r}") from err
         bad = [u for u in values if not 0 <= u < self.units]
         if bad:
-            raise ValueError(
-                f"units {bad[:5]} out of range: layer {self.layer!r} has units 0..{self.units - 1}"
-            )
+            raise ValueError(f"units {bad[:5]} out of range: layer {self.layer!r} has units 0..{self.units - 1}")
         return values
 
     def activation_maps(self, unit: int, images: Sequence[int] | torch.Tensor) -> np.ndarray:

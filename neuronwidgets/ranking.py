@@ -96,9 +96,7 @@ class Ranking:
     def __post_init__(self) -> None:
         scores = _as_float64_vector(self.scores, "scores")
         if scores.size == 0:
-            raise ValueError(
-                f"scores for layer {self.layer!r} ({self.method}) are empty: need at least one unit"
-            )
+            raise ValueError(f"scores for layer {self.layer!r} ({self.method}) are empty: need at least one unit")
         nan_units = np.flatnonzero(np.isnan(scores))
         if nan_units.size:
             shown = ", ".join(str(u) for u in nan_units[:_MAX_LISTED_NAN_UNITS])
@@ -206,7 +204,8 @@ class Ranking:
         return cls.from_dict(json.loads(text))
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
-        """CSV text with columns ``rank,unit,score[,tiebreak]`` in ranked order; written to ``path`` if given.
+        """CSV text with columns ``rank,unit,score[,tiebreak]`` in ranked order (rank 1 = most important);
+        written to ``path`` if given.
 
         Values are written with ``repr`` so they parse back to the identical float64.
         """
@@ -214,7 +213,7 @@ class Ranking:
         writer = csv.writer(buf, lineterminator="\n")
         header = ["rank", "unit", "score"] + ([] if self.tiebreak is None else ["tiebreak"])
         writer.writerow(header)
-        for rank, unit in enumerate(self.order.tolist()):
+        for rank, unit in enumerate(self.order.tolist(), start=1):
             row = [rank, unit, repr(float(self.scores[unit]))]
             if self.tiebreak is not None:
                 row.append(repr(float(self.tiebreak[unit])))

@@ -41,13 +41,13 @@ def fill_for(model, layer, images, mode):
     return torch.zeros_like(out[0]) if mode == "zero" else out.mean(0)
 
 
-def ablation_table(model, layer, images, labels, mode="zero"):
+def ablation_table(model, layer, images, labels, mode="zero", units=None):
     """(base scores, per-unit scores (units, N, classes)) by the naive loop."""
     fill = fill_for(model, layer, images, mode)
     with torch.no_grad():
         base = model(images)
-    units = fill.shape[0]
-    return base, torch.stack([scores_with(model, layer, images, [u], fill) for u in range(units)])
+    units = range(fill.shape[0]) if units is None else units
+    return base, torch.stack([scores_with(model, layer, images, [u], fill) for u in units])
 
 
 def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:

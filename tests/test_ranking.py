@@ -205,8 +205,7 @@ def test_rank_of_out_of_range(unit):
 def test_repr():
     r = make([0.05, 0.0, 0.01, 0.08, 0.0, 0.12], method="ablation", layer="relu2")
     assert repr(r) == (
-        "Ranking(method='ablation', layer='relu2', units=6, target=None, "
-        "top=[(5, 0.12), (3, 0.08), (0, 0.05)])"
+        "Ranking(method='ablation', layer='relu2', units=6, target=None, top=[(5, 0.12), (3, 0.08), (0, 0.05)])"
     )
     assert "target=3" in repr(make([1.0], target=3))
     assert "\n" not in repr(make(np.arange(1000.0)))
@@ -309,7 +308,7 @@ def test_csv_content():
     text = r.to_csv()
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == ["rank", "unit", "score"]
-    assert [int(row["rank"]) for row in rows] == [0, 1, 2, 3]
+    assert [int(row["rank"]) for row in rows] == [1, 2, 3, 4]
     assert [int(row["unit"]) for row in rows] == r.order.tolist() == [1, 3, 2, 0]
     assert [float(row["score"]) for row in rows] == scores[r.order].tolist()  # exact, full precision
     assert rows[0]["score"] == repr(1 / 3)
@@ -324,9 +323,9 @@ def test_csv_with_tiebreak_written_to_file(tmp_path):
     assert rows == list(csv.reader(io.StringIO(text)))
     assert rows == [
         ["rank", "unit", "score", "tiebreak"],
-        ["0", "1", "1.0", "0.75"],
-        ["1", "0", "1.0", "0.25"],
-        ["2", "2", "0.5", "0.0"],
+        ["1", "1", "1.0", "0.75"],
+        ["2", "0", "1.0", "0.25"],
+        ["3", "2", "0.5", "0.0"],
     ]
 
 

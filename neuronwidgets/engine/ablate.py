@@ -28,9 +28,7 @@ _CLOSED_FORM_BLOCK = 1 << 24
 class Ablator:
     """Ablation of the units (channels) of ``layer``; all methods take cached ``crossing`` values per chunk."""
 
-    def __init__(
-        self, model: nn.Module, layer: str, layer_module: nn.Module, *, use_split: bool = True
-    ) -> None:
+    def __init__(self, model: nn.Module, layer: str, layer_module: nn.Module, *, use_split: bool = True) -> None:
         self.model = model
         self.layer = layer
         self.layer_module = layer_module
@@ -67,9 +65,7 @@ class Ablator:
             return self.model(crossing[0])
         return self.split.suffix(*self._fresh(crossing))[0]
 
-    def replaced(
-        self, crossing: list[torch.Tensor], units: Sequence[int], fill: torch.Tensor
-    ) -> torch.Tensor:
+    def replaced(self, crossing: list[torch.Tensor], units: Sequence[int], fill: torch.Tensor) -> torch.Tensor:
         """Class scores with all of ``units`` replaced by ``fill`` (per-sample shape of the layer output)."""
         units = list(units)
         if self.split is None:

@@ -150,14 +150,10 @@ def split(model: nn.Module, layer: str) -> Split:
     nodes = list(gm.graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
-        raise TraceError(
-            f"the model's forward takes {len(placeholders)} inputs; only one (the images) is supported"
-        )
+        raise TraceError(f"the model's forward takes {len(placeholders)} inputs; only one (the images) is supported")
     layer_nodes = [n for n in nodes if n.op == "call_module" and n.target == layer]
     if len(layer_nodes) != 1:
-        raise TraceError(
-            f"layer {layer!r} appears {len(layer_nodes)} times in the traced graph, expected once"
-        )
+        raise TraceError(f"layer {layer!r} appears {len(layer_nodes)} times in the traced graph, expected once")
     layer_node = layer_nodes[0]
     cut = nodes.index(layer_node) + 1
     before, after = nodes[:cut], nodes[cut:]

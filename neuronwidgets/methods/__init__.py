@@ -18,7 +18,7 @@ _REGISTRY: dict[str, Callable] = {
 
 def methods() -> dict[str, str]:
     """Every ranking method's name and a one-line description."""
-    return {name: (func.__doc__ or "").strip().splitlines()[0] for name, func in _REGISTRY.items()}
+    return {name: (func.__doc__ or "").strip().splitlines()[0].replace("``", "") for name, func in _REGISTRY.items()}
 
 
 def get(name: str) -> Callable:

@@ -27,15 +27,16 @@ def rank(probe: Probe, *, progress: ProgressOption = None, cancel: CancelFlag = 
     module = probe.module
     total: torch.Tensor | None = None
     count = 0
+    held: list[torch.Tensor] = []
+
+    def hold(mod: torch.nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+        leaf = output.detach().requires_grad_(True)
+        held.append(leaf)
+        return leaf.clone()  # later in-place ops change the clone, not the leaf we differentiate
+
     with evaluating(probe.model), torch.enable_grad():
         for chunk, bar in probe.chunks(f"taylor {probe.layer}", progress, cancel):
-            held: list[torch.Tensor] = []
-
-            def hold(mod: torch.nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
-                leaf = output.detach().requires_grad_(True)
-                held.append(leaf)
-                return leaf.clone()  # later in-place ops change the clone, not the leaf we differentiate
-
+            held.clear()
             handle = module.register_forward_hook(hold)
             try:
                 scores = probe.model(chunk.images)
@@ -45,14 +46,11 @@ def rank(probe: Probe, *, progress: ProgressOption = None, cancel: CancelFlag = 
             (grad,) = torch.autograd.grad(loss, held)
             product = (held[0].detach() * grad).double()
             per_unit = product.transpose(0, 1).reshape(product.shape[1], -1).sum(1)
-            positions = product[0, 0].numel()
             total = per_unit if total is None else total + per_unit
-            count += product.shape[0] * positions
+            count += product[:, 0].numel()
             bar.advance()
     assert total is not None
     raw = (total / count).abs()
     norm = raw.norm()
     scores = raw / norm if norm > 0 else raw
-    return Ranking(
-        scores=scores.cpu().numpy(), method="taylor", layer=probe.layer, meta={"raw": raw.cpu().numpy()}
-    )
+    return Ranking(scores=scores.cpu().numpy(), method="taylor", layer=probe.layer, meta={"raw": raw.cpu().numpy()})

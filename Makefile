@@ -1,0 +1,33 @@
+# Two entry points for a new machine: `make demo` and `make test`. Both build the local venv from scratch.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The torch build this project is developed and tested with; pyproject.toml only states a range.
+TORCH_PACKAGES ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PACKAGES)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+demo: setup
+	$(BIN)/neuronwidgets rank
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/ablation.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist
