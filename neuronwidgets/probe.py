@@ -258,7 +258,8 @@ class Probe:
             for chunk, bar in self.chunks(description, progress, cancel, steps_per_chunk):
                 values = ablator.crossing(chunk.images)
                 if collected is not None:
-                    size += sum(v.numel() * v.element_size() for v in values)
+                    kept = {id(t): t for t in (*values, chunk.images)}.values()
+                    size += sum(t.numel() * t.element_size() for t in kept)
                     collected = collected if size <= _CACHE_BYTES else None
                     if collected is not None:
                         collected.append((values, chunk))

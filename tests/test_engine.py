@@ -63,7 +63,7 @@ def test_every_layer_matches_the_naive_loop(small_model, mode):
     "name,layers",
     [
         ("resnet18", ["relu", "layer1", "layer2.0.bn1", "layer3", "layer4", "layer4.1.conv2"]),
-        ("mobilenet", ["features.0", "features.1.conv.0", "features.3", "features.18"]),
+        ("mobilenet", ["features.0", "features.1.conv.0", "features.18"]),
     ],
 )
 def test_torchvision_models_match_the_naive_loop(name, layers):
@@ -72,7 +72,7 @@ def test_torchvision_models_match_the_naive_loop(name, layers):
     probe = nw.Probe(model, (images, labels))
     for layer in layers:
         probe.layer = layer
-        units = sorted(np.random.default_rng(0).permutation(probe.units)[:24].tolist())
+        units = sorted(np.random.default_rng(0).permutation(probe.units)[:12].tolist())
         expected = reference.ablation_table(model, layer, images, labels, "zero", units)[1]
         torch.testing.assert_close(engine_scores(probe, "zero", units), expected, rtol=1e-8, atol=1e-8, msg=layer)
     probe.layer = "layer4" if name == "resnet18" else "features.18"
@@ -108,8 +108,9 @@ def test_float32_agrees_up_to_prediction_flips_at_float_boundaries():
     model = model.float()
     images, labels = make_data(model, 8, shape, seed=6, dtype=torch.float32)
     probe = nw.Probe(model, (images, labels), layer="layer3")
-    got = engine_scores(probe, "zero")
-    _, expected = reference.ablation_table(model, "layer3", images, labels)
+    units = list(range(0, 256, 4))
+    got = engine_scores(probe, "zero", units)
+    _, expected = reference.ablation_table(model, "layer3", images, labels, units=units)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     flipped = got.argmax(-1) != expected.argmax(-1)
     top2 = expected.topk(2, dim=-1).values
@@ -139,10 +140,12 @@ def test_cached_cut_is_dropped_after_the_model_changes():
     model, shape = build("plain")
     images, labels = make_data(model, 12, shape, seed=2)
     probe = nw.Probe(model, (images, labels), layer="relu2")
-    before = probe.evaluate([1]).predictions
+    before = probe.evaluate([1]).loss
     with torch.no_grad():
         model.conv1.weight.mul_(-1.0)
     fill = torch.zeros_like(reference.layer_output(model, "relu2", images)[0])
-    expected = reference.scores_with(model, "relu2", images, [1], fill).argmax(1).numpy()
-    np.testing.assert_array_equal(probe.evaluate([1]).predictions, expected)
-    assert not np.array_equal(before, expected)
+    expected = reference.scores_with(model, "relu2", images, [1], fill)
+    after = probe.evaluate([1])
+    np.testing.assert_array_equal(after.predictions, expected.argmax(1).numpy())
+    assert after.loss == pytest.approx(float(torch.nn.functional.cross_entropy(expected, labels)))
+    assert after.loss != pytest.approx(before)

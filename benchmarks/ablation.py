@@ -1,0 +1,632 @@
+"""Benchmark: rank every unit of a layer by single-unit zero ablation (accuracy drop), three ways side by side.
+
+1. naive   a forward hook zeroes one channel of the layer, the full model runs on all images; once per unit.
+2. Captum  ``captum.attr.LayerFeatureAblation`` with one feature per channel and a forward function that
+           returns per-image correctness, so its attribution averaged over images is the accuracy drop.
+3. ours    ``neuronwidgets.Probe(...).rank("ablation")``.
+
+Each way runs in a fresh process (multiprocessing 'spawn') so that its extra peak memory can be measured.
+Run ``.venv/bin/python benchmarks/ablation.py`` (about 15 minutes on 2 cores) or ``--quick`` (demo only, a few
+units, about a minute). See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import neuronwidgets as nw
+
+try:
+    from benchmarks import _bench
+except ImportError:  # run as a script: benchmarks/ is on sys.path
+    import _bench
+
+THREADS = 2
+CHUNK = 128  # images per forward pass, for the naive loop and for ours (Probe's chunk_size)
+SEED = 0
+RESNET_IMAGES = 64
+PPE_CHOICES = (1, 4, 16)
+LAYERS = {"demo": ("relu1", "relu2", "relu3"), "resnet18": ("layer1", "layer3", "layer4")}
+TUNE_LAYER = {"demo": "relu2", "resnet18": "layer3"}
+RESULTS = Path(__file__).resolve().parent / "results" / "ablation.md"
+_START = time.perf_counter()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one run measures."""
+
+    cases: tuple[str, ...]
+    sample: dict[str, int | None]  # units timed per layer for naive and Captum (None: all units)
+    tune_units: int  # units (plus one group for the rest) in the perturbations_per_eval trial
+    tune_images: dict[str, int]  # images in that trial
+    rate_images: int  # resnet18 images per forward when measuring the machine's conv FLOP rate
+    rate_repeats: int
+
+
+FULL = Settings(("demo", "resnet18"), {"demo": None, "resnet18": 16}, 8, {"demo": 120, "resnet18": 16}, 64, 3)
+QUICK = Settings(("demo",), {"demo": 4}, 4, {"demo": 60}, 8, 2)
+
+
+def log(message: str) -> None:
+    """Progress on stderr, with the seconds since the start."""
+    print(f"[{time.perf_counter() - _START:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+# -- the cases ------------------------------------------------------------------------------------------------
+
+
+def resnet_images(n: int = RESNET_IMAGES) -> torch.Tensor:
+    """``n`` seeded standard-normal float32 images of 3x224x224."""
+    return torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(SEED))
+
+
+def resnet_model() -> nn.Module:
+    """resnet18 with no pretrained weights, initialised after ``torch.manual_seed(0)``, in eval mode."""
+    torch.manual_seed(SEED)
+    return torchvision.models.resnet18(weights=None, num_classes=1000).eval()
+
+
+def resnet_labels(predictions: torch.Tensor) -> torch.Tensor:
+    """The model's own predictions for the first half of the images, seeded random classes for the rest."""
+    labels = predictions.clone()
+    half = len(labels) // 2
+    labels[half:] = torch.randint(0, 1000, (len(labels) - half,), generator=torch.Generator().manual_seed(SEED + 1))
+    return labels
+
+
+def load_case(case: str, labels: Sequence[int] | None = None) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """(model in eval mode, images, labels) of a case; resnet18 labels are passed in (computed once)."""
+    if case == "demo":
+        model, data = nw.demo.load()
+        return model, data.images.clone(), data.labels.clone()
+    model, images = resnet_model(), resnet_images()
+    if labels is None:
+        with torch.no_grad():
+            labels = resnet_labels(model(images).argmax(1)).tolist()
+    return model, images, torch.tensor(list(labels), dtype=torch.int64)
+
+
+def sample_units(channels: int, count: int | None) -> list[int]:
+    """``count`` evenly spaced units of ``channels`` (all of them for None or count >= channels)."""
+    if count is None or count >= channels:
+        return list(range(channels))
+    return sorted({int(u) for u in np.linspace(0, channels - 1, count).round()})
+
+
+# -- the three ways -------------------------------------------------------------------------------------------
+
+
+def naive_outcomes(
+    model: nn.Module, module: nn.Module, images: torch.Tensor, labels: torch.Tensor, units: Sequence[int]
+) -> dict[str, Any]:
+    """Correct predictions without ablation, then per unit: a forward hook zeroes the channel in place and the
+    full model runs on all images (in chunks of CHUNK). Also returns the class scores and split timings."""
+    n = len(labels)
+    with torch.no_grad():
+        begin = time.perf_counter()
+        base = sum(
+            int((model(images[s : s + CHUNK]).argmax(1) == labels[s : s + CHUNK]).sum()) for s in range(0, n, CHUNK)
+        )
+        base_seconds = time.perf_counter() - begin
+        correct, logits = [], []
+        for unit in units:
+
+            def zero(mod: nn.Module, inputs: object, output: torch.Tensor, unit: int = unit) -> None:
+                output[:, unit] = 0
+
+            handle = module.register_forward_hook(zero)
+            try:
+                scores = torch.cat([model(images[s : s + CHUNK]) for s in range(0, n, CHUNK)])
+            finally:
+                handle.remove()
+            logits.append(scores)
+            correct.append(int((scores.argmax(1) == labels).sum()))
+        unit_seconds = time.perf_counter() - begin - base_seconds
+    return {
+        "base_correct": base,
+        "correct": np.array(correct),
+        "logits": torch.stack(logits).numpy(),
+        "base_seconds": base_seconds,
+        "unit_seconds": unit_seconds,
+    }
+
+
+def captum_drops(
+    model: nn.Module,
+    module: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    units: Sequence[int],
+    channels: int,
+    ppe: int,
+) -> np.ndarray:
+    """Accuracy drop of each of ``units`` by Captum's LayerFeatureAblation (all images in one call).
+
+    The layer mask (1, C, 1, 1) gives each unit of ``units`` its own feature id; any other channels share one
+    extra id (ablated together once; ignored). The forward function returns per-image correctness, so the
+    attribution of a channel, averaged over images, is ``acc(model) - acc(model with the channel zeroed)``.
+    """
+    from captum.attr import LayerFeatureAblation
+
+    units = list(units)
+    mask = torch.full((1, channels, 1, 1), len(units), dtype=torch.int64)
+    mask[0, units, 0, 0] = torch.arange(len(units))
+
+    def correct(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (model(x).argmax(1) == y).to(torch.float32)
+
+    with torch.no_grad():
+        attribution = LayerFeatureAblation(correct, module).attribute(
+            images,
+            layer_baselines=0.0,
+            additional_forward_args=(labels,),
+            layer_mask=mask,
+            perturbations_per_eval=ppe,
+        )
+    per_channel = attribution.reshape(len(labels), channels, -1)[:, units, 0]
+    return per_channel.double().sum(0).numpy() / len(labels)
+
+
+def ours_class_scores(probe: nw.Probe, units: Sequence[int]) -> np.ndarray:
+    """Class scores (units, images, classes) with each unit zeroed, from the engine's cached cut values."""
+    ablator, fill = probe.ablator(), probe.fill("zero")
+    parts = []
+    with torch.no_grad():
+        for values, _chunk, _bar in probe.crossings("bench", progress=False):
+            per_unit = {}
+            for block, scores in ablator.each_unit(values, list(units), fill):
+                per_unit.update(zip(block, scores))
+            parts.append(torch.stack([per_unit[u] for u in units]))
+    return torch.cat(parts, dim=1).numpy()
+
+
+# -- workers (each runs in a fresh process) --------------------------------------------------------------------
+
+
+def way_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """Time one way on one layer in this (fresh) process; returns timings, extra peak memory and outputs."""
+    torch.set_num_threads(THREADS)
+    model, images, labels = load_case(job["case"], job["labels"])
+    layer, way, units, channels = job["layer"], job["way"], job["units"], job["channels"]
+    module = model.get_submodule(layer)
+    with torch.no_grad():  # warm-up shared by all ways: one plain forward on a full chunk
+        model(images[:CHUNK])
+    out: dict[str, Any] = {"memory_method": _bench.peak_method()}
+    if way == "naive":
+        naive_outcomes(model, module, images[:4], labels[:4], units[:1])  # warm-up
+        result, seconds, extra, runs = _bench.timed(
+            lambda: None, lambda _: naive_outcomes(model, module, images, labels, units)
+        )
+        out.update(result)
+    elif way == "captum":
+        captum_drops(model, module, images[:4], labels[:4], units[:1], channels, job["ppe"])  # warm-up
+        result, seconds, extra, runs = _bench.timed(
+            lambda: None, lambda _: captum_drops(model, module, images, labels, units, channels, job["ppe"])
+        )
+        out["drops"] = result
+    else:
+        small = nw.Probe(model, (images[:4], labels[:4]), layer=layer, chunk_size=CHUNK)  # warm-up
+        small.ablation_outcomes(units=[0, 1], progress=False)
+        small.rank("taylor", progress=False)
+        del small
+        setup: list[float] = []
+
+        def prepare() -> nw.Probe:
+            begin = time.perf_counter()
+            probe = nw.Probe(model, (images, labels), layer=layer, chunk_size=CHUNK)
+            setup.append(time.perf_counter() - begin)
+            return probe
+
+        (probe, ranking), seconds, extra, runs = _bench.timed(
+            prepare, lambda p: (p, p.rank("ablation", progress=False))
+        )
+        taylor, taylor_seconds, _, _ = _bench.timed(lambda: probe, lambda p: p.rank("taylor", progress=False))
+        loss = nw.Ranking(scores=ranking.meta["loss_increase"], method="loss_increase", layer=layer)
+        crossing_bytes = sum(
+            v.numel() * v.element_size() for values, _, _ in probe.crossings("size", progress=False) for v in values
+        )
+        out.update(
+            scores=np.asarray(ranking.scores),
+            loss_increase=np.asarray(ranking.meta["loss_increase"]),
+            base_accuracy=ranking.meta["base_accuracy"],
+            engine=ranking.meta["engine"],
+            engine_note=ranking.meta["engine_note"],
+            logits=ours_class_scores(probe, units),
+            probe_setup_seconds=min(setup),
+            crossing_bytes=crossing_bytes,
+            taylor_seconds=taylor_seconds,
+            rho_taylor_drop=nw.compare(ranking, taylor)["spearman"],
+            rho_taylor_loss=nw.compare(loss, taylor)["spearman"],
+        )
+    out.update(seconds=seconds, extra_bytes=extra, runs=runs)
+    return out
+
+
+def tune_worker(job: dict[str, Any]) -> dict[int, float]:
+    """Seconds of Captum's LayerFeatureAblation per perturbations_per_eval on a small sample (fresh process)."""
+    torch.set_num_threads(THREADS)
+    model, images, labels = load_case(job["case"], job["labels"])
+    module = model.get_submodule(job["layer"])
+    images, labels = images[: job["images"]], labels[: job["images"]]
+    with torch.no_grad():
+        model(images)
+    for ppe in PPE_CHOICES:  # warm-up
+        captum_drops(model, module, images[:2], labels[:2], job["units"][:1], job["channels"], ppe)
+    times = {}
+    for ppe in PPE_CHOICES:
+        begin = time.perf_counter()
+        captum_drops(model, module, images, labels, job["units"], job["channels"], ppe)
+        times[ppe] = time.perf_counter() - begin
+    return times
+
+
+# -- FLOPs ----------------------------------------------------------------------------------------------------
+
+
+def flops(fn: Any, *args: Any) -> int:
+    """FLOPs (2 per multiply-add of conv/matmul ops) counted by FlopCounterMode for ``fn(*args)``."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn(*args)
+    return counter.get_total_flops()
+
+
+def measure_rate(settings: Settings) -> dict[str, Any]:
+    """The machine's conv FLOP rate: full resnet18 forwards (best of a few) and the resnet18 labels."""
+    model, images = resnet_model(), resnet_images()
+    batch = images[: settings.rate_images]
+    with torch.no_grad():
+        labels = resnet_labels(model(images).argmax(1)) if settings.rate_images == RESNET_IMAGES else None
+        model(batch)
+        best = math.inf
+        for _ in range(settings.rate_repeats):
+            begin = time.perf_counter()
+            model(batch)
+            best = min(best, time.perf_counter() - begin)
+    count = flops(model, batch)
+    demo, data = nw.demo.load()
+    with torch.no_grad():
+        demo(data.images)
+        demo_best = min(_seconds(demo, data.images) for _ in range(3))
+    return {
+        "rate": count / best,
+        "flops": count,
+        "seconds": best,
+        "images": len(batch),
+        "demo_rate": flops(demo, data.images) / demo_best,
+        "labels": None if labels is None else labels.tolist(),
+    }
+
+
+def _seconds(model: nn.Module, images: torch.Tensor) -> float:
+    begin = time.perf_counter()
+    model(images)
+    return time.perf_counter() - begin
+
+
+@dataclass
+class LayerFacts:
+    """What the parent process knows about a layer before the timed runs."""
+
+    units: int
+    act_bytes: int  # the layer's output for all images
+    suffix_flops: float  # per image: the network after the layer
+    full_flops: float  # per image: the whole network
+
+
+def layer_facts(case: str, labels: Sequence[int] | None) -> dict[str, LayerFacts]:
+    """Unit counts, activation sizes and per-image FLOPs of the case's layers (counted on a few images)."""
+    model, images, labels_t = load_case(case, labels)
+    few = images[:8]
+    probe = nw.Probe(model, (few, labels_t[:8]), layer=LAYERS[case][0], chunk_size=CHUNK)
+    full = flops(model, few) / len(few)
+    facts = {}
+    for layer in LAYERS[case]:
+        probe.layer = layer
+        ablator = probe.ablator()
+        if ablator.split is not None:
+            with torch.no_grad():
+                values = ablator.crossing(few)
+            suffix = flops(ablator.split.suffix, *[v.clone() for v in values]) / len(few)
+        else:
+            suffix = math.nan
+        info = probe.layer_info()
+        act = len(images) * math.prod(info.shape) * torch.finfo(torch.float32).bits // 8
+        facts[layer] = LayerFacts(info.units, act, suffix, full)
+    return facts
+
+
+# -- the run --------------------------------------------------------------------------------------------------
+
+
+def run(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """All cases and layers; returns one row per layer and run-wide facts."""
+    log("measuring the conv FLOP rate (resnet18 forwards)")
+    rate = measure_rate(settings)
+    log(f"rate {rate['rate'] / 1e9:.1f} GFLOP/s ({rate['images']} images in {rate['seconds']:.2f} s)")
+    rows: list[dict[str, Any]] = []
+    tuning: dict[str, dict[int, float]] = {}
+    for case in settings.cases:
+        labels = rate["labels"] if case == "resnet18" else None
+        facts = layer_facts(case, labels)
+        n_images = RESNET_IMAGES if case == "resnet18" else len(load_case(case)[2])
+        tune_layer = TUNE_LAYER[case]
+        tune_units = sample_units(facts[tune_layer].units, settings.tune_units)
+        log(f"{case}: trying perturbations_per_eval {PPE_CHOICES} on {tune_layer}")
+        times = _bench.run_fresh(
+            tune_worker,
+            {
+                "case": case,
+                "labels": labels,
+                "layer": tune_layer,
+                "units": tune_units,
+                "channels": facts[tune_layer].units,
+                "images": settings.tune_images[case],
+            },
+        )
+        tuning[case] = times
+        ppe = min(times, key=times.__getitem__)
+        log(f"{case}: " + ", ".join(f"ppe={k}: {v:.2f} s" for k, v in times.items()) + f" -> {ppe}")
+        for layer in LAYERS[case]:
+            fact = facts[layer]
+            units = sample_units(fact.units, settings.sample[case])
+            job = {"case": case, "labels": labels, "layer": layer, "units": units, "channels": fact.units, "ppe": ppe}
+            results = {}
+            for way in ("naive", "captum", "ours"):
+                log(
+                    f"{case} {layer}: {way} ({len(units)} of {fact.units} units)"
+                    if way != "ours"
+                    else f"{case} {layer}: ours"
+                )
+                results[way] = _bench.run_fresh(way_worker, {**job, "way": way})
+                log(f"{case} {layer}: {way} took {results[way]['seconds']:.2f} s")
+            rows.append(make_row(case, layer, n_images, fact, units, ppe, results, rate["rate"]))
+    info = {
+        "rate": rate,
+        "tuning": tuning,
+        "memory_method": _bench.peak_method(),
+        "sample": settings.sample,
+        "tune_units": settings.tune_units,
+        "tune_images": settings.tune_images,
+    }
+    return rows, info
+
+
+def make_row(
+    case: str,
+    layer: str,
+    n_images: int,
+    fact: LayerFacts,
+    units: list[int],
+    ppe: int,
+    results: dict[str, dict[str, Any]],
+    rate: float,
+) -> dict[str, Any]:
+    """One table row: timings (extrapolated where sampled), memory, agreement and the Taylor preview."""
+    naive, captum, ours = results["naive"], results["captum"], results["ours"]
+    channels, sampled = fact.units, len(units)
+    extrapolated = sampled < channels
+    naive_s = naive["base_seconds"] + naive["unit_seconds"] * channels / sampled
+    # Captum evaluates the layer once, the unablated model once and one forward per feature (sampled + rest).
+    captum_s = captum["seconds"] * (channels + 2) / (sampled + 3) if extrapolated else captum["seconds"]
+    naive_drops = (naive["base_correct"] - naive["correct"]) / n_images
+    ours_drops = ours["scores"][units]
+    diff = np.abs(ours["logits"] - naive["logits"])
+    floor = fact.suffix_flops * n_images * channels / rate
+    return {
+        "case": case,
+        "layer": layer,
+        "units": channels,
+        "sampled": sampled,
+        "extrapolated": extrapolated,
+        "engine": ours["engine"],
+        "engine_note": ours["engine_note"],
+        "naive_s": naive_s,
+        "captum_s": captum_s,
+        "ppe": ppe,
+        "ours_s": ours["seconds"],
+        "ours_runs": ours["runs"],
+        "probe_setup_s": ours["probe_setup_seconds"],
+        "floor_s": floor,
+        "act_bytes": fact.act_bytes,
+        "crossing_bytes": ours["crossing_bytes"],
+        "naive_extra": naive["extra_bytes"],
+        "captum_extra": captum["extra_bytes"],
+        "ours_extra": ours["extra_bytes"],
+        "acc_ours_naive": float(np.abs(ours_drops - naive_drops).max()),
+        "logit_abs": float(diff.max()),
+        "logit_rel": float(diff.max() / max(np.abs(naive["logits"]).max(), 1e-30)),
+        "acc_captum_naive": float(np.abs(captum["drops"] - naive_drops).max()),
+        "base_accuracy": ours["base_accuracy"],
+        "nonzero_drops": int(np.count_nonzero(ours["scores"])),
+        "max_drop": float(np.max(ours["scores"])),
+        "taylor_s": ours["taylor_seconds"],
+        "rho_drop": ours["rho_taylor_drop"],
+        "rho_loss": ours["rho_taylor_loss"],
+        "suffix_gflop": fact.suffix_flops / 1e9,
+        "full_gflop": fact.full_flops / 1e9,
+    }
+
+
+# -- report ---------------------------------------------------------------------------------------------------
+
+
+def _s(seconds: float, estimated: bool = False) -> str:
+    text = f"{seconds:.3g}" if seconds < 10 else f"{seconds:.0f}"
+    return f"~{text}\\*" if estimated else text
+
+
+def _mb(count: float) -> str:
+    return f"{count / 2**20:.1f}"
+
+
+def _rho(value: float) -> str:
+    return "n/a (constant)" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def tables(rows: list[dict[str, Any]]) -> str:
+    """The markdown tables: time, memory, agreement and the Taylor preview."""
+    lines = [
+        "### Time (all units of the layer; \\* = extrapolated from the sampled units)",
+        "",
+        "| case | layer | units | engine | naive (s) | Captum (s) | ours (s) | naive / ours | Captum / ours "
+        "| FLOP floor (s) | ours % of floor |",
+        "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['layer']} | {r['units']} | {r['engine']} | {_s(r['naive_s'], r['extrapolated'])} "
+            f"| {_s(r['captum_s'], r['extrapolated'])} (ppe={r['ppe']}) | {_s(r['ours_s'])} "
+            f"| {r['naive_s'] / r['ours_s']:.1f}x | {r['captum_s'] / r['ours_s']:.1f}x | {_s(r['floor_s'])} "
+            f"| {100 * r['ours_s'] / r['floor_s']:.0f}% |"
+        )
+    lines += [
+        "",
+        "### Extra peak memory (MB above the RSS after loading model and data)",
+        "",
+        "| case | layer | cached activations (MB) | naive | Captum | ours | ours / activations |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['layer']} | {_mb(r['act_bytes'])} | {_mb(r['naive_extra'])} "
+            f"| {_mb(r['captum_extra'])} | {_mb(r['ours_extra'])} | {r['ours_extra'] / r['act_bytes']:.2f}x |"
+        )
+    lines += [
+        "",
+        "### Agreement (on the units the naive loop ran) and the Taylor preview",
+        "",
+        "| case | layer | units compared | max abs diff of accuracy drop, ours vs naive | max abs diff of "
+        "class scores, ours vs naive (relative) | max abs diff of accuracy drop, Captum vs naive "
+        "| base accuracy | units with a drop != 0 | Taylor (s) | Spearman Taylor vs accuracy drop "
+        "| Spearman Taylor vs loss increase |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['layer']} | {r['sampled']} | {r['acc_ours_naive']:.3g} "
+            f"| {r['logit_abs']:.3g} ({r['logit_rel']:.2g}) | {r['acc_captum_naive']:.3g} "
+            f"| {r['base_accuracy']:.3f} | {r['nonzero_drops']} of {r['units']} | {_s(r['taylor_s'])} "
+            f"| {_rho(r['rho_drop'])} | {_rho(r['rho_loss'])} |"
+        )
+    return "\n".join(lines)
+
+
+def report(rows: list[dict[str, Any]], info: dict[str, Any], machine: dict[str, Any], seconds: float) -> str:
+    """The full markdown report."""
+    rate = info["rate"]
+    sample = ", ".join(
+        f"{case}: {'all units' if n is None else f'{n} evenly spaced units per layer'}"
+        for case, n in info["sample"].items()
+    )
+    tuning = "; ".join(
+        f"{case}: "
+        + ", ".join(f"{k}: {v:.2f} s" for k, v in times.items())
+        + f" (best {min(times, key=times.__getitem__)})"
+        for case, times in info["tuning"].items()
+    )
+    setups = ", ".join(f"{r['case']}/{r['layer']} {r['probe_setup_s']:.2f} s" for r in rows)
+    notes = [f"- {r['case']}/{r['layer']}: engine note: {r['engine_note']}" for r in rows if r["engine_note"]]
+    load = machine["load_average"]
+    return f"""# Single-unit zero ablation: naive hook loop vs Captum vs neuronwidgets
+
+Date: {machine["date"]}. Machine: {machine["cpu"]}, {machine["cores"]} cores, {machine["memory_gib"]} GiB; \
+Python {machine["python"]}, torch {machine["torch"]} ({THREADS} threads, `torch.set_num_threads({THREADS})` in \
+every process), captum {machine["captum"]}. Load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} \
+(other work was running on the machine, so timings carry a few per cent of noise), whole run {seconds / 60:.1f} min.
+
+Task: score every unit (channel) of a layer by the top-1 accuracy lost when that unit alone is zeroed.
+
+Cases: **demo** = `nw.demo.load()` (DigitsCNN, 360 test digits 1x32x32). **resnet18** = \
+`torchvision.models.resnet18(weights=None, num_classes=1000)` after `torch.manual_seed(0)`, eval mode; 64 \
+seeded `randn` images 3x224x224; labels = the model's own predictions on images 0-31, seeded random classes \
+on 32-63.
+
+## Method
+
+- **naive**: per unit, `module.register_forward_hook` zeroes the channel in place (`output[:, u] = 0`) and the \
+full model runs on all images in chunks of {CHUNK} under `torch.no_grad()`; plus one unablated pass for the \
+base accuracy.
+- **Captum**: `LayerFeatureAblation(forward_func, layer_module).attribute(images, layer_baselines=0.0, \
+additional_forward_args=(labels,), layer_mask=mask, perturbations_per_eval=ppe)` with \
+`forward_func(x, y) = (model(x).argmax(1) == y).float()` (per-image correctness) and `mask` of shape \
+(1, C, 1, 1) holding the channel ids, so a channel's attribution averaged over images is exactly the accuracy \
+drop. All images in one call. ppe = the best of {PPE_CHOICES} in a trial on a small sample (below).
+- **ours**: `probe = nw.Probe(model, (images, labels), layer=..., chunk_size={CHUNK})` (not timed: it runs one \
+forward pass to discover the layers; {setups}), then `probe.rank("ablation", progress=False)` timed: tracing, \
+the cut's values and every unit. Engine path in the table.
+- Each way runs in a fresh process (multiprocessing 'spawn'): load model and data, warm up (one plain forward \
+on a chunk and the method on 4 images), then time one run with `time.perf_counter` (runs shorter than 2 s are \
+repeated up to 3 times; the fastest counts).
+- **Extra peak memory**: after the warm-up, freed memory is returned to the OS (`malloc_trim`), the RSS \
+high-water mark is reset (`/proc/self/clear_refs`) and the RSS read; extra = peak RSS during the timed run \
+minus that RSS (method here: {info["memory_method"]}; the fallback is `ru_maxrss`). Cached activations = the \
+layer's output for all images in float32.
+- **FLOP floor** = FLOPs of the network after the layer (`FlopCounterMode` on `probe.ablator().split.suffix`, \
+conv/matmul FLOPs, 2 per multiply-add) x images x units / the machine's conv FLOP rate. The rate is \
+{rate["rate"] / 1e9:.1f} GFLOP/s: full resnet18 forwards on {rate["images"]} images, \
+{rate["flops"] / 1e9:.1f} GFLOP in {rate["seconds"]:.2f} s (best of a few). The demo model's small convs only \
+reach {rate["demo_rate"] / 1e9:.1f} GFLOP/s, so the demo floors are optimistic. On the `closed_form` path the \
+engine does not re-run the suffix at all, so it can beat the floor.
+- **Agreement**: accuracy drops and the class scores of every image with each unit zeroed (ours: \
+`ablator.each_unit` on the probe's cached cut values), against the naive loop on the units it ran; relative = \
+max abs diff / max abs class score. Captum vs naive: accuracy drops.
+- **Taylor**: `probe.rank("taylor")` (one forward and backward pass per chunk) timed on the same probe; \
+Spearman (`nw.compare`) against the exact accuracy drops and against `meta["loss_increase"]` of the ablation.
+
+## Results
+
+{tables(rows)}
+
+## Notes
+
+- Sampling: {sample}. Sampled naive time = base pass + (loop time / sampled units) x all units; sampled Captum \
+time = measured x (C + 2) / (S + 3) (one layer pass, one unablated pass, one pass per feature: S sampled units \
+plus one group holding the other channels). Ours always ran all units.
+- Captum perturbations_per_eval trial ({info["tune_units"]} units + 1 rest group on layer \
+{", ".join(f"{c}/{TUNE_LAYER[c]} with {n} images" for c, n in info["tune_images"].items())}): {tuning}.
+""" + ("\n".join(notes) + "\n" if notes else "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="demo model only, a few units (about a minute)")
+    parser.add_argument(
+        "--resnet-units", type=int, default=16, help="units sampled per resnet18 layer for naive and Captum"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"markdown report path (default: {RESULTS}; --quick: none)"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(THREADS)
+    settings = QUICK if args.quick else FULL
+    if not args.quick:
+        settings = Settings(**{**settings.__dict__, "sample": {"demo": None, "resnet18": args.resnet_units}})
+    machine = _bench.machine()
+    begin = time.perf_counter()
+    rows, info = run(settings)
+    text = report(rows, info, machine, time.perf_counter() - begin)
+    print(tables(rows))
+    out = args.out if args.out is not None else (None if args.quick else RESULTS)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

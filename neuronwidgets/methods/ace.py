@@ -1,0 +1,324 @@
+"""ACE (Breiman & Friedman 1985) with Friedman's SuperSmoother, vectorised over many independent problems.
+
+ACE finds a transform ``theta`` of a response and transforms ``phi_j`` of its predictors that maximise
+``corr(theta(y), sum_j phi_j(x_j))``: the maximal correlation, which sees any smooth (not only linear)
+dependence. PCACE needs one ACE fit per unit of a layer, and a null from shuffled responses, so thousands
+of small problems: here they all advance together in numpy array operations. Each problem keeps its own
+sort orders and its own stopping rule, so its result does not depend on the other problems of the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SPANS = (0.05, 0.2, 0.5)  # tweeter, midrange, woofer (fractions of n)
+_TWEETER, _MIDRANGE, _WOOFER = 0, 1, 2
+_SLOPE_EPS = 1e-3  # a window's slope is 0 below (eps * interquartile range of x)^2 of x variation, as in supsmu
+_BLOCK_VALUES = 2**18  # problems are solved in blocks of about this many values of (q + 1) * n
+
+
+@dataclass(frozen=True)
+class AceResult:
+    """Transforms and correlations of a batch of ACE problems (leading batch dimensions as given)."""
+
+    theta: np.ndarray  # (..., n) transform of the response: mean 0, variance 1 (all 0 if y is constant)
+    phi: np.ndarray  # (..., q, n) transforms of the predictors, each of mean 0
+    correlation: np.ndarray  # (...) corr(theta, sum_j phi_j): the maximal correlation (paper's definition)
+    reference_correlation: np.ndarray  # (...) |corr(phi_1, theta)|: the variant in the PCACE authors' code
+    iterations: np.ndarray  # (...) accepted outer iterations
+
+
+def _cumsum0(values: np.ndarray) -> np.ndarray:
+    """Cumulative sums along the last axis with a leading 0, so window sums are differences."""
+    out = np.zeros((*values.shape[:-1], values.shape[-1] + 1))
+    np.cumsum(values, axis=-1, out=out[..., 1:])
+    return out
+
+
+class _Windows:
+    """Running windows of one span over n sorted points: point i uses the ``size`` points from ``start[i]``
+    (centred on i, shifted inwards at the ends), as in Friedman's fixed-span smoother."""
+
+    def __init__(self, n: int, span: float) -> None:
+        half = max(int(0.5 * span * n + 0.5), 2)
+        self.size = min(2 * half + 1, n)
+        self.start = np.clip(np.arange(n) - half, 0, n - self.size)
+        self.stop = self.start + self.size
+
+    def sums(self, cumulative: np.ndarray) -> np.ndarray:
+        """Window sums from `_cumsum0` output."""
+        return cumulative[..., self.stop] - cumulative[..., self.start]
+
+
+class _Plan:
+    """What the smoothers need about one predictor of every problem: its sort order and, per span, the
+    coefficients of the local linear fit, computed once and reused at every ACE iteration.
+
+    The fit at point i is ``b*sum(v) + a*sum(x*v)`` over its window; ``g = 1/(1 - leverage)`` turns the
+    residual into the leave-one-out (cross-validated) residual; ``fill`` marks points of leverage 1.
+    """
+
+    windows: list[_Windows]
+    order: np.ndarray  # (problems, n) argsort of x
+    rank: np.ndarray  # (problems, n) inverse of order
+    xs: np.ndarray  # (problems, n) sorted x minus its mean (keeps the running sums of x^2 accurate)
+    constant: np.ndarray  # (problems,) x takes one value: the smooth is the mean
+    a: np.ndarray  # (spans, problems, n)
+    b: np.ndarray  # (spans, problems, n)
+    g: np.ndarray  # (spans, problems, n)
+    fill: list[np.ndarray | None]  # per span: index of the last point of leverage < 1, None if all are
+    groups: np.ndarray | None  # (problems, n) ids of runs of tied x, None without ties
+
+    @classmethod
+    def of(cls, x: np.ndarray, windows: list[_Windows]) -> _Plan:
+        plan = cls()
+        n = x.shape[-1]
+        plan.windows = windows
+        plan.order = np.argsort(x, axis=-1, kind="stable")
+        plan.rank = np.empty_like(plan.order)
+        np.put_along_axis(plan.rank, plan.order, np.broadcast_to(np.arange(n), x.shape), axis=-1)
+        xs = np.take_along_axis(x, plan.order, axis=-1)
+        plan.constant = xs[:, -1] <= xs[:, 0]
+        plan.groups = _tie_groups(xs)
+        threshold = _slope_threshold(xs)[:, None]
+        plan.xs = xs - xs.mean(-1, keepdims=True)
+        first, second = _cumsum0(plan.xs), _cumsum0(plan.xs**2)
+        a, b, g = [], [], []
+        plan.fill = []
+        for win in windows:
+            mean = win.sums(first) / win.size
+            dx = plan.xs - mean
+            var = win.sums(second) - win.size * mean**2
+            sloped = var > threshold
+            slope = np.where(sloped, dx / np.where(sloped, var, 1.0), 0.0)
+            keep = 1.0 - (1.0 / win.size + slope * dx)
+            a.append(slope)
+            b.append(1.0 / win.size - slope * mean)
+            g.append(np.where(keep > 0, 1.0 / np.where(keep > 0, keep, 1.0), 0.0))
+            plan.fill.append(_fill_index(keep > 0))
+        plan.a, plan.b, plan.g = np.stack(a), np.stack(b), np.stack(g)
+        return plan
+
+    def take(self, rows: np.ndarray) -> _Plan:
+        """The plan of a subset of the problems."""
+        plan = _Plan()
+        plan.windows = self.windows
+        plan.order, plan.rank, plan.xs, plan.constant = (
+            self.order[rows],
+            self.rank[rows],
+            self.xs[rows],
+            self.constant[rows],
+        )
+        plan.a, plan.b, plan.g = self.a[:, rows], self.b[:, rows], self.g[:, rows]
+        plan.fill = [None if f is None else f[rows] for f in self.fill]
+        plan.groups = (
+            None if self.groups is None else np.unique(self.groups[rows], return_inverse=True)[1].reshape(len(rows), -1)
+        )
+        return plan
+
+    def sort(self, values: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(values, self.order, axis=-1)
+
+    def unsort(self, values: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(values, self.rank, axis=-1)
+
+    def fit(self, span: int, values: np.ndarray) -> np.ndarray:
+        """Local linear fit in each point's window (values sorted; leading axes broadcast over problems)."""
+        win = self.windows[span]
+        return self.b[span] * win.sums(_cumsum0(values)) + self.a[span] * win.sums(_cumsum0(self.xs * values))
+
+    def residuals(self, span: int, values: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+        """Absolute cross-validated residuals; at a point of leverage 1 the previous point's is reused."""
+        res = np.abs(values - fitted) * self.g[span]
+        fill = self.fill[span]
+        if fill is not None:
+            idx = np.broadcast_to(np.maximum(fill, 0), res.shape)
+            res = np.where(fill >= 0, np.take_along_axis(res, idx, axis=-1), 0.0)
+        return res
+
+    def tie_mean(self, values: np.ndarray) -> np.ndarray:
+        """Give points with tied x the mean of their values."""
+        if self.groups is None:
+            return values
+        ids = self.groups.ravel()
+        counts = np.bincount(ids)
+        flat = values.reshape(-1, ids.size)
+        means = np.stack([np.bincount(ids, weights=row) / counts for row in flat])
+        return means[:, ids].reshape(values.shape)
+
+    def smooth(self, span: int, values: np.ndarray) -> np.ndarray:
+        return self.tie_mean(self.fit(span, values))
+
+    def supersmooth(self, values: np.ndarray) -> np.ndarray:
+        """Friedman's SuperSmoother (bass enhancement 0) of sorted ``values`` (problems, n) against x.
+
+        Three fixed-span local linear fits; their cross-validated residuals, smoothed with the midrange
+        span, pick the best span at each point; the picked spans are smoothed with the midrange span, the
+        three fits are interpolated at the smoothed span, and the result gets a final tweeter-span smooth.
+        """
+        sums, cross = _cumsum0(values), _cumsum0(self.xs * values)
+        primary = np.stack(
+            [self.b[s] * win.sums(sums) + self.a[s] * win.sums(cross) for s, win in enumerate(self.windows)]
+        )
+        residuals = np.stack([self.residuals(s, values, primary[s]) for s in range(len(SPANS))])
+        primary = self.tie_mean(primary)
+        best = np.asarray(SPANS)[np.argmin(self.smooth(_MIDRANGE, residuals), axis=0)]
+        span = np.clip(self.smooth(_MIDRANGE, best), SPANS[_TWEETER], SPANS[_WOOFER])
+        w_low = (SPANS[_MIDRANGE] - span) / (SPANS[_MIDRANGE] - SPANS[_TWEETER])
+        w_high = (span - SPANS[_MIDRANGE]) / (SPANS[_WOOFER] - SPANS[_MIDRANGE])
+        mixed = np.where(
+            span < SPANS[_MIDRANGE],
+            (1 - w_low) * primary[_MIDRANGE] + w_low * primary[_TWEETER],
+            (1 - w_high) * primary[_MIDRANGE] + w_high * primary[_WOOFER],
+        )
+        out = self.smooth(_TWEETER, mixed)
+        if self.constant.any():
+            out[self.constant] = values[self.constant].mean(-1, keepdims=True)
+        return out
+
+
+def _slope_threshold(xs: np.ndarray) -> np.ndarray:
+    """supsmu's ``vsmlsq``: (eps * spread of the middle half of x)^2, widening the range while it is 0."""
+    n = xs.shape[-1]
+    lower = np.full(xs.shape[0], max(n // 4, 1))
+    upper = 3 * lower
+    scale = xs[np.arange(len(xs)), upper - 1] - xs[np.arange(len(xs)), lower - 1]
+    while True:
+        widen = (scale <= 0) & ((upper < n) | (lower > 1))
+        if not widen.any():
+            return (_SLOPE_EPS * scale) ** 2
+        upper = np.where(widen & (upper < n), upper + 1, upper)
+        lower = np.where(widen & (lower > 1), lower - 1, lower)
+        scale = np.where(widen, xs[np.arange(len(xs)), upper - 1] - xs[np.arange(len(xs)), lower - 1], scale)
+
+
+def _fill_index(valid: np.ndarray) -> np.ndarray | None:
+    """For each point, the last valid point at or before it (-1 if none); None if all are valid."""
+    if valid.all():
+        return None
+    idx = np.where(valid, np.arange(valid.shape[-1]), -1)
+    return np.maximum.accumulate(idx, axis=-1)
+
+
+def _tie_groups(xs: np.ndarray) -> np.ndarray | None:
+    """Ids, unique over all problems, of the runs of equal values in sorted rows; None without ties."""
+    new = np.ones(xs.shape, dtype=bool)
+    new[:, 1:] = xs[:, 1:] > xs[:, :-1]
+    if new.all():
+        return None
+    return np.cumsum(new.ravel()).reshape(xs.shape) - 1
+
+
+def _standardise(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Zero mean, unit (population) variance per row; rows of zero variance become 0 (flagged False)."""
+    centred = values - values.mean(-1, keepdims=True)
+    sd = centred.std(-1)
+    ok = sd > 1e-12 * (np.abs(values).max(-1) + 1e-300)
+    return np.where(ok[:, None], centred / np.where(ok, sd, 1.0)[:, None], 0.0), ok
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation per row; 0 where either row is constant."""
+    a, ok_a = _standardise(a)
+    b, ok_b = _standardise(b)
+    return np.where(ok_a & ok_b, (a * b).mean(-1), 0.0)
+
+
+def _backfit(
+    theta: np.ndarray, phi: np.ndarray, plans: list[_Plan], max_inner: int, tol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inner loop: update each phi_j to the smooth of theta - sum_{i != j} phi_i against x_j, centred, for
+    as long as a full pass lowers e^2 = mean((theta - sum phi)^2); a pass that does not is undone."""
+    residual = theta - phi.sum(1)
+    err = (residual**2).mean(-1)
+    going = np.ones(len(theta), dtype=bool)
+    for _ in range(max_inner if len(plans) > 1 else 1):
+        new_phi, new_residual = phi.copy(), residual
+        for j, plan in enumerate(plans):
+            target = new_residual + new_phi[:, j]
+            fitted = plan.unsort(plan.supersmooth(plan.sort(target)))
+            new_phi[:, j] = fitted - fitted.mean(-1, keepdims=True)
+            new_residual = target - new_phi[:, j]
+        new_err = (new_residual**2).mean(-1)
+        going &= new_err < err - tol
+        phi = np.where(going[:, None, None], new_phi, phi)
+        residual = np.where(going[:, None], new_residual, residual)
+        err = np.where(going, new_err, err)
+        if not going.any():
+            break
+    return phi, err
+
+
+def _solve(y: np.ndarray, x: np.ndarray, max_outer: int, max_inner: int, tol: float) -> AceResult:
+    """ACE for a block of problems: y (problems, n), x (problems, q, n)."""
+    problems, q, n = x.shape
+    windows = [_Windows(n, span) for span in SPANS]
+    theta, alive = _standardise(y)
+    phi = np.zeros_like(x)
+    err = np.where(alive, 1.0, 0.0)
+    iterations = np.zeros(problems, dtype=np.int64)
+    rows = np.flatnonzero(alive)
+    y_plan = _Plan.of(y[rows], windows)
+    x_plans = [_Plan.of(x[rows, j], windows) for j in range(q)]
+    for _ in range(max_outer):
+        if rows.size == 0:
+            break
+        new_phi, _ = _backfit(theta[rows], phi[rows], x_plans, max_inner, tol)
+        total = new_phi.sum(1)
+        new_theta, ok = _standardise(y_plan.unsort(y_plan.supersmooth(y_plan.sort(total))))
+        new_err = ((new_theta - total) ** 2).mean(-1)
+        better = ok & (new_err < err[rows] - tol)
+        accepted = rows[better]
+        theta[accepted], phi[accepted], err[accepted] = new_theta[better], new_phi[better], new_err[better]
+        iterations[accepted] += 1
+        if not better.all():
+            keep = np.flatnonzero(better)
+            y_plan, x_plans = y_plan.take(keep), [plan.take(keep) for plan in x_plans]
+        rows = accepted
+    total = phi.sum(1)
+    return AceResult(
+        theta=theta,
+        phi=phi,
+        correlation=_correlation(theta, total),
+        reference_correlation=np.abs(_correlation(phi[:, 0], theta)),
+        iterations=iterations,
+    )
+
+
+def ace(
+    y: np.ndarray,
+    x: np.ndarray,
+    *,
+    max_outer: int = 200,
+    max_inner: int = 20,
+    tol: float = 1e-6,
+) -> AceResult:
+    """Alternating conditional expectations of response ``y`` (..., n) on predictors ``x`` (..., q, n).
+
+    Leading dimensions are independent problems (they broadcast, so one y can serve many x or vice versa).
+    Starts from theta = standardised y and phi = 0; the inner loop backfits the phi_j while a pass lowers
+    ``e^2 = mean((theta - sum phi)^2)``; each outer step then sets theta to the standardised smooth of
+    ``sum phi`` against y. A problem stops when an outer step lowers e^2 by no more than ``tol`` (that
+    step is undone) or after ``max_outer`` steps. Conditional expectations are SuperSmoother fits.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim < 2 or y.ndim < 1 or x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"need y of shape (..., n) and x of shape (..., q, n); got {y.shape} and {x.shape}")
+    n, q = y.shape[-1], x.shape[-2]
+    if n < 3:
+        raise ValueError(f"ACE needs at least 3 samples, got {n}")
+    batch = np.broadcast_shapes(y.shape[:-1], x.shape[:-2])
+    ys = np.broadcast_to(y, (*batch, n)).reshape(-1, n)
+    xs = np.broadcast_to(x, (*batch, q, n)).reshape(-1, q, n)
+    block = max(1, _BLOCK_VALUES // ((q + 1) * n))
+    parts = [_solve(ys[i : i + block], xs[i : i + block], max_outer, max_inner, tol) for i in range(0, len(ys), block)]
+    return AceResult(
+        theta=np.concatenate([p.theta for p in parts]).reshape(*batch, n),
+        phi=np.concatenate([p.phi for p in parts]).reshape(*batch, q, n),
+        correlation=np.concatenate([p.correlation for p in parts]).reshape(batch),
+        reference_correlation=np.concatenate([p.reference_correlation for p in parts]).reshape(batch),
+        iterations=np.concatenate([p.iterations for p in parts]).reshape(batch),
+    )
