@@ -157,14 +157,14 @@ class Probe:
     def chunks(
         self,
         description: str,
-        progress: ProgressOption = None,
+        progress: ProgressOption | Progress = None,
         cancel: CancelFlag = None,
         steps_per_chunk: int = 1,
     ) -> Iterator[tuple[Chunk, Progress]]:
         """Every chunk of the data on the model's device, with a `Progress` counting ``steps_per_chunk``
         steps per chunk (the caller advances it)."""
         total = self.source.num_chunks * steps_per_chunk
-        with Progress(description, total, progress, cancel) as bar:
+        with Progress.within(description, total, progress, cancel) as bar:
             for chunk in self.source.chunks():
                 yield self._to_device(chunk), bar
 
@@ -238,7 +238,7 @@ class Probe:
     def crossings(
         self,
         description: str,
-        progress: ProgressOption = None,
+        progress: ProgressOption | Progress = None,
         cancel: CancelFlag = None,
         steps_per_chunk: int = 1,
     ) -> Iterator[tuple[list[torch.Tensor], Chunk, Progress]]:
@@ -251,7 +251,7 @@ class Probe:
         size = 0
         with evaluating(self.model), torch.no_grad():
             if cached is not None:
-                with Progress(description, len(cached) * steps_per_chunk, progress, cancel) as bar:
+                with Progress.within(description, len(cached) * steps_per_chunk, progress, cancel) as bar:
                     for values, chunk in cached:
                         yield values, chunk, bar
                 return
@@ -369,24 +369,31 @@ class Probe:
         self,
         units: Sequence[int] | None = None,
         mode: str = "zero",
-        progress: ProgressOption = None,
+        base: Sequence[int] = (),
+        progress: ProgressOption | Progress = None,
         cancel: CancelFlag = None,
     ) -> tuple[OutcomeCounts, OutcomeCounts]:
-        """Outcomes without ablation and with each unit ablated alone: ``(base, per_unit)``, one variant per
-        entry of ``units`` (default: all units)."""
+        """Outcomes with the ``base`` units replaced, and with each of ``units`` replaced on top of them:
+        ``(base, per_unit)``, one variant per entry of ``units`` (default: all units not in ``base``).
+
+        ``progress`` may be an outer `Progress` that counts one step per unit and chunk.
+        """
         self.require_labels("ablation")
-        units = list(range(self.units)) if units is None else self.check_units(units)
+        base = self.check_units(base) if len(base) else []
+        rest = [u for u in range(self.units) if u not in set(base)]
+        units = rest if units is None else self.check_units(units)
         fill = self.fill(mode)
         ablator = self.ablator()
-        base = OutcomeCounts.zeros(1, self.num_classes)
+        before = OutcomeCounts.zeros(1, self.num_classes)
         per_unit = OutcomeCounts.zeros(len(units), self.num_classes)
         position = {u: i for i, u in enumerate(units)}
         for values, chunk, bar in self.crossings(f"ablating {self.layer}", progress, cancel, len(units)):
             assert chunk.labels is not None
-            base.count_images(chunk.labels)
+            before.count_images(chunk.labels)
             per_unit.count_images(chunk.labels)
-            base.add([0], ablator.scores(values).unsqueeze(0), chunk.labels)
-            for block, scores in ablator.each_unit(values, units, fill):
+            scores = ablator.replaced(values, base, fill) if base else ablator.scores(values)
+            before.add([0], scores.unsqueeze(0), chunk.labels)
+            for block, scores in ablator.each_unit(values, units, fill, base):
                 per_unit.add([position[u] for u in block], scores, chunk.labels)
                 bar.advance(len(block))
-        return base, per_unit
+        return before, per_unit

@@ -21,7 +21,10 @@ def setup(request):
 
 def test_methods_registry_lists_every_method_with_a_description():
     listed = nw.methods()
-    assert set(listed) == {"ablation", "selectivity", "weight_l1", "taylor", "activation"}
+    assert set(listed) == {
+        "ablation", "car", "selectivity", "weight_l1", "taylor", "activation",
+        "resampling_correlation", "resampling_precision",
+    }
     assert all(isinstance(text, str) and len(text) > 10 for text in listed.values())
 
 
@@ -122,3 +125,84 @@ def test_demo_ranking_meta_and_progress_reports():
     assert seen and seen[-1].done == seen[-1].total and seen[-1].fraction == 1.0
     assert all(info.eta is not None and info.eta >= 0 for info in seen)
     assert probe.classes == [str(i) for i in range(10)]
+
+
+def greedy_car_by_hooks(model, layer, images, labels, prune):
+    """The textbook greedy loop: full model and a plain hook for every candidate, every round."""
+    pruned = []
+    fill = torch.zeros_like(reference.layer_output(model, layer, images)[0])
+    for _ in range(prune):
+        base = reference.accuracy(reference.scores_with(model, layer, images, pruned, fill), labels)
+        best = None
+        for unit in range(fill.shape[0]):
+            if unit in pruned:
+                continue
+            scores = reference.scores_with(model, layer, images, [*pruned, unit], fill)
+            car = base - reference.accuracy(scores, labels)
+            loss = float(torch.nn.functional.cross_entropy(scores, labels))
+            if best is None or (car, loss) < best[0]:
+                best = ((car, loss), unit)
+        pruned.append(best[1])
+    return pruned
+
+
+@pytest.mark.parametrize("name,layer", [("plain", "relu2"), ("residual", "block1.bn1"), ("untraceable", "relu")])
+def test_greedy_car_matches_the_exhaustive_loop(name, layer):
+    model, shape = build(name, seed=11)
+    images, labels = make_data(model, 25, shape, seed=12)
+    probe = nw.Probe(model, (images, labels), layer=layer, chunk_size=10)
+    prune = probe.units - 1
+    ranking = probe.rank("car", progress=False)
+    assert ranking.meta["pruning_order"] == greedy_car_by_hooks(model, layer, images, labels, prune)
+    assert ranking.order[-1] == ranking.meta["pruning_order"][0]  # first pruned = least important
+    one_shot = probe.rank("ablation", progress=False)
+    np.testing.assert_allclose(ranking.meta["one_shot"], one_shot.scores)
+    np.testing.assert_allclose(ranking.meta["class_car"], one_shot.meta["drop_matrix"])
+
+
+def test_car_floor_per_step_and_errors():
+    model, data = nw.demo.load()
+    probe = nw.Probe(model, data, layer="relu3")
+    seen = []
+    ranking = probe.rank("car", prune=12, per_step=4, floor=0.9, progress=seen.append)
+    assert len(ranking.meta["pruning_order"]) == 12
+    assert all(a >= 0.9 for a in ranking.meta["accuracy_curve"])
+    assert len(ranking.meta["accuracy_curve"]) == 4  # baseline + 3 rounds of 4 units
+    assert seen[-1].done == seen[-1].total and seen[-1].eta == 0
+    with pytest.raises(ValueError, match=r"floor=1\.01 is above the model's accuracy"):
+        probe.rank("car", prune=2, floor=1.01)
+    with pytest.raises(ValueError, match="prune must be between 1 and 63"):
+        probe.rank("car", prune=64)
+
+
+@pytest.mark.parametrize("schedule", ["growing", "fixed"])
+def test_resampling_scores_match_numpy(schedule):
+    from neuronwidgets.methods.resampling import perturbations
+
+    model, shape = build("residual", seed=13)
+    images, labels = make_data(model, 4, shape, seed=14)
+    probe = nw.Probe(model, (images, labels), layer="block1.bn2", chunk_size=16)
+    correlation = probe.rank("resampling_correlation", image=2, schedule=schedule, copies=40, progress=False)
+    precision = probe.rank("resampling_precision", image=2, schedule=schedule, copies=40, threshold=-np.inf)
+    copies = perturbations(images[2], 40, 0.1, schedule, torch.Generator().manual_seed(0))
+    assert torch.equal(copies[0], images[2])
+    acts = reference.layer_output(model, "block1.bn2", copies).numpy().reshape(40, probe.units, -1)
+    with torch.no_grad():
+        logits = model(copies)
+    y = logits.softmax(1)[:, int(logits[0].argmax())].numpy()
+    for unit in range(probe.units):
+        rs = [np.corrcoef(acts[:, unit, j], y)[0, 1] for j in range(acts.shape[2]) if acts[:, unit, j].std() > 0]
+        assert correlation.scores[unit] == pytest.approx(np.mean(np.abs(rs)), rel=1e-9)
+        assert precision.scores[unit] == pytest.approx(1 / acts[:, unit].var(0).mean(), rel=1e-9)
+    overlap = correlation.meta["overlap"]
+    assert 0 <= overlap <= 0.5 and overlap == precision.meta["overlap"]
+
+
+def test_resampling_needs_an_image_and_keeps_eligibility():
+    model, data = nw.demo.load()
+    probe = nw.Probe(model, data, layer="relu2")
+    with pytest.raises(ValueError, match="pass image=<index into the data>"):
+        probe.rank("resampling_correlation")
+    ranking = probe.rank("resampling_precision", image=data[0][0], progress=False)
+    eligible = ranking.meta["eligible"]
+    assert (ranking.scores[~eligible] == 0).all() and (ranking.scores[eligible] > 0).all()

@@ -77,16 +77,24 @@ class Ablator:
         return self.split.suffix(*values)[0]
 
     def each_unit(
-        self, crossing: list[torch.Tensor], units: Sequence[int], fill: torch.Tensor
+        self,
+        crossing: list[torch.Tensor],
+        units: Sequence[int],
+        fill: torch.Tensor,
+        base: Sequence[int] = (),
     ) -> Iterator[tuple[list[int], torch.Tensor]]:
         """For blocks of ``units``: (the block, class scores of shape (len(block), N, classes)), one unit
-        replaced by ``fill`` at a time."""
-        units = list(units)
+        replaced by ``fill`` at a time, on top of the ``base`` units, which stay replaced throughout (the
+        already pruned set of greedy pruning)."""
+        units, base = list(units), list(base)
         if self.path in ("closed_form", "pushdown"):
             assert self.split is not None and self.split.frontier is not None
             frontier = self.split.frontier
             layer_out = crossing[0]
-            xs = frontier.chain(layer_out.clone() if self.split.mutated[0] else layer_out)
+            if base or self.split.mutated[0]:
+                layer_out = layer_out.clone()
+                layer_out[:, base] = fill[base].to(layer_out.dtype)
+            xs = frontier.chain(layer_out)
             if not self._layout_checked:
                 problem = _layout_problem(frontier, xs, layer_out.shape[1])
                 self._layout_checked = True
@@ -100,7 +108,7 @@ class Ablator:
                     yield from self._pushdown(frontier, crossing, xs, rs, units)
                 return
         for unit in units:
-            yield [unit], self.replaced(crossing, [unit], fill).unsqueeze(0)
+            yield [unit], self.replaced(crossing, [unit, *base], fill).unsqueeze(0)
 
     # -- paths ---------------------------------------------------------------------------------------------
 

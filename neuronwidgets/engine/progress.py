@@ -91,8 +91,37 @@ class Progress:
             self._bar.close()
             self._bar = None
 
+    @classmethod
+    def within(
+        cls, description: str, total: int | None, progress: ProgressOption | Progress, cancel: CancelFlag
+    ) -> Progress:
+        """A new `Progress`, or ``progress`` itself when the caller already counts a larger piece of work
+        (then closing this one is left to that caller)."""
+        if isinstance(progress, Progress):
+            return _Shared(progress)
+        return cls(description, total, progress, cancel)
+
     def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _Shared(Progress):
+    """A view of an outer `Progress`: advances it, and leaves closing it to its owner."""
+
+    def __init__(self, outer: Progress) -> None:
+        self._outer = outer
+
+    def advance(self, steps: int = 1) -> None:
+        self._outer.advance(steps)
+
+    def check(self) -> None:
+        self._outer.check()
+
+    def info(self) -> ProgressInfo:
+        return self._outer.info()
+
+    def close(self) -> None:
+        pass

@@ -38,18 +38,23 @@ def _cumsum0(values: np.ndarray) -> np.ndarray:
 
 
 class _Windows:
-    """Running windows of one span over n sorted points: point i uses the ``size`` points from ``start[i]``
-    (centred on i, shifted inwards at the ends), as in Friedman's fixed-span smoother."""
+    """Running windows of one span over n sorted points: point i uses the ``size`` points from
+    ``clip(i - half, 0, n - size)`` on (centred, shifted inwards at the ends), as in Friedman's smoother."""
 
     def __init__(self, n: int, span: float) -> None:
         half = max(int(0.5 * span * n + 0.5), 2)
         self.size = min(2 * half + 1, n)
-        self.start = np.clip(np.arange(n) - half, 0, n - self.size)
-        self.stop = self.start + self.size
+        self.first = min(half, self.size - 1)  # the first point whose window starts after 0 is first + 1
+        self.starts = n - self.size + 1
 
     def sums(self, cumulative: np.ndarray) -> np.ndarray:
-        """Window sums from `_cumsum0` output."""
-        return cumulative[..., self.stop] - cumulative[..., self.start]
+        """Window sums at every point, from `_cumsum0` output."""
+        out = np.empty((*cumulative.shape[:-1], cumulative.shape[-1] - 1))
+        lo, hi = self.first, self.first + self.starts
+        np.subtract(cumulative[..., self.size :], cumulative[..., : self.starts], out=out[..., lo:hi])
+        out[..., :lo] = out[..., lo : lo + 1]
+        out[..., hi:] = out[..., hi - 1 : hi]
+        return out
 
 
 class _Plan:
@@ -68,7 +73,7 @@ class _Plan:
     a: np.ndarray  # (spans, problems, n)
     b: np.ndarray  # (spans, problems, n)
     g: np.ndarray  # (spans, problems, n)
-    fill: list[np.ndarray | None]  # per span: index of the last point of leverage < 1, None if all are
+    fill: np.ndarray | None  # (spans, problems, n) index of the last point of leverage < 1; None if all are
     groups: np.ndarray | None  # (problems, n) ids of runs of tied x, None without ties
 
     @classmethod
@@ -85,8 +90,7 @@ class _Plan:
         threshold = _slope_threshold(xs)[:, None]
         plan.xs = xs - xs.mean(-1, keepdims=True)
         first, second = _cumsum0(plan.xs), _cumsum0(plan.xs**2)
-        a, b, g = [], [], []
-        plan.fill = []
+        a, b, g, valid = [], [], [], []
         for win in windows:
             mean = win.sums(first) / win.size
             dx = plan.xs - mean
@@ -97,8 +101,9 @@ class _Plan:
             a.append(slope)
             b.append(1.0 / win.size - slope * mean)
             g.append(np.where(keep > 0, 1.0 / np.where(keep > 0, keep, 1.0), 0.0))
-            plan.fill.append(_fill_index(keep > 0))
+            valid.append(keep > 0)
         plan.a, plan.b, plan.g = np.stack(a), np.stack(b), np.stack(g)
+        plan.fill = _fill_index(np.stack(valid))
         return plan
 
     def take(self, rows: np.ndarray) -> _Plan:
@@ -112,7 +117,7 @@ class _Plan:
             self.constant[rows],
         )
         plan.a, plan.b, plan.g = self.a[:, rows], self.b[:, rows], self.g[:, rows]
-        plan.fill = [None if f is None else f[rows] for f in self.fill]
+        plan.fill = None if self.fill is None else self.fill[:, rows]
         plan.groups = (
             None if self.groups is None else np.unique(self.groups[rows], return_inverse=True)[1].reshape(len(rows), -1)
         )
@@ -129,13 +134,12 @@ class _Plan:
         win = self.windows[span]
         return self.b[span] * win.sums(_cumsum0(values)) + self.a[span] * win.sums(_cumsum0(self.xs * values))
 
-    def residuals(self, span: int, values: np.ndarray, fitted: np.ndarray) -> np.ndarray:
-        """Absolute cross-validated residuals; at a point of leverage 1 the previous point's is reused."""
-        res = np.abs(values - fitted) * self.g[span]
-        fill = self.fill[span]
-        if fill is not None:
-            idx = np.broadcast_to(np.maximum(fill, 0), res.shape)
-            res = np.where(fill >= 0, np.take_along_axis(res, idx, axis=-1), 0.0)
+    def residuals(self, values: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+        """Absolute cross-validated residuals of the fits of all spans (spans, problems, n); at a point of
+        leverage 1 the previous point's residual is reused."""
+        res = np.abs(values - fitted) * self.g
+        if self.fill is not None:
+            res = np.where(self.fill >= 0, np.take_along_axis(res, np.maximum(self.fill, 0), axis=-1), 0.0)
         return res
 
     def tie_mean(self, values: np.ndarray) -> np.ndarray:
@@ -159,12 +163,14 @@ class _Plan:
         three fits are interpolated at the smoothed span, and the result gets a final tweeter-span smooth.
         """
         sums, cross = _cumsum0(values), _cumsum0(self.xs * values)
-        primary = np.stack(
-            [self.b[s] * win.sums(sums) + self.a[s] * win.sums(cross) for s, win in enumerate(self.windows)]
-        )
-        residuals = np.stack([self.residuals(s, values, primary[s]) for s in range(len(SPANS))])
+        primary = np.empty((len(SPANS), *values.shape))
+        for s, win in enumerate(self.windows):
+            np.add(self.b[s] * win.sums(sums), self.a[s] * win.sums(cross), out=primary[s])
+        low, mid, high = self.smooth(_MIDRANGE, self.residuals(values, primary))
         primary = self.tie_mean(primary)
-        best = np.asarray(SPANS)[np.argmin(self.smooth(_MIDRANGE, residuals), axis=0)]
+        best = np.where(
+            (low <= mid) & (low <= high), SPANS[_TWEETER], np.where(mid <= high, SPANS[_MIDRANGE], SPANS[_WOOFER])
+        )
         span = np.clip(self.smooth(_MIDRANGE, best), SPANS[_TWEETER], SPANS[_WOOFER])
         w_low = (SPANS[_MIDRANGE] - span) / (SPANS[_MIDRANGE] - SPANS[_TWEETER])
         w_high = (span - SPANS[_MIDRANGE]) / (SPANS[_WOOFER] - SPANS[_MIDRANGE])
