@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -86,33 +86,46 @@ class PeakMemory:
         return max(0, peak - self.baseline)
 
 
+@dataclass
+class Timed(Generic[T]):
+    """One timed measurement: the fastest run's result and seconds, and how the machine behaved."""
+
+    result: T
+    seconds: float  # wall time of the fastest run
+    cpu_seconds: float  # CPU time of this process (all threads) during that run
+    extra_bytes: int  # extra peak memory of the first run
+    runs: int
+    load: float  # 1-minute load average of the machine right after the runs
+
+
 def timed(
     prepare: Callable[[], S], run: Callable[[S], T], repeat_below: float = 2.0, max_repeats: int = 3
-) -> tuple[T, float, int, int]:
+) -> Timed[T]:
     """Time ``run(prepare())`` with `time.perf_counter`; ``prepare`` is not timed.
 
     Runs once, measuring the extra peak memory; if that took under ``repeat_below`` seconds, runs again (up
-    to ``max_repeats`` in all) and keeps the fastest. Returns (result of the fastest run, its seconds, extra
-    peak bytes of the first run, runs).
+    to ``max_repeats`` in all) and keeps the fastest.
     """
-    state = prepare()
-    memory = PeakMemory()
-    memory.start()
-    begin = time.perf_counter()
-    best_result = run(state)
-    best = time.perf_counter() - begin
-    extra = memory.extra()
-    runs = 1
-    while best < repeat_below and runs < max_repeats:
-        del state
+    best: Timed[T] | None = None
+    extra = 0
+    for attempt in range(max_repeats):
         state = prepare()
-        begin = time.perf_counter()
+        memory = PeakMemory()
+        if attempt == 0:
+            memory.start()
+        cpu, begin = time.process_time(), time.perf_counter()
         result = run(state)
-        seconds = time.perf_counter() - begin
-        runs += 1
-        if seconds < best:
-            best, best_result = seconds, result
-    return best_result, best, extra, runs
+        seconds, cpu = time.perf_counter() - begin, time.process_time() - cpu
+        if attempt == 0:
+            extra = memory.extra()
+        del state
+        if best is None or seconds < best.seconds:
+            best = Timed(result, seconds, cpu, extra, attempt + 1, 0.0)
+        if best.seconds >= repeat_below:
+            break
+    assert best is not None
+    best.runs, best.load = attempt + 1, os.getloadavg()[0]
+    return best
 
 
 def peak_method() -> str:

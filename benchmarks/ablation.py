@@ -50,15 +50,19 @@ class Settings:
     """What one run measures."""
 
     cases: tuple[str, ...]
+    layers: dict[str, tuple[str, ...]]
     sample: dict[str, int | None]  # units timed per layer for naive and Captum (None: all units)
-    tune_units: int  # units (plus one group for the rest) in the perturbations_per_eval trial
+    tune_units: int  # units (plus one group for the rest) in the perturbations_per_eval trial; 0: no trial
     tune_images: dict[str, int]  # images in that trial
-    rate_images: int  # resnet18 images per forward when measuring the machine's conv FLOP rate
+    rate_model: str  # the case whose full forwards give the machine's conv FLOP rate
     rate_repeats: int
 
 
-FULL = Settings(("demo", "resnet18"), {"demo": None, "resnet18": 16}, 8, {"demo": 120, "resnet18": 16}, 64, 3)
-QUICK = Settings(("demo",), {"demo": 4}, 4, {"demo": 60}, 8, 2)
+FULL = Settings(
+    ("demo", "resnet18"), LAYERS, {"demo": None, "resnet18": 16}, 8, {"demo": 120, "resnet18": 16}, "resnet18", 3
+)
+QUICK = Settings(("demo",), {"demo": ("relu2", "relu3")}, {"demo": 4}, 0, {}, "demo", 3)
+QUICK_PPE = 4  # the best perturbations_per_eval of the full run's trial on the demo model
 
 
 def log(message: str) -> None:
