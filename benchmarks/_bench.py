@@ -98,9 +98,7 @@ class Timed(Generic[T]):
     load: float  # 1-minute load average of the machine right after the runs
 
 
-def timed(
-    prepare: Callable[[], S], run: Callable[[S], T], repeat_below: float = 2.0, max_repeats: int = 3
-) -> Timed[T]:
+def timed(prepare: Callable[[], S], run: Callable[[S], T], repeat_below: float = 2.0, max_repeats: int = 3) -> Timed[T]:
     """Time ``run(prepare())`` with `time.perf_counter`; ``prepare`` is not timed.
 
     Runs once, measuring the extra peak memory; if that took under ``repeat_below`` seconds, runs again (up

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -80,6 +79,8 @@ def resnet_images(n: int = RESNET_IMAGES) -> torch.Tensor:
 
 def resnet_model() -> nn.Module:
     """resnet18 with no pretrained weights, initialised after ``torch.manual_seed(0)``, in eval mode."""
+    import torchvision
+
     torch.manual_seed(SEED)
     return torchvision.models.resnet18(weights=None, num_classes=1000).eval()
 
@@ -207,21 +208,17 @@ def way_worker(job: dict[str, Any]) -> dict[str, Any]:
     model, images, labels = load_case(job["case"], job["labels"])
     layer, way, units, channels = job["layer"], job["way"], job["units"], job["channels"]
     module = model.get_submodule(layer)
-    with torch.no_grad():  # warm-up shared by all ways: one plain forward on a full chunk
-        model(images[:CHUNK])
-    out: dict[str, Any] = {"memory_method": _bench.peak_method()}
+    out: dict[str, Any] = {}
     if way == "naive":
         naive_outcomes(model, module, images[:4], labels[:4], units[:1])  # warm-up
-        result, seconds, extra, runs = _bench.timed(
-            lambda: None, lambda _: naive_outcomes(model, module, images, labels, units)
-        )
-        out.update(result)
+        timing = _bench.timed(lambda: None, lambda _: naive_outcomes(model, module, images, labels, units))
+        out.update(timing.result)
     elif way == "captum":
         captum_drops(model, module, images[:4], labels[:4], units[:1], channels, job["ppe"])  # warm-up
-        result, seconds, extra, runs = _bench.timed(
+        timing = _bench.timed(
             lambda: None, lambda _: captum_drops(model, module, images, labels, units, channels, job["ppe"])
         )
-        out["drops"] = result
+        out["drops"] = timing.result
     else:
         small = nw.Probe(model, (images[:4], labels[:4]), layer=layer, chunk_size=CHUNK)  # warm-up
         small.ablation_outcomes(units=[0, 1], progress=False)
@@ -235,10 +232,9 @@ def way_worker(job: dict[str, Any]) -> dict[str, Any]:
             setup.append(time.perf_counter() - begin)
             return probe
 
-        (probe, ranking), seconds, extra, runs = _bench.timed(
-            prepare, lambda p: (p, p.rank("ablation", progress=False))
-        )
-        taylor, taylor_seconds, _, _ = _bench.timed(lambda: probe, lambda p: p.rank("taylor", progress=False))
+        timing = _bench.timed(prepare, lambda p: (p, p.rank("ablation", progress=False)))
+        probe, ranking = timing.result
+        taylor = _bench.timed(lambda: probe, lambda p: p.rank("taylor", progress=False))
         loss = nw.Ranking(scores=ranking.meta["loss_increase"], method="loss_increase", layer=layer)
         crossing_bytes = sum(
             v.numel() * v.element_size() for values, _, _ in probe.crossings("size", progress=False) for v in values
@@ -252,11 +248,18 @@ def way_worker(job: dict[str, Any]) -> dict[str, Any]:
             logits=ours_class_scores(probe, units),
             probe_setup_seconds=min(setup),
             crossing_bytes=crossing_bytes,
-            taylor_seconds=taylor_seconds,
-            rho_taylor_drop=nw.compare(ranking, taylor)["spearman"],
-            rho_taylor_loss=nw.compare(loss, taylor)["spearman"],
+            taylor_seconds=taylor.seconds,
+            rho_taylor_drop=nw.compare(ranking, taylor.result)["spearman"],
+            rho_taylor_loss=nw.compare(loss, taylor.result)["spearman"],
         )
-    out.update(seconds=seconds, extra_bytes=extra, runs=runs)
+    out.update(
+        seconds=timing.seconds,
+        cpu_seconds=timing.cpu_seconds,
+        extra_bytes=timing.extra_bytes,
+        runs=timing.runs,
+        load=timing.load,
+        memory_method=_bench.peak_method(),
+    )
     return out
 
 
@@ -266,8 +269,6 @@ def tune_worker(job: dict[str, Any]) -> dict[int, float]:
     model, images, labels = load_case(job["case"], job["labels"])
     module = model.get_submodule(job["layer"])
     images, labels = images[: job["images"]], labels[: job["images"]]
-    with torch.no_grad():
-        model(images)
     for ppe in PPE_CHOICES:  # warm-up
         captum_drops(model, module, images[:2], labels[:2], job["units"][:1], job["channels"], ppe)
     times = {}
@@ -288,37 +289,36 @@ def flops(fn: Any, *args: Any) -> int:
     return counter.get_total_flops()
 
 
-def measure_rate(settings: Settings) -> dict[str, Any]:
-    """The machine's conv FLOP rate: full resnet18 forwards (best of a few) and the resnet18 labels."""
-    model, images = resnet_model(), resnet_images()
-    batch = images[: settings.rate_images]
+def _best_seconds(model: nn.Module, images: torch.Tensor, repeats: int) -> float:
+    """Fastest of ``repeats`` forward passes (after one warm-up pass)."""
+    times = []
     with torch.no_grad():
-        labels = resnet_labels(model(images).argmax(1)) if settings.rate_images == RESNET_IMAGES else None
-        model(batch)
-        best = math.inf
-        for _ in range(settings.rate_repeats):
+        model(images)
+        for _ in range(repeats):
             begin = time.perf_counter()
-            model(batch)
-            best = min(best, time.perf_counter() - begin)
-    count = flops(model, batch)
-    demo, data = nw.demo.load()
-    with torch.no_grad():
-        demo(data.images)
-        demo_best = min(_seconds(demo, data.images) for _ in range(3))
+            model(images)
+            times.append(time.perf_counter() - begin)
+    return min(times)
+
+
+def measure_rate(settings: Settings) -> dict[str, Any]:
+    """The machine's conv FLOP rate: FLOPs of full forwards of the rate model over their best time."""
+    if settings.rate_model == "resnet18":
+        model, images = resnet_model(), resnet_images()
+    else:
+        model, images, _ = load_case(settings.rate_model)
+    seconds = _best_seconds(model, images, settings.rate_repeats)
+    count = flops(model, images)
+    demo, demo_images, _ = load_case("demo")
+    demo_seconds = _best_seconds(demo, demo_images, 3)
     return {
-        "rate": count / best,
+        "rate": count / seconds,
+        "model": settings.rate_model,
         "flops": count,
-        "seconds": best,
-        "images": len(batch),
-        "demo_rate": flops(demo, data.images) / demo_best,
-        "labels": None if labels is None else labels.tolist(),
+        "seconds": seconds,
+        "images": len(images),
+        "demo_rate": flops(demo, demo_images) / demo_seconds,
     }
-
-
-def _seconds(model: nn.Module, images: torch.Tensor) -> float:
-    begin = time.perf_counter()
-    model(images)
-    return time.perf_counter() - begin
 
 
 @dataclass
@@ -331,14 +331,14 @@ class LayerFacts:
     full_flops: float  # per image: the whole network
 
 
-def layer_facts(case: str, labels: Sequence[int] | None) -> dict[str, LayerFacts]:
+def layer_facts(case: str, layers: Sequence[str], labels: Sequence[int] | None) -> dict[str, LayerFacts]:
     """Unit counts, activation sizes and per-image FLOPs of the case's layers (counted on a few images)."""
     model, images, labels_t = load_case(case, labels)
     few = images[:8]
-    probe = nw.Probe(model, (few, labels_t[:8]), layer=LAYERS[case][0], chunk_size=CHUNK)
+    probe = nw.Probe(model, (few, labels_t[:8]), layer=layers[0], chunk_size=CHUNK)
     full = flops(model, few) / len(few)
     facts = {}
-    for layer in LAYERS[case]:
+    for layer in layers:
         probe.layer = layer
         ablator = probe.ablator()
         if ablator.split is not None:
@@ -358,49 +358,52 @@ def layer_facts(case: str, labels: Sequence[int] | None) -> dict[str, LayerFacts
 
 def run(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """All cases and layers; returns one row per layer and run-wide facts."""
-    log("measuring the conv FLOP rate (resnet18 forwards)")
+    log(f"measuring the conv FLOP rate ({settings.rate_model} forwards)")
     rate = measure_rate(settings)
     log(f"rate {rate['rate'] / 1e9:.1f} GFLOP/s ({rate['images']} images in {rate['seconds']:.2f} s)")
     rows: list[dict[str, Any]] = []
     tuning: dict[str, dict[int, float]] = {}
     for case in settings.cases:
-        labels = rate["labels"] if case == "resnet18" else None
-        facts = layer_facts(case, labels)
-        n_images = RESNET_IMAGES if case == "resnet18" else len(load_case(case)[2])
-        tune_layer = TUNE_LAYER[case]
-        tune_units = sample_units(facts[tune_layer].units, settings.tune_units)
-        log(f"{case}: trying perturbations_per_eval {PPE_CHOICES} on {tune_layer}")
-        times = _bench.run_fresh(
-            tune_worker,
-            {
+        model, images, labels_t = load_case(case)
+        labels = labels_t.tolist() if case == "resnet18" else None  # computed once, passed to every process
+        n_images = len(images)
+        del model, images, labels_t
+        facts = layer_facts(case, settings.layers[case], labels)
+        ppe = QUICK_PPE
+        if settings.tune_units:
+            tune_layer = TUNE_LAYER[case]
+            channels = (
+                facts[tune_layer].units
+                if tune_layer in facts
+                else layer_facts(case, [tune_layer], labels)[tune_layer].units
+            )
+            log(f"{case}: trying perturbations_per_eval {PPE_CHOICES} on {tune_layer}")
+            job = {
                 "case": case,
                 "labels": labels,
                 "layer": tune_layer,
-                "units": tune_units,
-                "channels": facts[tune_layer].units,
+                "units": sample_units(channels, settings.tune_units),
+                "channels": channels,
                 "images": settings.tune_images[case],
-            },
-        )
-        tuning[case] = times
-        ppe = min(times, key=times.__getitem__)
-        log(f"{case}: " + ", ".join(f"ppe={k}: {v:.2f} s" for k, v in times.items()) + f" -> {ppe}")
-        for layer in LAYERS[case]:
+            }
+            tuning[case] = times = _bench.run_fresh(tune_worker, job)
+            ppe = min(times, key=times.__getitem__)
+            log(f"{case}: " + ", ".join(f"ppe={k}: {v:.2f} s" for k, v in times.items()) + f" -> {ppe}")
+        for layer in settings.layers[case]:
             fact = facts[layer]
             units = sample_units(fact.units, settings.sample[case])
             job = {"case": case, "labels": labels, "layer": layer, "units": units, "channels": fact.units, "ppe": ppe}
             results = {}
             for way in ("naive", "captum", "ours"):
-                log(
-                    f"{case} {layer}: {way} ({len(units)} of {fact.units} units)"
-                    if way != "ours"
-                    else f"{case} {layer}: ours"
-                )
+                what = "all" if way == "ours" else f"{len(units)} of"
+                log(f"{case} {layer}: {way} ({what} {fact.units} units)")
                 results[way] = _bench.run_fresh(way_worker, {**job, "way": way})
-                log(f"{case} {layer}: {way} took {results[way]['seconds']:.2f} s")
+                log(f"{case} {layer}: {way} took {results[way]['seconds']:.2f} s (load {results[way]['load']:.1f})")
             rows.append(make_row(case, layer, n_images, fact, units, ppe, results, rate["rate"]))
     info = {
         "rate": rate,
         "tuning": tuning,
+        "ppe": QUICK_PPE if not tuning else None,
         "memory_method": _bench.peak_method(),
         "sample": settings.sample,
         "tune_units": settings.tune_units,
@@ -460,6 +463,9 @@ def make_row(
         "taylor_s": ours["taylor_seconds"],
         "rho_drop": ours["rho_taylor_drop"],
         "rho_loss": ours["rho_taylor_loss"],
+        "load": {way: r["load"] for way, r in results.items()},
+        "cpu_per_wall": {way: r["cpu_seconds"] / r["seconds"] for way, r in results.items()},
+        "runs": {way: r["runs"] for way, r in results.items()},
         "suffix_gflop": fact.suffix_flops / 1e9,
         "full_gflop": fact.full_flops / 1e9,
     }
@@ -479,6 +485,10 @@ def _mb(count: float) -> str:
 
 def _rho(value: float) -> str:
     return "n/a (constant)" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _join(per_way: dict[str, Any], spec: str) -> str:
+    return " / ".join(format(per_way[way], spec) for way in ("naive", "captum", "ours"))
 
 
 def tables(rows: list[dict[str, Any]]) -> str:
@@ -526,6 +536,20 @@ def tables(rows: list[dict[str, Any]]) -> str:
             f"| {r['base_accuracy']:.3f} | {r['nonzero_drops']} of {r['units']} | {_s(r['taylor_s'])} "
             f"| {_rho(r['rho_drop'])} | {_rho(r['rho_loss'])} |"
         )
+    lines += [
+        "",
+        "### Run conditions (the machine was shared: load = 1-min load average after each run; CPU/wall = "
+        "process CPU seconds per wall second, 2.0 = both cores busy for us)",
+        "",
+        "| case | layer | load naive / Captum / ours | CPU/wall naive / Captum / ours "
+        "| timed runs naive / Captum / ours |",
+        "|---|---|--:|--:|--:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['layer']} | {_join(r['load'], '.1f')} | {_join(r['cpu_per_wall'], '.2f')} "
+            f"| {_join(r['runs'], 'd')} |"
+        )
     return "\n".join(lines)
 
 
@@ -542,6 +566,11 @@ def report(rows: list[dict[str, Any]], info: dict[str, Any], machine: dict[str, 
         + f" (best {min(times, key=times.__getitem__)})"
         for case, times in info["tuning"].items()
     )
+    if info["tuning"]:
+        trial = ", ".join(f"{c}/{TUNE_LAYER[c]} with {n} images" for c, n in info["tune_images"].items())
+        tuning = f"trial with {info['tune_units']} units + 1 group for the rest on {trial}: {tuning}"
+    else:
+        tuning = f"no trial in this run (--quick); ppe={QUICK_PPE} (the best for the demo model in full runs)"
     setups = ", ".join(f"{r['case']}/{r['layer']} {r['probe_setup_s']:.2f} s" for r in rows)
     notes = [f"- {r['case']}/{r['layer']}: engine note: {r['engine_note']}" for r in rows if r["engine_note"]]
     load = machine["load_average"]
@@ -581,7 +610,7 @@ minus that RSS (method here: {info["memory_method"]}; the fallback is `ru_maxrss
 layer's output for all images in float32.
 - **FLOP floor** = FLOPs of the network after the layer (`FlopCounterMode` on `probe.ablator().split.suffix`, \
 conv/matmul FLOPs, 2 per multiply-add) x images x units / the machine's conv FLOP rate. The rate is \
-{rate["rate"] / 1e9:.1f} GFLOP/s: full resnet18 forwards on {rate["images"]} images, \
+{rate["rate"] / 1e9:.1f} GFLOP/s: full {rate["model"]} forwards on {rate["images"]} images, \
 {rate["flops"] / 1e9:.1f} GFLOP in {rate["seconds"]:.2f} s (best of a few). The demo model's small convs only \
 reach {rate["demo_rate"] / 1e9:.1f} GFLOP/s, so the demo floors are optimistic. On the `closed_form` path the \
 engine does not re-run the suffix at all, so it can beat the floor.
@@ -600,8 +629,7 @@ Spearman (`nw.compare`) against the exact accuracy drops and against `meta["loss
 - Sampling: {sample}. Sampled naive time = base pass + (loop time / sampled units) x all units; sampled Captum \
 time = measured x (C + 2) / (S + 3) (one layer pass, one unablated pass, one pass per feature: S sampled units \
 plus one group holding the other channels). Ours always ran all units.
-- Captum perturbations_per_eval trial ({info["tune_units"]} units + 1 rest group on layer \
-{", ".join(f"{c}/{TUNE_LAYER[c]} with {n} images" for c, n in info["tune_images"].items())}): {tuning}.
+- Captum perturbations_per_eval: {tuning}.
 """ + ("\n".join(notes) + "\n" if notes else "")
 
 

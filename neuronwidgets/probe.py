@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,12 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from neuronwidgets.components import SAMPLINGS, Components, channel_samples, from_moments
 from neuronwidgets.data import Chunk, DataSource
 from neuronwidgets.engine.ablate import Ablator
 from neuronwidgets.engine.capture import capture
 from neuronwidgets.engine.guard import evaluating, model_device, model_dtype, model_version
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
-from neuronwidgets.engine.stats import LayerSummary, OutcomeCounts
+from neuronwidgets.engine.stats import LayerSummary, Moments, OutcomeCounts
 from neuronwidgets.layers import LayerInfo, default_layer, discover, unknown_layer_message
 from neuronwidgets.methods import get as get_method
 from neuronwidgets.ranking import Ranking
@@ -37,10 +38,26 @@ class Evaluation:
     labels: np.ndarray  # (images,) true class per image
     ablated: tuple[int, ...]
     mode: str
+    ablated_components: tuple[int, ...] = ()
 
     @property
     def correct(self) -> np.ndarray:
         return self.predictions == self.labels
+
+
+def _with_units(activations: torch.Tensor, units: list[int], fill: torch.Tensor) -> torch.Tensor:
+    out = activations.clone()
+    out[:, units] = fill[units].to(out.dtype)
+    return out
+
+
+def _compose(steps: list[Callable[[torch.Tensor], torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def apply(activations: torch.Tensor) -> torch.Tensor:
+        for step in steps:
+            activations = step(activations)
+        return activations
+
+    return apply
 
 
 class Probe:
@@ -300,21 +317,44 @@ class Probe:
     def evaluate(
         self,
         ablate: Sequence[int] = (),
-        mode: str = "zero",
+        mode: str | None = None,
         *,
+        ablate_components: Sequence[int] = (),
+        sampling: str = "position",
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         progress: ProgressOption = False,
         cancel: CancelFlag = None,
     ) -> Evaluation:
-        """Accuracy, per-class accuracy, loss and predictions with the units in ``ablate`` replaced
-        (zeroed, or set to their mean map with ``mode="mean"``). The model itself is not changed."""
+        """Accuracy, per-class accuracy, loss and predictions of the model with parts of the layer removed.
+
+        ``ablate``: units to zero (``mode="zero"``, the default for units) or set to their mean map
+        (``"mean"``). ``ablate_components``: indices of principal components (see `components`) projected
+        out about the mean (``mode="mean"``, the default for components) or through the origin (``"zero"``).
+        ``transform``: any function of the layer output (N, units, ...) returning a new tensor, applied first.
+        The model itself is not changed.
+        """
         self.require_labels("evaluate()")
         units = self.check_units(ablate)
-        fill = self.fill(mode)
+        picked = [int(i) for i in ablate_components]
+        if mode is not None and mode not in ABLATION_MODES:
+            raise ValueError(f"unknown ablation mode {mode!r}; valid modes: {', '.join(ABLATION_MODES)}")
+        unit_mode = mode or "zero"
+        steps: list[Callable[[torch.Tensor], torch.Tensor]] = [transform] if transform is not None else []
+        if picked:
+            basis = self.components(sampling=sampling)
+            bad = [i for i in picked if not 0 <= i < basis.vectors.shape[1]]
+            if bad:
+                raise ValueError(f"components {bad[:5]} out of range: the layer has components 0..{self.units - 1}")
+            about_mean = (mode or "mean") == "mean"
+            steps.append(lambda a: basis.project_out(a, picked, about_mean))
+        if units:
+            fill = self.fill(unit_mode)
+            steps.append(lambda a: _with_units(a, units, fill))
         ablator = self.ablator()
         counts = OutcomeCounts.zeros(1, self.num_classes)
         predictions, labels = [], []
         for values, chunk, bar in self.crossings("evaluating", progress, cancel):
-            scores = ablator.replaced(values, units, fill) if units else ablator.scores(values)
+            scores = ablator.transformed(values, _compose(steps)) if steps else ablator.scores(values)
             assert chunk.labels is not None
             counts.count_images(chunk.labels)
             counts.add([0], scores.unsqueeze(0), chunk.labels)
@@ -328,8 +368,38 @@ class Probe:
             predictions=np.concatenate(predictions),
             labels=np.concatenate(labels),
             ablated=tuple(units),
-            mode=mode,
+            mode=unit_mode,
+            ablated_components=tuple(picked),
         )
+
+    def components(
+        self,
+        k: int | None = None,
+        sampling: str = "position",
+        progress: ProgressOption = None,
+        cancel: CancelFlag = None,
+    ) -> Components:
+        """Principal components of the layer's channel vectors, from one streamed pass (cached).
+
+        ``sampling="position"`` takes every spatial position of every image as a sample; ``"pooled"`` takes one
+        spatially averaged vector per image. ``k`` keeps the top k components (default: all).
+        """
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"unknown sampling {sampling!r}; valid samplings: {', '.join(SAMPLINGS)}")
+
+        def compute() -> Moments:
+            total: Moments | None = None
+            with evaluating(self.model), torch.no_grad():
+                for chunk, bar in self.chunks(f"components of {self.layer}", progress, cancel):
+                    part = Moments.of(channel_samples(capture(self.model, self.module, chunk.images), sampling))
+                    total = part if total is None else total.merge(part)
+                    bar.advance()
+            assert total is not None
+            return total
+
+        if k is not None and not 1 <= k <= self.units:
+            raise ValueError(f"k must be between 1 and {self.units} (the layer's units), got {k}")
+        return from_moments(self._cached(("moments", sampling), compute), k, sampling)
 
     def check_units(self, units: Any) -> list[int]:
         """Validate unit indices for the current layer; returns them as a sorted list of unique ints."""

@@ -14,7 +14,7 @@ Four paths, fastest first; `Ablator.path` says which one applies and `Ablator.re
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -68,12 +68,27 @@ class Ablator:
     def replaced(self, crossing: list[torch.Tensor], units: Sequence[int], fill: torch.Tensor) -> torch.Tensor:
         """Class scores with all of ``units`` replaced by ``fill`` (per-sample shape of the layer output)."""
         units = list(units)
+
+        def replace(layer_out: torch.Tensor) -> torch.Tensor:
+            layer_out = layer_out.clone()
+            layer_out[:, units] = fill[units].to(layer_out.dtype)
+            return layer_out
+
+        return self.transformed(crossing, replace)
+
+    def transformed(
+        self, crossing: list[torch.Tensor], transform: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Class scores with the layer's output replaced by ``transform(output)`` (which must not modify its
+        argument), e.g. a projection that removes principal components."""
         if self.split is None:
-            return self._hooked(crossing[0], units, fill)
+            handle = self.layer_module.register_forward_hook(lambda module, inputs, output: transform(output))
+            try:
+                return self.model(crossing[0])
+            finally:
+                handle.remove()
         values = self._fresh(crossing)
-        layer_out = values[0] if self.split.mutated[0] else values[0].clone()
-        layer_out[:, units] = fill[units].to(layer_out.dtype)
-        values[0] = layer_out
+        values[0] = transform(values[0])
         return self.split.suffix(*values)[0]
 
     def each_unit(
@@ -136,18 +151,6 @@ class Ablator:
             ]
             others = [v.clone() if m else v for v, m in zip(crossing[1:], rest_mutated)]
             yield [unit], frontier.rest(*corrected, *others)[0].unsqueeze(0)
-
-    def _hooked(self, images: torch.Tensor, units: list[int], fill: torch.Tensor) -> torch.Tensor:
-        def replace(module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
-            output = output.clone()
-            output[:, units] = fill[units].to(output.dtype)
-            return output
-
-        handle = self.layer_module.register_forward_hook(replace)
-        try:
-            return self.model(images)
-        finally:
-            handle.remove()
 
 
 def _layout_problem(frontier: Frontier, xs: tuple[torch.Tensor, ...], channels: int) -> str | None:

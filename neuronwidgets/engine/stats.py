@@ -118,3 +118,31 @@ class LayerSummary:
         n = self.count * self.positions
         mean = self.map_sum.reshape(self.map_sum.shape[0], -1).sum(1) / n
         return np.maximum(self.square_sum / n - mean**2, 0.0)
+
+
+@dataclass
+class Moments:
+    """First and second moments of vectors (sum and sum of outer products), mergeable across shards."""
+
+    count: int
+    total: np.ndarray  # (d,) float64
+    outer: np.ndarray  # (d, d) float64
+
+    @classmethod
+    def of(cls, samples: torch.Tensor) -> Moments:
+        """Moments of ``samples`` of shape (n, d), accumulated in float64."""
+        x = samples.detach().double()
+        return cls(x.shape[0], x.sum(0).cpu().numpy(), (x.T @ x).cpu().numpy())
+
+    def merge(self, other: Moments) -> Moments:
+        return Moments(self.count + other.count, self.total + other.total, self.outer + other.outer)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / self.count
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """The population covariance (divides by the count)."""
+        mean = self.mean
+        return self.outer / self.count - np.outer(mean, mean)

@@ -16,6 +16,7 @@ import numpy as np
 SPANS = (0.05, 0.2, 0.5)  # tweeter, midrange, woofer (fractions of n)
 _TWEETER, _MIDRANGE, _WOOFER = 0, 1, 2
 _SLOPE_EPS = 1e-3  # a window's slope is 0 below (eps * interquartile range of x)^2 of x variation, as in supsmu
+_COMPACT = 0.7  # iterate on a compacted copy of the problems still going once fewer than this fraction are
 _BLOCK_VALUES = 2**18  # problems are solved in blocks of about this many values of (q + 1) * n
 
 
@@ -237,21 +238,26 @@ def _backfit(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inner loop: update each phi_j to the smooth of theta - sum_{i != j} phi_i against x_j, centred, for
     as long as a full pass lowers e^2 = mean((theta - sum phi)^2); a pass that does not is undone."""
+    phi = phi.copy()
     residual = theta - phi.sum(1)
     err = (residual**2).mean(-1)
     going = np.ones(len(theta), dtype=bool)
+    rows, row_plans = np.arange(len(theta)), plans
     for _ in range(max_inner if len(plans) > 1 else 1):
-        new_phi, new_residual = phi.copy(), residual
-        for j, plan in enumerate(plans):
+        if going[rows].mean() < _COMPACT:
+            rows = np.flatnonzero(going)
+            row_plans = [plan.take(rows) for plan in plans]
+        new_phi, new_residual = phi[rows], residual[rows]
+        for j, plan in enumerate(row_plans):
             target = new_residual + new_phi[:, j]
             fitted = plan.unsort(plan.supersmooth(plan.sort(target)))
             new_phi[:, j] = fitted - fitted.mean(-1, keepdims=True)
             new_residual = target - new_phi[:, j]
         new_err = (new_residual**2).mean(-1)
-        going &= new_err < err - tol
-        phi = np.where(going[:, None, None], new_phi, phi)
-        residual = np.where(going[:, None], new_residual, residual)
-        err = np.where(going, new_err, err)
+        better = going[rows] & (new_err < err[rows] - tol)
+        going[rows] = better
+        accepted = rows[better]
+        phi[accepted], residual[accepted], err[accepted] = new_phi[better], new_residual[better], new_err[better]
         if not going.any():
             break
     return phi, err
