@@ -4,10 +4,27 @@ The core (`Probe`, `Ranking`, the engine and the methods) never imports ipywidge
 """
 
 from neuronwidgets import demo
+from neuronwidgets.attributes import attribute_correlations
+from neuronwidgets.components import Components
+from neuronwidgets.curves import Curves, completeness, faithfulness
 from neuronwidgets.engine.progress import Cancelled, ProgressInfo
 from neuronwidgets.methods import methods
 from neuronwidgets.probe import Evaluation, Probe
 from neuronwidgets.ranking import Ranking, compare
 
-__all__ = ["Cancelled", "Evaluation", "Probe", "ProgressInfo", "Ranking", "compare", "demo", "methods"]
+__all__ = [
+    "Cancelled",
+    "Components",
+    "Curves",
+    "Evaluation",
+    "Probe",
+    "ProgressInfo",
+    "Ranking",
+    "attribute_correlations",
+    "compare",
+    "completeness",
+    "demo",
+    "faithfulness",
+    "methods",
+]
 __version__ = "0.1.0"

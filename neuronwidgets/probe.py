@@ -6,6 +6,7 @@ import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from torch import nn
 
 from neuronwidgets.components import SAMPLINGS, Components, channel_samples, from_moments
 from neuronwidgets.data import Chunk, DataSource
-from neuronwidgets.engine.ablate import Ablator
+from neuronwidgets.engine.ablate import Ablator, with_units
 from neuronwidgets.engine.capture import capture
 from neuronwidgets.engine.guard import evaluating, model_device, model_dtype, model_version
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
@@ -43,12 +44,6 @@ class Evaluation:
     @property
     def correct(self) -> np.ndarray:
         return self.predictions == self.labels
-
-
-def _with_units(activations: torch.Tensor, units: list[int], fill: torch.Tensor) -> torch.Tensor:
-    out = activations.clone()
-    out[:, units] = fill[units].to(out.dtype)
-    return out
 
 
 def _compose(steps: list[Callable[[torch.Tensor], torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -349,7 +344,7 @@ class Probe:
             steps.append(lambda a: basis.project_out(a, picked, about_mean))
         if units:
             fill = self.fill(unit_mode)
-            steps.append(lambda a: _with_units(a, units, fill))
+            steps.append(partial(with_units, units=units, fill=fill))
         ablator = self.ablator()
         counts = OutcomeCounts.zeros(1, self.num_classes)
         predictions, labels = [], []

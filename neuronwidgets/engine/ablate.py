@@ -15,6 +15,7 @@ Four paths, fastest first; `Ablator.path` says which one applies and `Ablator.re
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -23,6 +24,13 @@ from neuronwidgets.engine.graph import Frontier, Split, TraceError, split
 
 # Elements of the (units x images x classes) score tensor built at once on the closed-form path.
 _CLOSED_FORM_BLOCK = 1 << 24
+
+
+def with_units(activations: torch.Tensor, units: list[int], fill: torch.Tensor) -> torch.Tensor:
+    """A copy of ``activations`` (N, units, ...) with ``units`` overwritten by ``fill`` (the per-sample shape)."""
+    out = activations.clone()
+    out[:, units] = fill[units].to(out.dtype)
+    return out
 
 
 class Ablator:
@@ -67,14 +75,7 @@ class Ablator:
 
     def replaced(self, crossing: list[torch.Tensor], units: Sequence[int], fill: torch.Tensor) -> torch.Tensor:
         """Class scores with all of ``units`` replaced by ``fill`` (per-sample shape of the layer output)."""
-        units = list(units)
-
-        def replace(layer_out: torch.Tensor) -> torch.Tensor:
-            layer_out = layer_out.clone()
-            layer_out[:, units] = fill[units].to(layer_out.dtype)
-            return layer_out
-
-        return self.transformed(crossing, replace)
+        return self.transformed(crossing, partial(with_units, units=list(units), fill=fill))
 
     def transformed(
         self, crossing: list[torch.Tensor], transform: Callable[[torch.Tensor], torch.Tensor]

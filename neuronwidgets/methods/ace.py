@@ -31,10 +31,12 @@ class AceResult:
     iterations: np.ndarray  # (...) accepted outer iterations
 
 
-def _cumsum0(values: np.ndarray) -> np.ndarray:
-    """Cumulative sums along the last axis with a leading 0, so window sums are differences."""
-    out = np.zeros((*values.shape[:-1], values.shape[-1] + 1))
-    np.cumsum(values, axis=-1, out=out[..., 1:])
+def _cumsum0(*values: np.ndarray) -> np.ndarray:
+    """Cumulative sums along the last axis with a leading 0 (window sums are differences), stacked."""
+    out = np.empty((len(values), *values[0].shape[:-1], values[0].shape[-1] + 1))
+    out[..., 0] = 0.0
+    for part, v in zip(out, values):
+        np.cumsum(v, axis=-1, out=part[..., 1:])
     return out
 
 
@@ -90,7 +92,7 @@ class _Plan:
         plan.groups = _tie_groups(xs)
         threshold = _slope_threshold(xs)[:, None]
         plan.xs = xs - xs.mean(-1, keepdims=True)
-        first, second = _cumsum0(plan.xs), _cumsum0(plan.xs**2)
+        first, second = _cumsum0(plan.xs, plan.xs**2)
         a, b, g, valid = [], [], [], []
         for win in windows:
             mean = win.sums(first) / win.size
@@ -133,7 +135,8 @@ class _Plan:
     def fit(self, span: int, values: np.ndarray) -> np.ndarray:
         """Local linear fit in each point's window (values sorted; leading axes broadcast over problems)."""
         win = self.windows[span]
-        return self.b[span] * win.sums(_cumsum0(values)) + self.a[span] * win.sums(_cumsum0(self.xs * values))
+        plain, cross = win.sums(_cumsum0(values, self.xs * values))
+        return self.b[span] * plain + self.a[span] * cross
 
     def residuals(self, values: np.ndarray, fitted: np.ndarray) -> np.ndarray:
         """Absolute cross-validated residuals of the fits of all spans (spans, problems, n); at a point of
@@ -163,10 +166,11 @@ class _Plan:
         span, pick the best span at each point; the picked spans are smoothed with the midrange span, the
         three fits are interpolated at the smoothed span, and the result gets a final tweeter-span smooth.
         """
-        sums, cross = _cumsum0(values), _cumsum0(self.xs * values)
+        cumulative = _cumsum0(values, self.xs * values)
         primary = np.empty((len(SPANS), *values.shape))
         for s, win in enumerate(self.windows):
-            np.add(self.b[s] * win.sums(sums), self.a[s] * win.sums(cross), out=primary[s])
+            plain, cross = win.sums(cumulative)
+            np.add(self.b[s] * plain, self.a[s] * cross, out=primary[s])
         low, mid, high = self.smooth(_MIDRANGE, self.residuals(values, primary))
         primary = self.tie_mean(primary)
         best = np.where(
