@@ -28,3 +28,14 @@ __all__ = [
     "methods",
 ]
 __version__ = "0.1.0"
+
+_WIDGETS = ("Explorer", "RankedList", "ActivationOverlay", "AblationPanel")
+
+
+def __getattr__(name: str):
+    """The widgets load ipywidgets and anywidget, so they are imported on first use only."""
+    if name in _WIDGETS:
+        from neuronwidgets import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'neuronwidgets' has no attribute {name!r}")
