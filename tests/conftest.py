@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from tests.models import PlainCNN, ResidualCNN, Untraceable, randomize_batchnorm
+from tests.models import InPlaceMethods, PlainCNN, ResidualCNN, Untraceable, randomize_batchnorm
 
 
 def make_data(model: nn.Module, n: int, shape: tuple[int, ...], seed: int, dtype=torch.float64):
@@ -33,6 +33,8 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
         model, shape = PlainCNN(), (3, 8, 8)
     elif name == "residual":
         model, shape = ResidualCNN(), (3, 6, 6)
+    elif name == "inplace":
+        model, shape = InPlaceMethods(), (3, 8, 8)
     elif name == "untraceable":
         model, shape = Untraceable(), (3, 5, 5)
     elif name == "resnet18":
@@ -45,7 +47,7 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     return model.double().eval(), shape
 
 
-@pytest.fixture(params=["plain", "residual", "untraceable"])
+@pytest.fixture(params=["plain", "residual", "inplace", "untraceable"])
 def small_model(request):
     model, shape = build(request.param)
     images, labels = make_data(model, 23, shape, seed=1)

@@ -87,6 +87,25 @@ class Untraceable(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class InPlaceMethods(nn.Module):
+    """In-place tensor methods whose results are unused (``x.relu_()``): the graph's data flow alone would
+    miss that they change ``x``, so neither dead-code elimination nor the frontier analysis may ignore them."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.conv2 = nn.Conv2d(4, 4, 3)
+        self.fc = nn.Linear(4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        x.relu_()
+        y = self.conv2(x)
+        torch.relu_(y)
+        y.add_(0.5)
+        return self.fc(y.mean((2, 3)))
+
+
 def randomize_batchnorm(model: nn.Module, generator: torch.Generator) -> None:
     """Give BatchNorm layers non-trivial running statistics and affine parameters, so BN(0) != 0."""
     with torch.no_grad():

@@ -115,10 +115,8 @@ def subgraph(
             continue
         env[node] = graph.node_copy(node, lambda arg: env[arg])
     graph.output(tuple(env[node] for node in outputs))
-    module = fx.GraphModule(root, graph)
-    module.graph.eliminate_dead_code()
-    module.recompile()
-    return module
+    # No dead-code elimination: an in-place op whose result is unused (``x.relu_()``) still changes ``x``.
+    return fx.GraphModule(root, graph)
 
 
 @dataclass
@@ -200,6 +198,10 @@ def _find_frontier(
                 )
     if not frontier:
         return None, "no conv or linear op follows the layer"
+    for node in chain:
+        target = node.args[0]
+        if mutates_first_argument(node, modules) and len(target.users) > 1:
+            return None, f"{node.name} changes {target.name} in place while other ops also read it"
     order = {n: i for i, n in enumerate(after)}
     chain.sort(key=order.__getitem__)
     frontier.sort(key=order.__getitem__)
