@@ -9,6 +9,7 @@ from neuronwidgets.components import Components
 from neuronwidgets.curves import Curves, completeness, faithfulness
 from neuronwidgets.engine.progress import Cancelled, ProgressInfo
 from neuronwidgets.methods import methods
+from neuronwidgets.monitor import Monitor, compare_models
 from neuronwidgets.probe import Evaluation, Probe
 from neuronwidgets.ranking import Ranking, compare
 
@@ -17,11 +18,13 @@ __all__ = [
     "Components",
     "Curves",
     "Evaluation",
+    "Monitor",
     "Probe",
     "ProgressInfo",
     "Ranking",
     "attribute_correlations",
     "compare",
+    "compare_models",
     "completeness",
     "demo",
     "faithfulness",

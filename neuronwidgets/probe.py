@@ -87,7 +87,11 @@ class Probe:
         self.dtype = model_dtype(model)
         self._infos, self.num_classes = self._discover()
         self._classes: list[str] = []
-        self.classes = list(classes) if classes is not None else (self.source.classes or [])
+        from_data = self.source.classes or []
+        # A dataset's own class list is only a default: ignore it if it does not match the model's outputs.
+        self.classes = (
+            list(classes) if classes is not None else (from_data if len(from_data) == self.num_classes else [])
+        )
         self._layer = ""
         self.layer = layer if layer is not None else default_layer(self._infos, dict(model.named_modules()))
         self._cache: dict[tuple, Any] = {}

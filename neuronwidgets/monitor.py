@@ -1,0 +1,142 @@
+"""Watch a layer's ranking while a model trains, and compare two checkpoints.
+
+``Monitor.step()`` goes in the training loop; every ``every`` calls it ranks the layer on a fixed set of
+monitoring images and keeps the history. Training is unaffected: rankings run in eval mode without touching
+gradients or BatchNorm statistics (the engine's guarantees), and the random number generators are restored
+afterwards (iterating a DataLoader draws a seed from torch's global generator).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from neuronwidgets.probe import Probe
+from neuronwidgets.ranking import Ranking, compare
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One ranking taken during training, with the fraction of images on which each unit was active."""
+
+    step: int
+    ranking: Ranking
+    alive: np.ndarray  # (units,) fraction of monitoring images where the unit's peak activation is > 0
+    seconds: float
+
+
+@contextmanager
+def _rng_preserved(model: nn.Module):
+    devices = [p.device for p in model.parameters() if p.device.type == "cuda"][:1]
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+class Monitor:
+    """Rank ``layer`` of a training model every ``every`` steps; attach with one line per loop.
+
+    ``method`` is any ranking method (default ``taylor``: one forward and backward pass over the monitoring
+    data, the cheapest faithful preview); keep the monitoring data small (a few hundred images).
+    ``on_update`` is called with each new `Snapshot` (widgets use it to redraw while the cell runs).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        layer: str | None = None,
+        *,
+        every: int = 100,
+        method: str = "taylor",
+        options: dict[str, Any] | None = None,
+        on_update: Callable[[Snapshot], None] | None = None,
+    ) -> None:
+        if every < 1:
+            raise ValueError(f"every must be at least 1, got {every}")
+        with _rng_preserved(model):
+            self.probe = Probe(model, data, layer)
+        self.every = every
+        self.method = method
+        self.options = dict(options or {})
+        self.on_update = on_update
+        self.history: list[Snapshot] = []
+        self._steps = 0
+
+    def step(self, step: int | None = None) -> Snapshot | None:
+        """Count one training step (or set the count to ``step``); rank when the count is a multiple of
+        ``every``. Returns the new snapshot, if one was taken."""
+        self._steps = self._steps + 1 if step is None else int(step)
+        if self._steps % self.every:
+            return None
+        return self.snapshot()
+
+    def snapshot(self) -> Snapshot:
+        """Rank now, whatever the step count."""
+        start = time.perf_counter()
+        with _rng_preserved(self.probe.model):
+            ranking = self.probe.rank(self.method, progress=False, **self.options)
+            alive = (self.probe.summary().image_max > 0).mean(0)
+        snapshot = Snapshot(self._steps, ranking, alive, time.perf_counter() - start)
+        self.history.append(snapshot)
+        if self.on_update is not None:
+            self.on_update(snapshot)
+        return snapshot
+
+    @property
+    def steps(self) -> list[int]:
+        return [s.step for s in self.history]
+
+    def ranks(self) -> np.ndarray:
+        """(snapshots, units): each unit's rank (0 = most important) at each snapshot."""
+        return np.stack([np.argsort(s.ranking.order) for s in self.history]) if self.history else np.zeros((0, 0))
+
+    def stability(self) -> list[float]:
+        """Spearman correlation of each snapshot's ranking with the previous one."""
+        return [compare(a.ranking, b.ranking)["spearman"] for a, b in zip(self.history, self.history[1:])]
+
+    def died(self) -> list[int]:
+        """Units active on some monitoring image in the first snapshot and on none in the last."""
+        if len(self.history) < 2:
+            return []
+        return np.flatnonzero((self.history[0].alive > 0) & (self.history[-1].alive == 0)).tolist()
+
+    def emerged(self) -> list[int]:
+        """Units inactive on every monitoring image in the first snapshot and active in the last."""
+        if len(self.history) < 2:
+            return []
+        return np.flatnonzero((self.history[0].alive == 0) & (self.history[-1].alive > 0)).tolist()
+
+
+def compare_models(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data: Any,
+    layer: str,
+    method: str = "ablation",
+    top: int = 10,
+    **options: Any,
+) -> dict[str, Any]:
+    """Rank the same layer of two models (two checkpoints, before and after fine-tuning) on the same data.
+
+    Returns both rankings, their agreement (`compare`), and the units whose rank moved most.
+    """
+    a = Probe(model_a, data, layer).rank(method, progress=False, **options)
+    b = Probe(model_b, data, layer).rank(method, progress=False, **options)
+    if a.units != b.units:
+        raise ValueError(f"layer {layer!r} has {a.units} units in model_a but {b.units} in model_b")
+    rank_a, rank_b = np.argsort(a.order), np.argsort(b.order)
+    moves = rank_a - rank_b  # positive = more important in model_b
+    movers = np.argsort(-np.abs(moves), kind="stable")[:top]
+    return {
+        "a": a,
+        "b": b,
+        "agreement": compare(a, b, k=min(top, a.units)),
+        "moved": [(int(u), int(rank_a[u]), int(rank_b[u])) for u in movers],
+    }
