@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The torch build this project is developed and tested with; pyproject.toml only states a range.
 TORCH_PACKAGES ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean js chromium
 
 setup: $(VENV)/.installed
 
@@ -23,11 +23,24 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# The front end: npm ci from the committed lock file, esbuild into neuronwidgets/static/ (gitignored).
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+js: node_modules/.installed
+	npm run build
+
+# The end-to-end tests drive Debian's Chromium (never a browser downloaded by Playwright).
+chromium:
+	test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+test: lint js chromium
+	npm test
 	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python benchmarks/ablation.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build dist
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist node_modules neuronwidgets/static test-artifacts

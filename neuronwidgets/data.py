@@ -105,6 +105,14 @@ class DataSource:
         if self._images is not None and self._images.ndim != 4:
             raise ValueError(f"images must have shape (N, C, H, W) or (C, H, W), got {tuple(self._images.shape)}")
 
+    @property
+    def dataset(self) -> Any:
+        """The user's dataset (or the DataLoader's), None for tensors: for attributes such as ``raw`` display
+        images or ``classes``."""
+        if self._loader is not None:
+            return self._loader.dataset
+        return self._dataset
+
     def __len__(self) -> int:
         if self._images is not None:
             return self._images.shape[0]

@@ -136,3 +136,28 @@ def test_interrupt_inside_the_model_forward_removes_the_capture_hooks():
         probe.rank("taylor", progress=False)
     handle.remove()
     assert_same(before, fingerprint(model))
+
+
+def test_two_threads_on_one_model_run_one_after_the_other(training_model):
+    """A widget's worker thread and a notebook cell may rank the same model at once; the per-model lock
+    keeps each one's eval mode and hooks from leaking into the other."""
+    model, images, labels = training_model
+    before = fingerprint(model)
+    probes = [nw.Probe(model, (images, labels), chunk_size=3) for _ in range(2)]
+    errors = []
+
+    def work(probe):
+        try:
+            for _ in range(3):
+                probe.rank("taylor", progress=False)
+                probe.rank("ablation", progress=False)
+        except Exception as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in probes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert_same(before, fingerprint(model))

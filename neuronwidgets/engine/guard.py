@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """One re-entrant lock per model: work on a model from two threads (a widget's worker and a notebook
+    cell) runs one after the other, so neither sees the other's eval mode or hooks."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(model, threading.RLock())
 
 
 @contextmanager
@@ -14,15 +26,16 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     """Put every module in eval mode for the block and restore each module's own flag afterwards.
 
     Restoring per module (not just ``model.train(was_training)``) matters: a user may keep a frozen,
-    eval-mode BatchNorm inside a model that is otherwise training.
+    eval-mode BatchNorm inside a model that is otherwise training. Holds the model's lock meanwhile.
     """
-    flags = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
+    with model_lock(model):
+        flags = [(module, module.training) for module in model.modules()]
+        try:
+            model.eval()
+            yield model
+        finally:
+            for module, flag in flags:
+                module.training = flag
 
 
 def model_device(model: nn.Module) -> torch.device:

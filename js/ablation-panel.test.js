@@ -1,0 +1,62 @@
+import { describe, expect, it } from "vitest";
+import widget from "./ablation-panel.js";
+import { FakeModel, PNG } from "./testing/fake-model.js";
+
+const EVIL = "<img src=x onerror=alert(1)>";
+
+function setup() {
+  const model = new FakeModel({
+    k: 0, toggled: [], mode: "zero", selected_unit: 30, layer: EVIL, units: 40, order: [...Array(40).keys()].reverse(),
+    method: "ablation", classes: [EVIL, "b"], before: { accuracy: 0.9, per_class: [1, 0.8] },
+    after: { accuracy: 0.9, per_class: [1, 0.8], ablated: [], k: 0 }, changed: [], changed_count: 0,
+    status: "idle", progress: {}, error: "",
+  });
+  const el = document.createElement("div");
+  const cleanup = widget.render({ model, el });
+  return { model, el, cleanup };
+}
+
+describe("AblationPanel view", () => {
+  it("sends every slider move; the kernel keeps only the latest", () => {
+    const { model, el } = setup();
+    const slider = el.querySelector(".nw-k");
+    for (const k of [1, 2, 3]) {
+      slider.value = String(k);
+      slider.dispatchEvent(new Event("input"));
+    }
+    expect(model.saved).toEqual([{ k: 1 }, { k: 2 }, { k: 3 }]);
+    expect(el.querySelector(".nw-k-label").textContent).toBe("3 of 40");
+  });
+
+  it("shows toggles for the top units and the selected one, checked when ablated", () => {
+    const { model, el } = setup();
+    model.pythonSet({ k: 2, toggled: [39, 5] });
+    const checked = [...el.querySelectorAll(".nw-toggle input:checked")].map((i) => Number(i.dataset.unit));
+    expect(checked).toEqual([38]); // 39 and 38 are the top 2; toggling 39 brings it back (5 is not shown)
+    expect(el.querySelector(".nw-toggle.nw-selected").dataset.unit).toBe("30");
+    el.querySelector('.nw-toggle input[data-unit="30"]').dispatchEvent(new Event("change", { bubbles: true }));
+    expect(model.sent).toEqual([{ type: "toggle", unit: 30 }]);
+  });
+
+  it("shows accuracy, per-class bars and changed predictions as text and PNGs", () => {
+    const { model, el, cleanup } = setup();
+    model.pythonSet({
+      after: { accuracy: 0.5, per_class: [0.25, null], ablated: [1, 2], k: 2 },
+      changed: [{ index: 4, label: EVIL, before: EVIL, after: "b", fixed: false, image: PNG }],
+      changed_count: 30,
+    });
+    expect(el.querySelector(".nw-accuracy").textContent).toBe("accuracy 90.0% → 50.0% (2 units zeroed)");
+    expect(el.querySelector(".nw-after").dataset.k).toBe("2");
+    expect(el.querySelector(".nw-class-name").textContent).toBe(EVIL);
+    expect(el.querySelector(".nw-bar-after").style.width).toBe("25%");
+    expect(el.querySelector(".nw-subtitle + .nw-changed, .nw-changed")).not.toBeNull();
+    expect(el.textContent).toContain("30 predictions changed (first 1 shown)");
+    expect(el.querySelector(".nw-change figcaption").textContent).toBe(`#4 (${EVIL}): ${EVIL} → b`);
+    expect(el.querySelector("img[src='x']")).toBeNull();
+    model.pythonSet({ status: "running" });
+    expect(el.querySelector(".nw-ablation").classList.contains("nw-stale")).toBe(true);
+    cleanup();
+    expect(model.listenerCount()).toBe(0);
+    expect(globalThis.liveBlobUrls.size).toBe(0);
+  });
+});

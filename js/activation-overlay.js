@@ -1,0 +1,131 @@
+// @ts-check
+/** ActivationOverlay: top images of a unit with its activation map over each; opacity works in the browser. */
+import { h, listen, setOptions } from "./lib/dom.js";
+import { score } from "./lib/format.js";
+import { UrlPool } from "./lib/images.js";
+import { statusStrip } from "./lib/status.js";
+
+/** @param {{ model: import("@anywidget/types").AnyModel<any>, el: HTMLElement }} ctx */
+function render({ model, el }) {
+  const urls = new UrlPool();
+  const colormap = h("select", { class: "nw-select", attrs: { "aria-label": "colormap" } });
+  const opacity = h("input", {
+    class: "nw-range nw-opacity",
+    attrs: { type: "range", min: 0, max: 1, step: 0.05, "aria-label": "opacity" },
+  });
+  const scale = h("select", { class: "nw-select", attrs: { "aria-label": "colour scale" } });
+  setOptions(scale, [["shared", "shared scale"], ["image", "per-image scale"]], model.get("scale"));
+  const raw = h("input", { attrs: { type: "checkbox", "aria-label": "show the raw map" } });
+  const image = h("input", {
+    class: "nw-number",
+    attrs: { type: "number", min: 0, step: 1, placeholder: "image #", "aria-label": "chosen image index" },
+  });
+  const title = h("div", { class: "nw-title" });
+  const colorbar = h("img", { class: "nw-colorbar", attrs: { alt: "colour bar" } });
+  const barLow = h("span", { class: "nw-colorbar-label" });
+  const barHigh = h("span", { class: "nw-colorbar-label" });
+  const grid = h("div", { class: "nw-tiles" });
+  const status = statusStrip(model);
+  const root = h("div", { class: "nw-root nw-overlay" }, [
+    h("div", { class: "nw-heading" }, [title]),
+    h("div", { class: "nw-controls" }, [
+      h("label", { class: "nw-field" }, [h("span", { text: "colormap" }), colormap]),
+      h("label", { class: "nw-field" }, [h("span", { text: "opacity" }), opacity]),
+      scale,
+      h("label", { class: "nw-field nw-check" }, [raw, h("span", { text: "raw map" })]),
+      h("label", { class: "nw-field" }, [h("span", { text: "image" }), image]),
+    ]),
+    h("div", { class: "nw-colorbar-row" }, [barLow, colorbar, barHigh]),
+    status.el,
+    grid,
+  ]);
+  el.replaceChildren(root);
+
+  function syncControls() {
+    /** @type {string[]} */
+    const names = model.get("colormaps") || [];
+    if (colormap.options.length !== names.length) setOptions(colormap, names.map((n) => [n, n]), model.get("colormap"));
+    colormap.value = model.get("colormap");
+    opacity.value = String(model.get("opacity"));
+    scale.value = model.get("scale");
+    raw.checked = model.get("show_raw");
+    const chosen = model.get("image");
+    if (document.activeElement !== image) image.value = chosen === null || chosen === undefined ? "" : String(chosen);
+    image.max = String(Math.max(0, model.get("images") - 1));
+    title.textContent = `unit ${model.get("unit")} · layer ${model.get("layer")} · top ${model.get("k")} images`;
+    grid.classList.toggle("nw-show-raw", model.get("show_raw"));
+    grid.style.setProperty("--nw-opacity", String(model.get("opacity")));
+  }
+
+  function syncTiles() {
+    urls.revokeAll();
+    /** @type {any[]} */
+    const tiles = model.get("tiles") || [];
+    const shown = model.get("shown") || {};
+    const perImage = (shown.scale ?? model.get("scale")) === "image"; // the scale the tiles were drawn with
+    grid.dataset.unit = shown.unit === undefined ? "" : String(shown.unit);
+    const [vmin, vmax] = model.get("vrange") || [null, null];
+    colorbar.src = urls.png(model.get("colorbar"));
+    barLow.textContent = perImage ? "min of each image" : score(vmin);
+    barHigh.textContent = perImage ? "max of each image" : score(vmax);
+    grid.replaceChildren(
+      ...tiles.map((tile) =>
+        h("figure", { class: `nw-tile${tile.chosen ? " nw-chosen" : ""}`, attrs: { "data-index": tile.index } }, [
+          h("div", { class: "nw-stack" }, [
+            h("img", { class: "nw-base", attrs: { src: urls.png(tile.image), alt: `image ${tile.index}` } }),
+            h("img", { class: "nw-map", attrs: { src: urls.png(tile.map), alt: "" } }),
+            h("img", { class: "nw-raw", attrs: { src: urls.png(tile.raw), alt: `raw map of image ${tile.index}` } }),
+          ]),
+          h("figcaption", {
+            text: `${tile.chosen ? "chosen · " : ""}#${tile.index}${tile.label === null ? "" : ` · ${tile.label}`} · peak ${score(tile.peak)}${perImage ? ` (${score(tile.vmin)}…${score(tile.vmax)})` : ""}`,
+          }),
+        ]),
+      ),
+    );
+  }
+
+  /** @param {string} name @param {any} value */
+  function setTrait(name, value) {
+    model.set(name, value);
+    model.save_changes();
+  }
+  const onColormap = () => setTrait("colormap", colormap.value);
+  const onOpacity = () => {
+    grid.style.setProperty("--nw-opacity", opacity.value); // instant, before the kernel hears of it
+    setTrait("opacity", Number(opacity.value));
+  };
+  const onScale = () => setTrait("scale", scale.value);
+  const onRaw = () => setTrait("show_raw", raw.checked);
+  const onImage = () => {
+    const value = image.value.trim();
+    setTrait("image", value === "" ? null : Math.trunc(Number(value)));
+  };
+  colormap.addEventListener("change", onColormap);
+  opacity.addEventListener("input", onOpacity);
+  scale.addEventListener("change", onScale);
+  raw.addEventListener("change", onRaw);
+  image.addEventListener("change", onImage);
+  const offs = [
+    listen(
+      model,
+      ["change:colormaps", "change:colormap", "change:opacity", "change:scale", "change:show_raw", "change:image", "change:unit", "change:layer", "change:k"],
+      syncControls,
+    ),
+    listen(model, ["change:tiles", "change:colorbar", "change:vrange", "change:shown"], syncTiles),
+  ];
+  syncControls();
+  syncTiles();
+
+  return () => {
+    for (const off of offs) off();
+    status.cleanup();
+    colormap.removeEventListener("change", onColormap);
+    opacity.removeEventListener("input", onOpacity);
+    scale.removeEventListener("change", onScale);
+    raw.removeEventListener("change", onRaw);
+    image.removeEventListener("change", onImage);
+    urls.revokeAll();
+  };
+}
+
+export default { render };

@@ -1,0 +1,59 @@
+// @ts-check
+/** Safe DOM building: text from Python is only ever set with textContent, never parsed as HTML. */
+
+/**
+ * @typedef {Object} Props
+ * @property {string} [class] class names
+ * @property {string} [text] text content (inserted as text)
+ * @property {Record<string, string | number | boolean | null | undefined>} [attrs] attributes (null/false: omitted)
+ * @property {Record<string, EventListener>} [on] event listeners
+ */
+
+/**
+ * Create an element.
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {Props} [props]
+ * @param {(Node | string | null | undefined | false)[]} [children] strings become text nodes
+ * @returns {HTMLElementTagNameMap[K]}
+ */
+export function h(tag, props = {}, children = []) {
+  const el = document.createElement(tag);
+  if (props.class) el.className = props.class;
+  if (props.text !== undefined) el.textContent = props.text;
+  for (const [name, value] of Object.entries(props.attrs ?? {})) {
+    if (value === null || value === undefined || value === false) continue;
+    el.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const [type, listener] of Object.entries(props.on ?? {})) el.addEventListener(type, listener);
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(typeof child === "string" ? document.createTextNode(child) : child);
+  }
+  return el;
+}
+
+/**
+ * Replace the options of a <select>, keeping the value if it is still offered.
+ * @param {HTMLSelectElement} select
+ * @param {[string, string][]} options [value, label] pairs; labels are inserted as text
+ * @param {string} value the value to select
+ */
+export function setOptions(select, options, value) {
+  select.replaceChildren(...options.map(([v, label]) => h("option", { text: label, attrs: { value: v } })));
+  select.value = value;
+}
+
+/**
+ * Listen to model changes; returns a function that removes the listeners.
+ * @param {{ on: Function, off: Function }} model
+ * @param {string[]} events e.g. ["change:scores", "msg:custom"]
+ * @param {Function} handler
+ * @returns {() => void}
+ */
+export function listen(model, events, handler) {
+  for (const event of events) model.on(event, handler);
+  return () => {
+    for (const event of events) model.off(event, handler);
+  };
+}

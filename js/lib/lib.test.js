@@ -1,0 +1,74 @@
+import { describe, expect, it } from "vitest";
+import { FakeModel, PNG } from "../testing/fake-model.js";
+import { h, listen, setOptions } from "./dom.js";
+import { percent, score, seconds } from "./format.js";
+import { UrlPool, bytesOf } from "./images.js";
+import { statusStrip } from "./status.js";
+
+const EVIL = "<img src=x onerror=alert(1)>";
+
+describe("dom", () => {
+  it("inserts text as text, never as HTML", () => {
+    const el = h("div", { text: EVIL, attrs: { title: EVIL } }, [EVIL]);
+    expect(el.querySelector("img")).toBeNull();
+    expect(el.textContent).toBe(EVIL + EVIL);
+    const select = h("select");
+    setOptions(select, [["a", EVIL]], "a");
+    expect(select.querySelector("img")).toBeNull();
+    expect(select.options[0].textContent).toBe(EVIL);
+  });
+
+  it("omits false attributes and removes listeners", () => {
+    expect(h("input", { attrs: { checked: false } }).hasAttribute("checked")).toBe(false);
+    const model = new FakeModel({});
+    const off = listen(model, ["change:a", "change:b"], () => {});
+    expect(model.listenerCount()).toBe(2);
+    off();
+    expect(model.listenerCount()).toBe(0);
+  });
+});
+
+describe("images", () => {
+  it("turns buffers into blob URLs and revokes them", () => {
+    const pool = new UrlPool();
+    expect(bytesOf(PNG).byteLength).toBe(8);
+    expect(pool.png(PNG)).toMatch(/^blob:/);
+    expect(pool.png(new DataView(new ArrayBuffer(0)))).toBe("");
+    expect(globalThis.liveBlobUrls.size).toBe(1);
+    pool.revokeAll();
+    expect(globalThis.liveBlobUrls.size).toBe(0);
+  });
+});
+
+describe("format", () => {
+  it("formats scores, percentages and times", () => {
+    expect(score(0.5)).toBe("0.5000");
+    expect(score(12.345)).toBe("12.35");
+    expect(score(null)).toBe("–");
+    expect(percent(0.987)).toBe("98.7%");
+    expect(seconds(null)).toBe("estimating…");
+    expect(seconds(75)).toBe("1 min 15 s");
+  });
+});
+
+describe("status strip", () => {
+  it("shows progress with an ETA, cancels, and shows kernel errors as text", () => {
+    const model = new FakeModel({ status: "idle", progress: {}, error: "" });
+    const strip = statusStrip(model, { cancellable: true });
+    const progress = strip.el.querySelector(".nw-progress");
+    expect(progress.hidden).toBe(true);
+    model.pythonSet({ status: "running", progress: { description: "ranking", done: 1, total: 4, eta: 3 } });
+    expect(progress.hidden).toBe(false);
+    expect(strip.el.textContent).toContain("ranking: 25%, 3 s left");
+    strip.el.querySelector(".nw-cancel").click();
+    expect(model.sent).toEqual([{ type: "cancel" }]);
+    model.pythonSend({ type: "error", message: EVIL });
+    expect(strip.el.querySelector(".nw-error").hidden).toBe(false);
+    expect(strip.el.querySelector(".nw-error-text").textContent).toBe(EVIL);
+    expect(strip.el.querySelector("img")).toBeNull();
+    strip.el.querySelector(".nw-dismiss").click();
+    expect(model.sent.at(-1)).toEqual({ type: "dismiss" });
+    strip.cleanup();
+    expect(model.listenerCount()).toBe(0);
+  });
+});

@@ -1,0 +1,115 @@
+import { describe, expect, it } from "vitest";
+import widget, { ROW_HEIGHT } from "./ranked-list.js";
+import { FakeModel, PNG, view } from "./testing/fake-model.js";
+
+const EVIL = "<img src=x onerror=alert(1)>";
+
+function setup(units = 5, extra = {}) {
+  const scores = Array.from({ length: units }, (_, i) => (i * 7) % units);
+  const order = [...scores.keys()].sort((a, b) => scores[b] - scores[a] || a - b);
+  const model = new FakeModel({
+    method: "ablation",
+    target: null,
+    layer: EVIL,
+    layers: [EVIL, "fc"],
+    selected_unit: null,
+    methods: [
+      ["ablation", "accuracy drop", true],
+      ["weight_l1", "filter norm", false],
+    ],
+    classes: [EVIL, "b"],
+    interactive: true,
+    scores: view(scores, "f32"),
+    order: view(order, "i32"),
+    info: { method: "ablation", layer: EVIL, target: null, target_name: null, units, provisional: false },
+    status: "idle",
+    progress: {},
+    error: "",
+    ...extra,
+  });
+  const el = document.createElement("div");
+  const cleanup = widget.render({ model, el });
+  return { model, el, cleanup, order };
+}
+
+describe("RankedList view", () => {
+  it("shows units in ranked order with the method, layer and class as text", () => {
+    const { el, order } = setup();
+    const units = [...el.querySelectorAll(".nw-row")].map((r) => Number(r.dataset.unit));
+    expect(units).toEqual(order);
+    expect(el.querySelector(".nw-title").textContent).toBe(`ablation · layer ${EVIL} · all classes · 5 units`);
+    expect(el.querySelector("img[src='x']")).toBeNull();
+    expect([...el.querySelectorAll("option")].map((o) => o.textContent)).toContain(EVIL);
+  });
+
+  it("selects on click and with the keyboard", () => {
+    const { model, el, order } = setup();
+    el.querySelector(`.nw-row[data-unit="${order[1]}"]`).click();
+    expect(model.get("selected_unit")).toBe(order[1]);
+    expect(model.saved.at(-1)).toEqual({ selected_unit: order[1] });
+    const viewport = el.querySelector(".nw-list-viewport");
+    viewport.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowDown" }));
+    expect(model.get("selected_unit")).toBe(order[2]);
+    viewport.dispatchEvent(new KeyboardEvent("keydown", { key: "Home" }));
+    expect(model.get("selected_unit")).toBe(order[0]);
+    viewport.dispatchEvent(new KeyboardEvent("keydown", { key: "End" }));
+    expect(model.get("selected_unit")).toBe(order[4]);
+    expect(el.querySelector(".nw-selected").getAttribute("aria-selected")).toBe("true");
+  });
+
+  it("renders only the visible rows of 2,048 units", () => {
+    const { el } = setup(2048);
+    const rows = el.querySelectorAll(".nw-row");
+    expect(rows.length).toBeLessThan(40);
+    const viewport = el.querySelector(".nw-list-viewport");
+    viewport.scrollTop = 1000 * ROW_HEIGHT;
+    viewport.dispatchEvent(new Event("scroll"));
+    const ranks = [...el.querySelectorAll(".nw-row")].map((r) => Number(r.dataset.rank));
+    expect(ranks).toContain(1000);
+    expect(el.querySelector(".nw-list-spacer").style.height).toBe(`${2048 * ROW_HEIGHT}px`);
+  });
+
+  it("re-ranks through the pickers and asks for thumbnails on hover", () => {
+    const { model, el, order } = setup();
+    const [method, target, layer] = el.querySelectorAll("select");
+    expect(target.disabled).toBe(false);
+    method.value = "weight_l1";
+    method.dispatchEvent(new Event("change"));
+    expect(model.get("method")).toBe("weight_l1");
+    expect(target.disabled).toBe(true); // weight_l1 has no class-specific variant
+    target.value = "1";
+    target.dispatchEvent(new Event("change"));
+    expect(model.get("target")).toBe(1);
+    layer.value = "fc";
+    layer.dispatchEvent(new Event("change"));
+    expect(model.get("layer")).toBe("fc");
+    el.querySelector(".nw-refresh").click();
+    expect(model.sent).toContainEqual({ type: "refresh" });
+
+    model.pythonSet({ layer: EVIL });
+    const row = el.querySelector(`.nw-row[data-unit="${order[0]}"]`);
+    row.dispatchEvent(new MouseEvent("mousemove", { bubbles: true }));
+    expect(model.sent).toContainEqual({ type: "thumbnail", unit: order[0] });
+    expect(el.querySelector(".nw-tip").hidden).toBe(false);
+    expect(el.querySelector(".nw-tip-text").textContent).toContain(`unit ${order[0]} · rank 1`);
+    model.pythonSend({ type: "thumbnail", unit: order[0], layer: EVIL }, [PNG]);
+    expect(el.querySelector(".nw-tip-image").src).toMatch(/^blob:/);
+  });
+
+  it("shows a fast estimate as provisional, and cleans up every listener and URL", () => {
+    const { model, el, cleanup } = setup(5, {
+      info: { method: "taylor", layer: "l", units: 5, provisional: true, estimate_for: "ablation" },
+    });
+    expect(el.querySelector(".nw-badge").hidden).toBe(false);
+    expect(el.querySelector(".nw-badge").textContent).toContain("ablation on the way");
+    model.pythonSend({ type: "thumbnail", unit: 0, layer: EVIL }, [PNG]);
+    cleanup();
+    expect(model.listenerCount()).toBe(0);
+    expect(globalThis.liveBlobUrls.size).toBe(0);
+  });
+
+  it("disables the pickers for a fixed ranking", () => {
+    const { el } = setup(5, { interactive: false });
+    for (const select of el.querySelectorAll("select")) expect(select.disabled).toBe(true);
+  });
+});

@@ -1,0 +1,81 @@
+// @ts-check
+/** A fake anywidget model for unit tests: records what the view sets and sends, and plays the kernel. */
+
+export class FakeModel {
+  /** @param {Record<string, any>} state */
+  constructor(state) {
+    this.state = { ...state };
+    /** @type {Map<string, Set<Function>>} */
+    this.handlers = new Map();
+    /** @type {any[]} messages the view sent */
+    this.sent = [];
+    /** @type {Record<string, any>[]} state the view saved */
+    this.saved = [];
+    /** @type {Record<string, any>} */
+    this.pendingChanges = {};
+  }
+
+  /** @param {string} key */
+  get(key) {
+    return this.state[key];
+  }
+
+  /** @param {string} key @param {any} value */
+  set(key, value) {
+    this.state[key] = value;
+    this.pendingChanges[key] = value;
+    this.emit(`change:${key}`);
+  }
+
+  save_changes() {
+    this.saved.push(this.pendingChanges);
+    this.pendingChanges = {};
+  }
+
+  /** @param {any} content */
+  send(content) {
+    this.sent.push(content);
+  }
+
+  /** @param {string} event @param {Function} handler */
+  on(event, handler) {
+    if (!this.handlers.has(event)) this.handlers.set(event, new Set());
+    this.handlers.get(event)?.add(handler);
+  }
+
+  /** @param {string} event @param {Function} handler */
+  off(event, handler) {
+    this.handlers.get(event)?.delete(handler);
+  }
+
+  /** @param {string} event @param {...any} args */
+  emit(event, ...args) {
+    for (const handler of [...(this.handlers.get(event) ?? [])]) handler(...args);
+  }
+
+  /** The kernel changes traits. @param {Record<string, any>} changes */
+  pythonSet(changes) {
+    Object.assign(this.state, changes);
+    for (const key of Object.keys(changes)) this.emit(`change:${key}`);
+  }
+
+  /** The kernel sends a custom message. @param {any} msg @param {DataView[]} [buffers] */
+  pythonSend(msg, buffers = []) {
+    this.emit("msg:custom", msg, buffers);
+  }
+
+  listenerCount() {
+    let n = 0;
+    for (const set of this.handlers.values()) n += set.size;
+    return n;
+  }
+}
+
+/** @param {ArrayLike<number>} values @param {"f32" | "i32"} kind */
+export function view(values, kind) {
+  const array = kind === "f32" ? Float32Array.from(values) : Int32Array.from(values);
+  return new DataView(array.buffer);
+}
+
+/** A tiny valid-looking PNG buffer (content does not matter to the views). */
+export const PNG = new DataView(new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).buffer);

@@ -1,0 +1,110 @@
+"""Activation maps → coloured, upsampled overlays on the images → PNG bytes (matplotlib colormaps, Pillow).
+
+Part of the widget-free core: it imports neither ipywidgets nor anywidget, so scripts can use it too.
+Images here are display images: uint8 arrays (H, W, 3).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+
+def colormap_names() -> list[str]:
+    """Every colormap matplotlib knows, sorted (reversed ``_r`` variants included)."""
+    return sorted(colormaps)
+
+
+def check_colormap(name: str) -> str:
+    """``name`` if matplotlib has that colormap; a ValueError listing a few valid ones otherwise."""
+    if not isinstance(name, str) or name not in colormaps:
+        raise ValueError(f"unknown colormap {name!r}; valid: any of matplotlib's, e.g. viridis, magma, jet, gray")
+    return name
+
+
+def to_display(images: np.ndarray) -> np.ndarray:
+    """(n, C, H, W) float images (C = 1 or 3) → uint8 (n, H, W, 3), each min-max scaled on its own.
+
+    Images already in [0, 1] are kept as they are, so un-normalised data keeps its real contrast.
+    """
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (n, 1 or 3, H, W), got {x.shape}")
+    x = np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
+    out = np.empty_like(x)
+    for i, image in enumerate(x):
+        lo, hi = float(image.min()), float(image.max())
+        if lo >= 0.0 and hi <= 1.0:
+            out[i] = image
+        else:
+            out[i] = (image - lo) / (hi - lo) if hi > lo else 0.0
+    return (out.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)
+
+
+def upsample(activation: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) map → (H, W) float32 by bilinear interpolation; ``size`` is (H, W)."""
+    amap = Image.fromarray(np.asarray(activation, dtype=np.float32), mode="F")
+    return np.asarray(amap.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def colorize(activation: np.ndarray, colormap: str = "magma", vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+    """A map as uint8 RGB (h, w, 3) through ``colormap``, with [vmin, vmax] mapped to its ends."""
+    span = vmax - vmin if vmax > vmin else 1.0
+    scaled = np.clip((np.asarray(activation, dtype=np.float64) - vmin) / span, 0.0, 1.0)
+    return colormaps[check_colormap(colormap)](scaled, bytes=True)[..., :3]
+
+
+def blend(image: np.ndarray, colored: np.ndarray, opacity: float) -> np.ndarray:
+    """``colored`` laid over ``image`` (both uint8 (H, W, 3)) with the given opacity in [0, 1]."""
+    alpha = float(np.clip(opacity, 0.0, 1.0))
+    mixed = image.astype(np.float32) * (1 - alpha) + colored.astype(np.float32) * alpha
+    return mixed.round().astype(np.uint8)
+
+
+def png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 (H, W) or (H, W, 3) array."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def overlay(
+    image: np.ndarray, activation: np.ndarray, colormap: str = "magma", opacity: float = 0.5, vrange=None
+) -> np.ndarray:
+    """One display image with the unit's map upsampled, coloured and laid over it: uint8 (H, W, 3).
+
+    ``vrange``: (vmin, vmax) of the colour scale; default: the map's own range.
+    """
+    vmin, vmax = vrange if vrange is not None else (float(activation.min()), float(activation.max()))
+    colored = colorize(upsample(activation, image.shape[:2]), colormap, vmin, vmax)
+    return blend(image, colored, opacity)
+
+
+def overlay_png(
+    image: np.ndarray, activation: np.ndarray, colormap: str = "magma", opacity: float = 0.5, vrange=None
+) -> bytes:
+    """`overlay` as PNG bytes."""
+    return png(overlay(image, activation, colormap, opacity, vrange))
+
+
+def colorbar(colormap: str, width: int = 256, height: int = 12) -> np.ndarray:
+    """A horizontal colour bar, low values on the left: uint8 (height, width, 3)."""
+    ramp = np.tile(np.linspace(0.0, 1.0, width), (height, 1))
+    return colorize(ramp, colormap, 0.0, 1.0)
+
+
+def grid(tiles: Sequence[np.ndarray], columns: int, gap: int = 2, background: int = 255) -> np.ndarray:
+    """Equal-sized uint8 (H, W, 3) tiles in a grid, row by row."""
+    if not tiles:
+        raise ValueError("grid needs at least one tile")
+    h, w = tiles[0].shape[:2]
+    rows = -(-len(tiles) // columns)
+    out = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap, 3), background, dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tile
+    return out

@@ -1,0 +1,251 @@
+"""What every neuronwidgets widget shares: keyword checks, guarded front-end messages, errors shown in
+the widget, background work with progress, and a static PNG for saved notebooks and HTML exports."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anywidget
+import numpy as np
+import traitlets
+from ipywidgets.widgets.widget import _put_buffers
+from PIL import Image
+
+from neuronwidgets.engine.progress import ProgressInfo
+from neuronwidgets.widgets._worker import Job, Worker
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+_PROGRESS_INTERVAL = 0.1  # seconds between progress updates sent to the front end
+
+
+class BadMessage(ValueError):
+    """A message from the front end that cannot be honoured; it changes nothing."""
+
+
+def check_kwargs(cls: type, kwargs: dict[str, Any], valid: tuple[str, ...]) -> None:
+    """Reject unknown keyword arguments with a TypeError that names the valid ones."""
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TypeError(
+            f"{cls.__name__}() got unexpected keyword argument(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(sorted(valid))}"
+        )
+
+
+@contextlib.contextmanager
+def at_layer(probe: Any, layer: str) -> Iterator[None]:
+    """Point ``probe`` at ``layer`` for one job and restore its layer after, so widgets never move it."""
+    previous = probe.layer
+    probe.layer = layer
+    try:
+        yield
+    finally:
+        probe.layer = previous
+
+
+def message_of(err: BaseException) -> str:
+    """A readable one-line message for an exception."""
+    text = str(err) or type(err).__name__
+    return text if isinstance(err, (ValueError, TypeError, traitlets.TraitError)) else f"{type(err).__name__}: {text}"
+
+
+def figure_png(fig: Any, dpi: int = 80) -> Image.Image:
+    """A matplotlib Figure rendered (Agg, no pyplot) to a PIL image."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def nan_to_none(values: Any) -> list[float | None]:
+    """Floats for JSON, with NaN (e.g. a class without images) as None."""
+    return [None if not math.isfinite(v) else float(v) for v in np.asarray(values, dtype=float).tolist()]
+
+
+class Widget(anywidget.AnyWidget):
+    """Base of the widgets: front-end messages are validated before anything changes.
+
+    Subclasses list the traits the front end may set in ``_writable`` and the custom message types they
+    accept in ``_handlers`` (type -> method name; the method takes the message's other fields as keywords).
+    """
+
+    error = traitlets.Unicode("").tag(sync=True)
+    status = traitlets.Unicode("idle").tag(sync=True)  # idle | running | error | cancelled
+    progress = traitlets.Dict().tag(sync=True)  # {description, done, total, elapsed, eta} while running
+
+    _writable: ClassVar[frozenset[str]] = frozenset()
+    _handlers: ClassVar[dict[str, str]] = {"dismiss": "_on_dismiss"}
+    _worker: Worker | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._last_progress = 0.0
+
+    # -- messages from the front end ------------------------------------------------------------------
+
+    def _handle_msg(self, msg: dict) -> None:
+        """Deliver a front-end message; a malformed one gets an error back and changes nothing."""
+        keys: list[str] = []
+        try:
+            data = msg.get("content", {}).get("data")
+            if not isinstance(data, dict):
+                raise BadMessage("a widget message must carry a 'data' object")
+            if data.get("method") == "update":
+                state = data.get("state")
+                if not isinstance(state, dict):
+                    raise BadMessage("an update message must carry a 'state' object")
+                keys = [k for k in state if k in self.keys]
+                refused = sorted(set(state) - self._writable)
+                if refused:
+                    raise BadMessage(
+                        f"the front end may not set {', '.join(map(str, refused))}; "
+                        f"settable: {', '.join(sorted(self._writable))}"
+                    )
+            self._dispatch(data, msg.get("buffers") or [])
+        except (BadMessage, traitlets.TraitError, TypeError, ValueError, KeyError) as err:
+            self.report(err)
+            if keys:
+                self.send_state(keys)  # put the front end back on the kernel's values
+
+    def _dispatch(self, data: dict, buffers: list) -> None:
+        method = data.get("method")
+        if method == "update":
+            state = data["state"]
+            if "buffer_paths" in data:
+                _put_buffers(state, data["buffer_paths"], buffers)
+            self.set_state(state)
+        elif method == "request_state":
+            self.send_state()
+        elif method == "custom":
+            self._handle_custom_msg(data.get("content"), buffers)
+        else:
+            raise BadMessage(f"unknown message method {method!r}; valid: update, request_state, custom")
+
+    def _handle_custom_msg(self, content: Any, buffers: list) -> None:
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            raise BadMessage("a custom message must be an object with a string 'type'")
+        kind = content["type"]
+        if kind not in self._handlers:
+            raise BadMessage(f"unknown message type {kind!r}; valid: {', '.join(sorted(self._handlers))}")
+        params = {k: v for k, v in content.items() if k != "type"}
+        getattr(self, self._handlers[kind])(**params)
+
+    def _on_dismiss(self) -> None:
+        self.error = ""
+        if self.status == "error":
+            self.status = "idle"
+
+    def report(self, err: BaseException | str) -> None:
+        """Show an error in the widget (trait ``error``) and send it as an ``error`` message."""
+        text = err if isinstance(err, str) else message_of(err)
+        self.error = text
+        self.send({"type": "error", "message": text})
+
+    # -- background work --------------------------------------------------------------------------------
+
+    def _submit(
+        self,
+        slot: str,
+        run: Callable[[Job], Any],
+        on_done: Callable[[Any], None],
+        cancel_running: bool = True,
+        on_cancel: Callable[[], None] | None = None,
+    ) -> Job:
+        """Run ``run`` on the probe's worker; ``status``/``error`` follow it; only the latest result lands."""
+        assert self._worker is not None
+        slot = self._slot(slot)
+        self.status = "running"
+        self.progress = {}
+
+        def done(result: Any) -> None:
+            with self.hold_sync():
+                on_done(result)
+                self._settle("idle")
+
+        def failed(err: BaseException) -> None:
+            with self.hold_sync():
+                self._settle("error")
+                self.report(err)
+
+        def cancelled() -> None:
+            if on_cancel is not None:
+                on_cancel()
+            self._settle("cancelled" if self.status == "running" else self.status)
+
+        job = Job(slot, run, done, failed, cancelled)
+        return self._worker.submit(job, cancel_running)
+
+    def _slot(self, name: str) -> str:
+        """Slots are per widget: two widgets of one probe never replace each other's requests."""
+        return f"{id(self)}:{name}"
+
+    def _settle(self, status: str) -> None:
+        if self._worker is not None and self._worker.pending(self._slot("")) and status != "error":
+            return  # a newer job of this widget waits; it will settle the status
+        self.status = status
+        self.progress = {}
+
+    def _progress_callback(self, job: Job) -> Callable[[ProgressInfo], None]:
+        """A `Probe.rank(progress=...)` callback that shows the progress of ``job`` while it is current."""
+
+        def update(info: ProgressInfo) -> None:
+            now = time.perf_counter()
+            finished = info.total is not None and info.done >= info.total
+            if not job.current or (now - self._last_progress < _PROGRESS_INTERVAL and not finished):
+                return
+            self._last_progress = now
+            self.progress = {
+                "description": info.description,
+                "done": info.done,
+                "total": info.total,
+                "elapsed": round(info.elapsed, 2),
+                "eta": None if info.eta is None else round(info.eta, 1),
+            }
+
+        return update
+
+    def wait(self, timeout: float | None = 60.0) -> bool:
+        """Block until the widget's background work is done (for scripts and tests); False on timeout."""
+        return True if self._worker is None else self._worker.wait(timeout)
+
+    # -- static picture ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> Image.Image:
+        """A picture of the widget's current state (what a saved notebook shows without a kernel)."""
+        raise NotImplementedError
+
+    def snapshot_png(self, timeout: float = 5.0) -> bytes:
+        """`snapshot` as PNG bytes, after waiting up to ``timeout`` s for running work."""
+        self.wait(timeout)
+        buffer = io.BytesIO()
+        self.snapshot().save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict]:
+        return with_png(super()._repr_mimebundle_(**kwargs), self.snapshot_png)
+
+
+def with_png(bundle: Any, make_png: Callable[[], bytes]) -> tuple[dict, dict]:
+    """A widget's mime bundle plus an ``image/png`` fallback for places without a live kernel."""
+    data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+    data = dict(data)
+    with contextlib.suppress(Exception):  # a picture is a fallback: never let it break the live widget
+        data["image/png"] = make_png()
+    return data, metadata
+
+
+def asset(name: str) -> Path | str:
+    """The built front-end module ``static/<name>``, or a module that says how to build it."""
+    path = STATIC / name
+    if path.is_file():
+        return path
+    return (
+        "export default { render({ el }) { el.textContent = "
+        "'neuronwidgets: the front end is not built; run npm ci && npm run build'; } };"
+    )

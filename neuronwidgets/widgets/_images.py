@@ -1,0 +1,39 @@
+"""Images and overlays for the widgets, computed from a probe (always on the probe's worker thread)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from neuronwidgets import render
+from neuronwidgets.probe import Probe
+
+
+def display_images(probe: Probe, indices: Sequence[int]) -> np.ndarray:
+    """uint8 (n, H, W, 3) images for display.
+
+    Uses the dataset's un-normalised ``raw`` images when it has them (like the demo's); otherwise what
+    the model sees, min-max scaled per image.
+    """
+    raw = getattr(probe.source.dataset, "raw", None)
+    if raw is not None and len(raw) == len(probe.source):
+        images = np.stack([np.asarray(raw[int(i)], dtype=np.float32) for i in indices])
+    else:
+        images = probe.images(indices).float().numpy()
+    return render.to_display(images)
+
+
+def labels_of(probe: Probe, indices: Sequence[int]) -> list[int | None]:
+    """The true class of each image, or None where the data has no labels."""
+    labels = probe.source.take(indices).labels
+    return [None] * len(indices) if labels is None else [int(v) for v in labels.tolist()]
+
+
+def thumbnail(probe: Probe, unit: int, colormap: str = "magma", size: int = 64) -> bytes:
+    """PNG of the image that activates ``unit`` most, with the unit's map over it (``size`` px wide)."""
+    (index,) = probe.top_images(unit, k=1)
+    image = display_images(probe, [int(index)])[0]
+    tile = render.overlay(image, probe.activation_maps(unit, [int(index)])[0], colormap, opacity=0.55)
+    scale = max(1, size // tile.shape[1])
+    return render.png(np.kron(tile, np.ones((scale, scale, 1), dtype=np.uint8)))

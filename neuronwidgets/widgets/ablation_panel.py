@@ -1,0 +1,213 @@
+"""AblationPanel: remove the top k units of a ranking (and toggle single units), see what the model loses."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import traitlets
+from PIL import Image
+
+from neuronwidgets import render
+from neuronwidgets.probe import ABLATION_MODES, Evaluation, Probe
+from neuronwidgets.ranking import Ranking
+from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs, figure_png, nan_to_none
+from neuronwidgets.widgets._images import display_images
+from neuronwidgets.widgets._worker import Job, worker_for
+
+MAX_CHANGED_SHOWN = 24  # thumbnails of changed predictions sent to the browser
+DEFAULT_METHOD = "weight_l1"  # instant and needs no data: the ranking of a panel made without one
+
+
+class AblationPanel(Widget):
+    """Accuracy of the model with the top ``k`` units of ``ranking`` removed, plus single units toggled
+    (``toggled`` flips units in or out of that set), by ``mode`` ``"zero"`` or ``"mean"``.
+
+    Evaluations run in the background; when requests come faster than evaluations, only the latest runs.
+    The model itself is never changed.
+    """
+
+    _esm = asset("ablation-panel.js")
+    _css = asset("widgets.css")
+
+    k = traitlets.Int(0).tag(sync=True)
+    toggled = traitlets.List(traitlets.Int()).tag(sync=True)
+    mode = traitlets.Unicode("zero").tag(sync=True)
+    selected_unit = traitlets.Int(None, allow_none=True).tag(sync=True)
+    layer = traitlets.Unicode("").tag(sync=True)
+    units = traitlets.Int(0).tag(sync=True)
+    order = traitlets.List(traitlets.Int()).tag(sync=True)  # the ranking's units, most important first
+    method = traitlets.Unicode("").tag(sync=True)  # the ranking's method, for the label
+    classes = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    ablated = traitlets.List(traitlets.Int()).tag(sync=True)  # the units removed in `after`
+    before = traitlets.Dict().tag(sync=True)  # {accuracy, per_class, loss}
+    after = traitlets.Dict().tag(sync=True)  # {accuracy, per_class, loss, ablated, request}
+    changed = traitlets.List().tag(sync=True)  # [{index, label, before, after, fixed, image}, ...]
+    changed_count = traitlets.Int(0).tag(sync=True)
+    request = traitlets.Int(0).tag(sync=True)  # counts evaluation requests; `after.request` says which landed
+    ranking = traitlets.Instance(Ranking, allow_none=True)
+
+    _writable: ClassVar[frozenset[str]] = frozenset({"k", "toggled", "mode", "selected_unit"})
+    _handlers: ClassVar[dict[str, str]] = {**Widget._handlers, "toggle": "toggle"}
+
+    def __init__(self, probe: Probe, **kwargs: Any) -> None:
+        check_kwargs(type(self), kwargs, ("ranking", "k", "toggled", "mode", "selected_unit"))
+        if not isinstance(probe, Probe):
+            raise TypeError(f"AblationPanel needs a Probe, got {type(probe).__name__}")
+        self._probe = probe
+        self._worker = worker_for(probe)
+        self._images: dict[int, bytes] = {}
+        ranking = kwargs.pop("ranking", None)
+        if ranking is not None and not isinstance(ranking, Ranking):
+            raise TypeError(f"ranking must be a Ranking, got {type(ranking).__name__}")
+        super().__init__(classes=probe.classes)
+        self.observe(self._on_change, names=["k", "toggled", "mode"])
+        if ranking is not None:
+            self.set_ranking(ranking, **kwargs)
+            return
+
+        def run(job: Job) -> Ranking:  # on the worker: the probe never runs on two threads at once
+            return probe.rank(DEFAULT_METHOD, progress=False, cancel=job.cancel)
+
+        self._submit("evaluate", run, lambda ranking: self.set_ranking(ranking, **kwargs))
+
+    # -- validation ---------------------------------------------------------------------------------------
+
+    @traitlets.validate("k")
+    def _valid_k(self, proposal: dict) -> int:
+        if not 0 <= proposal["value"] <= self.units:
+            raise traitlets.TraitError(f"k must be in 0..{self.units}, got {proposal['value']}")
+        return proposal["value"]
+
+    @traitlets.validate("toggled")
+    def _valid_toggled(self, proposal: dict) -> list[int]:
+        bad = [u for u in proposal["value"] if not 0 <= u < self.units]
+        if bad:
+            raise traitlets.TraitError(f"toggled units {bad[:5]} out of range 0..{self.units - 1}")
+        return sorted(set(proposal["value"]))
+
+    @traitlets.validate("mode")
+    def _valid_mode(self, proposal: dict) -> str:
+        if proposal["value"] not in ABLATION_MODES:
+            raise traitlets.TraitError(f"mode must be one of {', '.join(ABLATION_MODES)}, got {proposal['value']!r}")
+        return proposal["value"]
+
+    @traitlets.validate("selected_unit")
+    def _valid_selected(self, proposal: dict) -> int | None:
+        value = proposal["value"]
+        if value is not None and not 0 <= value < self.units:
+            raise traitlets.TraitError(f"selected_unit must be in 0..{self.units - 1} or None, got {value}")
+        return value
+
+    # -- requests -----------------------------------------------------------------------------------------
+
+    def set_ranking(self, ranking: Ranking, **state: Any) -> None:
+        """Rank by ``ranking`` (its layer becomes the panel's); resets ``k`` and toggles unless given."""
+        units = self._probe.layer_info(ranking.layer).units
+        if ranking.units != units:
+            raise ValueError(f"the ranking has {ranking.units} units but layer {ranking.layer!r} has {units}")
+        same_layer = ranking.layer == self.layer
+        with self.hold_trait_notifications():
+            self.ranking = ranking
+            self.units, self.layer, self.method = units, ranking.layer, ranking.method
+            self.order = [int(u) for u in ranking.order]
+            if not same_layer:
+                self.toggled, self.k, self.selected_unit = [], 0, None
+                self.before = {}
+            for key, value in state.items():
+                setattr(self, key, value)
+        self.evaluate()
+
+    def toggle(self, unit: Any = None) -> None:
+        """Flip ``unit`` in or out of the ablated set."""
+        if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < self.units:
+            raise ValueError(f"toggle: unit must be an integer in 0..{self.units - 1}, got {unit!r}")
+        self.toggled = sorted(set(self.toggled) ^ {unit})
+
+    def ablated_units(self) -> list[int]:
+        """The units removed: the top ``k`` of the ranking, with the toggled ones flipped."""
+        return sorted(set(self.order[: self.k]) ^ set(self.toggled))
+
+    def _on_change(self, change: dict) -> None:
+        self.evaluate()
+
+    def refresh(self) -> None:
+        """Evaluate again from scratch (after the model changed)."""
+        self.before = {}
+        self._images.clear()
+        self.evaluate()
+
+    def evaluate(self) -> None:
+        """Evaluate the current ablation in the background; a newer request replaces a pending one."""
+        self.request += 1
+        probe, layer, units, mode, request = self._probe, self.layer, self.ablated_units(), self.mode, self.request
+        k = self.k
+        need_before = not self.before
+
+        def run(job: Job) -> tuple[Evaluation | None, Evaluation]:
+            with at_layer(probe, layer):
+                base = probe.evaluate(cancel=job.cancel) if need_before else None
+                after = probe.evaluate(ablate=units, mode=mode, cancel=job.cancel) if units else None
+                return base, after
+
+        def done(result: tuple[Evaluation | None, Evaluation | None]) -> None:
+            base, after = result
+            if base is not None:
+                self._base = base
+                self.before = _summary(base)
+            after = after or self._base
+            changed = np.flatnonzero(after.predictions != self._base.predictions)
+            self.ablated = units
+            self.after = {**_summary(after), "ablated": units, "mode": mode, "k": k, "request": request}
+            self.changed_count = len(changed)
+            self.changed = self._changed(changed[:MAX_CHANGED_SHOWN], after)
+
+        self._submit("evaluate", run, done)
+
+    def _changed(self, indices: np.ndarray, after: Evaluation) -> list[dict]:
+        missing = [int(i) for i in indices if int(i) not in self._images]
+        if missing:
+            pictures = display_images(self._probe, missing)
+            self._images.update({i: render.png(p) for i, p in zip(missing, pictures)})
+        names = self.classes
+        out = []
+        for i in (int(i) for i in indices):
+            label, was, now = int(after.labels[i]), int(self._base.predictions[i]), int(after.predictions[i])
+            out.append(
+                {
+                    "index": i,
+                    "label": names[label],
+                    "before": names[was],
+                    "after": names[now],
+                    "fixed": now == label,
+                    "image": self._images[i],
+                }
+            )
+        return out
+
+    # -- static picture -----------------------------------------------------------------------------------
+
+    def snapshot(self) -> Image.Image:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(5.0, 2.6), layout="constrained")
+        ax = fig.add_subplot()
+        if self.before and self.after:
+            x = np.arange(len(self.classes))
+            before = [np.nan if v is None else v for v in self.before["per_class"]]
+            after = [np.nan if v is None else v for v in self.after["per_class"]]
+            ax.bar(x - 0.2, before, 0.4, label="before", color="0.7")
+            ax.bar(x + 0.2, after, 0.4, label="after", color="C3")
+            ax.set_xticks(x, self.classes)
+            ax.set_ylim(0, 1)
+            ax.legend(loc="lower right", fontsize=8)
+            ax.set_title(
+                f"{len(self.ablated)} units of {self.layer} ablated ({self.mode}): accuracy "
+                f"{self.before['accuracy']:.1%} → {self.after['accuracy']:.1%}",
+                fontsize=9,
+            )
+        return figure_png(fig)
+
+
+def _summary(ev: Evaluation) -> dict:
+    return {"accuracy": ev.accuracy, "per_class": nan_to_none(ev.per_class_accuracy), "loss": ev.loss}

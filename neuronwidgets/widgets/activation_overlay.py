@@ -1,0 +1,194 @@
+"""ActivationOverlay: the images that excite a unit most, with its activation map laid over each."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, ClassVar
+
+import numpy as np
+import traitlets
+from PIL import Image
+
+from neuronwidgets import render
+from neuronwidgets.probe import Probe
+from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs
+from neuronwidgets.widgets._images import display_images, labels_of
+from neuronwidgets.widgets._worker import Job, worker_for
+
+MAX_IMAGES = 32
+SCALES = ("shared", "image")
+
+
+class ActivationOverlay(Widget):
+    """The ``k`` images that activate ``unit`` most (and a chosen ``image``), each with the unit's map
+    upsampled, coloured by ``colormap`` and laid over it at ``opacity``.
+
+    ``scale="shared"`` uses one colour scale for all maps (comparable), ``"image"`` one per image.
+    Images travel to the browser as PNG buffers; opacity and the raw-map view change in the browser only.
+    """
+
+    _esm = asset("activation-overlay.js")
+    _css = asset("widgets.css")
+
+    unit = traitlets.Int(0).tag(sync=True)
+    layer = traitlets.Unicode("").tag(sync=True)
+    k = traitlets.Int(8).tag(sync=True)
+    image = traitlets.Int(None, allow_none=True).tag(sync=True)
+    colormap = traitlets.Unicode("magma").tag(sync=True)
+    colormaps = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    opacity = traitlets.Float(0.6).tag(sync=True)
+    scale = traitlets.Unicode("shared").tag(sync=True)
+    show_raw = traitlets.Bool(False).tag(sync=True)
+    units = traitlets.Int(0).tag(sync=True)
+    images = traitlets.Int(0).tag(sync=True)  # number of images in the data
+    tiles = traitlets.List().tag(sync=True)  # [{index, label, chosen, vmin, vmax, image, map, raw}, ...]
+    colorbar = traitlets.Bytes(b"").tag(sync=True)  # PNG, low values left
+    vrange = traitlets.List().tag(sync=True)  # [vmin, vmax] of the shared scale
+    shown = traitlets.Dict().tag(sync=True)  # the request the tiles answer: {unit, layer, image, colormap, scale}
+
+    _writable: ClassVar[frozenset[str]] = frozenset({"unit", "k", "image", "colormap", "opacity", "scale", "show_raw"})
+
+    def __init__(self, probe: Probe, **kwargs: Any) -> None:
+        check_kwargs(type(self), kwargs, ("unit", "layer", "k", "image", "colormap", "opacity", "scale", "show_raw"))
+        if not isinstance(probe, Probe):
+            raise TypeError(f"ActivationOverlay needs a Probe, got {type(probe).__name__}")
+        self._probe = probe
+        self._worker = worker_for(probe)
+        layer = kwargs.pop("layer", probe.layer)
+        if layer not in probe.layers:
+            raise ValueError(f"unknown layer {layer!r}; valid: {', '.join(probe.layers)}")
+        super().__init__(
+            layer=layer,
+            units=probe.layer_info(layer).units,
+            images=len(probe.source),
+            colormaps=render.colormap_names(),
+        )
+        with self.hold_trait_notifications():
+            for key, value in kwargs.items():
+                setattr(self, key, value)
+        self.observe(self._on_change, names=["unit", "k", "image", "colormap", "scale"])
+        self.observe(self._on_layer, names=["layer"])
+        self.refresh()
+
+    # -- validation ---------------------------------------------------------------------------------------
+
+    @traitlets.validate("unit")
+    def _valid_unit(self, proposal: dict) -> int:
+        if not 0 <= proposal["value"] < self.units:
+            raise traitlets.TraitError(
+                f"unit must be in 0..{self.units - 1} (layer {self.layer!r}), got {proposal['value']}"
+            )
+        return proposal["value"]
+
+    @traitlets.validate("layer")
+    def _valid_layer(self, proposal: dict) -> str:
+        if proposal["value"] not in self._probe.layers:
+            raise traitlets.TraitError(f"unknown layer {proposal['value']!r}; valid: {', '.join(self._probe.layers)}")
+        return proposal["value"]
+
+    @traitlets.validate("k")
+    def _valid_k(self, proposal: dict) -> int:
+        if not 1 <= proposal["value"] <= MAX_IMAGES:
+            raise traitlets.TraitError(f"k must be in 1..{MAX_IMAGES}, got {proposal['value']}")
+        return proposal["value"]
+
+    @traitlets.validate("image")
+    def _valid_image(self, proposal: dict) -> int | None:
+        value = proposal["value"]
+        if value is not None and not 0 <= value < self.images:
+            raise traitlets.TraitError(f"image must be an index in 0..{self.images - 1} or None, got {value}")
+        return value
+
+    @traitlets.validate("colormap")
+    def _valid_colormap(self, proposal: dict) -> str:
+        try:
+            return render.check_colormap(proposal["value"])
+        except ValueError as err:
+            raise traitlets.TraitError(str(err)) from None
+
+    @traitlets.validate("opacity")
+    def _valid_opacity(self, proposal: dict) -> float:
+        if not 0.0 <= proposal["value"] <= 1.0:
+            raise traitlets.TraitError(f"opacity must be in 0..1, got {proposal['value']}")
+        return proposal["value"]
+
+    @traitlets.validate("scale")
+    def _valid_scale(self, proposal: dict) -> str:
+        if proposal["value"] not in SCALES:
+            raise traitlets.TraitError(f"scale must be one of {', '.join(SCALES)}, got {proposal['value']!r}")
+        return proposal["value"]
+
+    # -- rendering ----------------------------------------------------------------------------------------
+
+    def _on_layer(self, change: dict) -> None:
+        with self.hold_trait_notifications():
+            self.units = self._probe.layer_info(change["new"]).units
+            if self.unit >= self.units:
+                self.unit = 0
+        self.refresh()
+
+    def _on_change(self, change: dict) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Render the overlays for the current unit and settings in the background (latest request wins)."""
+        probe, layer, unit, k, image = self._probe, self.layer, self.unit, self.k, self.image
+        colormap, scale = self.colormap, self.scale
+
+        def run(job: Job) -> dict:
+            with at_layer(probe, layer):
+                indices = [int(i) for i in probe.top_images(unit, k)]
+                if image is not None:
+                    indices = [image, *[i for i in indices if i != image]][: k + 1]
+                maps = probe.activation_maps(unit, indices)
+                return render_tiles(probe, indices, maps, colormap, scale, chosen=image)
+
+        def done(result: dict) -> None:
+            self.tiles, self.vrange, self.colorbar = result["tiles"], result["vrange"], result["colorbar"]
+            self.shown = {"unit": unit, "layer": layer, "image": image, "colormap": colormap, "scale": scale}
+
+        self._submit("overlay", run, done)
+
+    # -- static picture -----------------------------------------------------------------------------------
+
+    def snapshot(self) -> Image.Image:
+        if not self.tiles:
+            return Image.new("RGB", (320, 40), "white")
+        overlays = []
+        for tile in self.tiles:
+            image = np.asarray(Image.open(_bytes_io(tile["image"])).convert("RGB"))
+            colored = np.asarray(Image.open(_bytes_io(tile["map"])).convert("RGB"))
+            overlays.append(render.blend(image, colored, self.opacity))
+        picture = render.grid(overlays, columns=min(len(overlays), 5))
+        scale = max(1, 96 // overlays[0].shape[1])
+        return Image.fromarray(np.kron(picture, np.ones((scale, scale, 1), dtype=np.uint8)))
+
+
+def _bytes_io(data: bytes | memoryview) -> io.BytesIO:
+    return io.BytesIO(bytes(data))
+
+
+def render_tiles(
+    probe: Probe, indices: list[int], maps: np.ndarray, colormap: str, scale: str, chosen: int | None
+) -> dict:
+    """PNG buffers per image (the image, its coloured upsampled map, its raw map) and the colour scale."""
+    images = display_images(probe, indices)
+    labels = labels_of(probe, indices)
+    shared = (float(maps.min()), float(maps.max()))
+    tiles = []
+    for index, label, image, amap in zip(indices, labels, images, maps):
+        vmin, vmax = shared if scale == "shared" else (float(amap.min()), float(amap.max()))
+        tiles.append(
+            {
+                "index": index,
+                "label": None if label is None else probe.classes[label],
+                "chosen": index == chosen,
+                "peak": float(amap.max()),
+                "vmin": vmin,
+                "vmax": vmax,
+                "image": render.png(image),
+                "map": render.png(render.colorize(render.upsample(amap, image.shape[:2]), colormap, vmin, vmax)),
+                "raw": render.png(render.colorize(amap, colormap, vmin, vmax)),
+            }
+        )
+    return {"tiles": tiles, "vrange": list(shared), "colorbar": render.png(render.colorbar(colormap))}

@@ -1,0 +1,249 @@
+"""RankedList: the units of a layer in ranked order, with pickers that re-rank in the kernel."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import traitlets
+from PIL import Image
+
+from neuronwidgets.methods import get as get_method
+from neuronwidgets.methods import methods as all_methods
+from neuronwidgets.probe import Probe
+from neuronwidgets.ranking import Ranking
+from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs, figure_png
+from neuronwidgets.widgets._images import thumbnail
+from neuronwidgets.widgets._worker import Job, worker_for
+
+# Methods with a fast estimate of the same quantity: the estimate is shown while the exact ranking runs.
+FAST_ESTIMATES = {"ablation": "taylor", "car": "taylor"}
+DEFAULT_METHOD = "ablation"
+
+
+def method_options(name: str) -> set[str]:
+    """The keyword options a ranking method accepts."""
+    return set(inspect.signature(get_method(name)).parameters)
+
+
+class RankedList(Widget):
+    """The units of a layer ranked by a method, most important first; ``selected_unit`` follows clicks.
+
+    ``RankedList(probe)`` ranks in the kernel (method and class pickers, layer picker, refresh);
+    ``RankedList(ranking)`` only shows a finished `Ranking`. Observe or link ``selected_unit``.
+    """
+
+    _esm = asset("ranked-list.js")
+    _css = asset("widgets.css")
+
+    method = traitlets.Unicode(DEFAULT_METHOD).tag(sync=True)
+    target = traitlets.Int(None, allow_none=True).tag(sync=True)
+    layer = traitlets.Unicode("").tag(sync=True)
+    selected_unit = traitlets.Int(None, allow_none=True).tag(sync=True)
+    image = traitlets.Int(0).tag(sync=True)  # the image explained by single-image methods (resampling_*)
+    methods = traitlets.List().tag(sync=True)  # [[name, description, accepts_target], ...]
+    classes = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    layers = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    interactive = traitlets.Bool(False).tag(sync=True)  # False for a fixed Ranking: pickers disabled
+    scores = traitlets.Bytes(b"").tag(sync=True)  # float32 per unit
+    order = traitlets.Bytes(b"").tag(sync=True)  # int32 unit indices, most important first
+    info = traitlets.Dict().tag(sync=True)  # method, layer, target, units, provisional, seconds, engine
+    ranking = traitlets.Instance(Ranking, allow_none=True)  # the Ranking shown (not synced)
+
+    _writable: ClassVar[frozenset[str]] = frozenset({"method", "target", "layer", "selected_unit", "image"})
+    _handlers: ClassVar[dict[str, str]] = {
+        **Widget._handlers,
+        "thumbnail": "_on_thumbnail",
+        "cancel": "cancel",
+        "refresh": "refresh",
+    }
+
+    def __init__(self, ranking_or_probe: Ranking | Probe, **kwargs: Any) -> None:
+        check_kwargs(type(self), kwargs, ("method", "target", "layer", "selected_unit", "image"))
+        source = ranking_or_probe
+        if not isinstance(source, (Ranking, Probe)):
+            raise TypeError(f"RankedList needs a Ranking or a Probe, got {type(source).__name__}")
+        self._probe = source if isinstance(source, Probe) else None
+        self._worker = worker_for(self._probe) if self._probe is not None else None
+        self._cache: dict[tuple, Ranking] = {}
+        self._refresh_callbacks: list[Callable[[], None]] = []
+        if isinstance(source, Ranking):
+            super().__init__(method=source.method, target=source.target, layer=source.layer, classes=[])
+            self.methods = [[source.method, all_methods().get(source.method, ""), source.target is not None]]
+            self.layers = [source.layer]
+            self._show(source)
+            if "selected_unit" in kwargs:
+                self.selected_unit = kwargs["selected_unit"]
+            return
+        probe = source
+        super().__init__(
+            methods=[[n, d, "target" in method_options(n)] for n, d in all_methods().items()],
+            classes=probe.classes,
+            layers=probe.layers,
+            interactive=True,
+            layer=probe.layer,
+        )
+        with self.hold_trait_notifications():
+            for key, value in kwargs.items():
+                setattr(self, key, value)
+        self.observe(self._on_request, names=["method", "target", "layer", "image"])
+        self.rerank()
+
+    # -- validation ---------------------------------------------------------------------------------------
+
+    @traitlets.validate("method")
+    def _valid_method(self, proposal: dict) -> str:
+        valid = [m[0] for m in self.methods] if self.methods else list(all_methods())
+        if proposal["value"] not in valid:
+            raise traitlets.TraitError(f"unknown method {proposal['value']!r}; valid: {', '.join(valid)}")
+        return proposal["value"]
+
+    @traitlets.validate("target")
+    def _valid_target(self, proposal: dict) -> int | None:
+        value = proposal["value"]
+        n = len(self.classes)
+        if value is not None and self.interactive and not 0 <= value < n:
+            raise traitlets.TraitError(f"target must be a class index in 0..{n - 1} or None, got {value}")
+        return value
+
+    @traitlets.validate("layer")
+    def _valid_layer(self, proposal: dict) -> str:
+        if self.layers and proposal["value"] not in self.layers:
+            raise traitlets.TraitError(f"unknown layer {proposal['value']!r}; valid: {', '.join(self.layers)}")
+        return proposal["value"]
+
+    @traitlets.validate("selected_unit")
+    def _valid_unit(self, proposal: dict) -> int | None:
+        value = proposal["value"]
+        units = self.info.get("units")
+        if value is not None and units is not None and not 0 <= value < units:
+            raise traitlets.TraitError(f"selected_unit must be in 0..{units - 1} or None, got {value}")
+        return value
+
+    @traitlets.validate("image")
+    def _valid_image(self, proposal: dict) -> int:
+        n = len(self._probe.source) if self._probe is not None else 1
+        if not 0 <= proposal["value"] < n:
+            raise traitlets.TraitError(f"image must be an index in 0..{n - 1}, got {proposal['value']}")
+        return proposal["value"]
+
+    # -- ranking ------------------------------------------------------------------------------------------
+
+    def _on_request(self, change: dict) -> None:
+        if change["name"] == "image" and "image" not in method_options(self.method):
+            return
+        if change["name"] == "layer":
+            self.selected_unit = None
+        self.rerank()
+
+    def _options(self) -> dict[str, Any]:
+        accepted = method_options(self.method)
+        options: dict[str, Any] = {}
+        if self.target is not None and "target" in accepted:
+            options["target"] = self.target
+        if "image" in accepted:
+            options["image"] = self.image
+        return options
+
+    def rerank(self) -> None:
+        """Rank with the current method, class and layer in the background (cached per combination)."""
+        if self._probe is None:
+            return
+        options = self._options()
+        key = (self.layer, self.method, tuple(sorted(options.items())))
+        if key in self._cache:
+            self._worker.cancel(self._slot("rank"))
+            self._show(self._cache[key])
+            self._settle("idle")
+            return
+        probe, method, layer = self._probe, self.method, self.layer
+        estimate = FAST_ESTIMATES.get(method) if "target" not in options else None
+
+        def run(job: Job) -> Ranking:
+            with at_layer(probe, layer):
+                if estimate is not None:
+                    first = probe.rank(estimate, progress=False, cancel=job.cancel)
+                    if job.current:
+                        with self.hold_sync():
+                            self._show(first, provisional=True)
+                return probe.rank(method, progress=self._progress_callback(job), cancel=job.cancel, **options)
+
+        def done(ranking: Ranking) -> None:
+            self._cache[key] = ranking
+            self._show(ranking)
+
+        previous = self.ranking
+
+        def cancelled() -> None:
+            if self.info.get("provisional") and previous is not None:
+                self._show(previous)  # the estimate promised an exact ranking that will not come
+
+        self._submit("rank", run, done, on_cancel=cancelled)
+
+    def cancel(self) -> None:
+        """Stop the ranking in progress; the list keeps what it showed."""
+        if self._worker is not None:
+            self._worker.cancel(self._slot("rank"))
+
+    def refresh(self) -> None:
+        """Forget cached rankings and rank again (after the model changed, e.g. during training)."""
+        self._cache.clear()
+        self.rerank()
+        for callback in self._refresh_callbacks:
+            callback()
+
+    def on_refresh(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after every refresh (the Explorer refreshes its other views with it)."""
+        self._refresh_callbacks.append(callback)
+
+    def _show(self, ranking: Ranking, provisional: bool = False) -> None:
+        if self.selected_unit is not None and self.selected_unit >= ranking.units:
+            self.selected_unit = None
+        self.scores = ranking.scores.astype("<f4").tobytes()
+        self.order = np.asarray(ranking.order, dtype="<i4").tobytes()
+        self.info = {
+            "method": ranking.method,
+            "layer": ranking.layer,
+            "target": ranking.target,
+            "target_name": self._class_name(ranking.target),
+            "units": ranking.units,
+            "provisional": provisional,
+            "estimate_for": self.method if provisional else None,
+            "seconds": ranking.meta.get("seconds"),
+            "engine": ranking.meta.get("engine"),
+        }
+        self.ranking = ranking
+
+    def _class_name(self, target: int | None) -> str | None:
+        if target is None:
+            return None
+        return self.classes[target] if target < len(self.classes) else str(target)
+
+    # -- thumbnails -----------------------------------------------------------------------------------------
+
+    def _on_thumbnail(self, unit: Any = None) -> None:
+        if self._probe is None:
+            raise ValueError("thumbnails need a Probe: RankedList(probe)")
+        units = self.info.get("units", 0)
+        if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < units:
+            raise ValueError(f"thumbnail: unit must be an integer in 0..{units - 1}, got {unit!r}")
+        probe, layer = self._probe, self.layer
+
+        def run(job: Job) -> bytes:
+            with at_layer(probe, layer):
+                return thumbnail(probe, unit)
+
+        def done(png: bytes) -> None:
+            self.send({"type": "thumbnail", "unit": unit, "layer": layer}, buffers=[png])
+
+        self._worker.submit(Job(self._slot("thumbnail"), run, done, self.report), cancel_running=False)
+
+    # -- static picture -----------------------------------------------------------------------------------
+
+    def snapshot(self) -> Image.Image:
+        if self.ranking is None:
+            return Image.new("RGB", (320, 40), "white")
+        highlight = [] if self.selected_unit is None else [self.selected_unit]
+        return figure_png(self.ranking.plot(top=min(20, self.ranking.units), highlight=highlight))

@@ -1,0 +1,52 @@
+"""render: activation maps to coloured overlays and PNG bytes, without ipywidgets."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from neuronwidgets import render
+
+
+def test_to_display_keeps_unit_range_and_scales_the_rest():
+    images = np.stack([np.full((1, 4, 4), 0.5), np.linspace(-3, 5, 16).reshape(1, 4, 4)])
+    shown = render.to_display(images)
+    assert shown.shape == (2, 4, 4, 3) and shown.dtype == np.uint8
+    assert (shown[0] == 128).all()
+    assert shown[1].min() == 0 and shown[1].max() == 255
+
+
+def test_overlay_png_is_the_image_size_and_uses_the_colormap():
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    amap = np.array([[0.0, 1.0], [0.0, 0.0]])
+    data = render.overlay_png(image, amap, "viridis", opacity=1.0)
+    picture = np.asarray(Image.open(io.BytesIO(data)))
+    assert picture.shape == (16, 16, 3)
+    top_right, bottom_left = picture[0, -1], picture[-1, 0]
+    assert tuple(bottom_left) == tuple(render.colorize(np.zeros(1), "viridis")[0])
+    assert not np.array_equal(top_right, bottom_left)
+
+
+def test_shared_range_and_colorbar():
+    colored = render.colorize(np.array([[5.0]]), "gray", vmin=0, vmax=10)
+    assert 120 < colored[0, 0, 0] < 135
+    bar = render.colorbar("gray", width=8, height=2)
+    assert bar.shape == (2, 8, 3) and bar[0, 0, 0] < bar[0, -1, 0]
+    assert render.grid([bar, bar, bar], columns=2).shape == (2 * 2 + 2, 8 * 2 + 2, 3)
+
+
+def test_unknown_colormap_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown colormap 'nope'"):
+        render.colorize(np.zeros((2, 2)), "nope")
+    assert "magma" in render.colormap_names()
+
+
+def test_core_and_render_never_import_ipywidgets():
+    code = "import neuronwidgets, neuronwidgets.render, sys; print('ipywidgets' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

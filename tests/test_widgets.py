@@ -1,0 +1,275 @@
+"""The widgets' traits and message handlers, with messages delivered as the front end sends them."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from ipywidgets.widgets.widget import _remove_buffers
+
+import neuronwidgets as nw
+from neuronwidgets.widgets._worker import Job, Worker
+
+EVIL = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def probe():
+    model, data = nw.demo.load()
+    return nw.Probe(model, data, layer="relu3")
+
+
+def outbox(widget) -> list:
+    """Capture what the widget sends to the front end (custom messages and state updates)."""
+    sent: list = []
+    widget.comm.send = lambda data=None, metadata=None, buffers=None: sent.append((data, buffers))
+    return sent
+
+
+def update(widget, **state) -> None:
+    widget._handle_msg({"content": {"data": {"method": "update", "state": state}}, "buffers": []})
+
+
+def custom(widget, content, buffers=()) -> None:
+    widget._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": list(buffers)})
+
+
+def errors(sent: list) -> list[str]:
+    return [d["content"]["message"] for d, _ in sent if d.get("method") == "custom" and d["content"]["type"] == "error"]
+
+
+def test_unknown_keywords_name_the_valid_ones(probe):
+    for cls in (nw.RankedList, nw.ActivationOverlay, nw.AblationPanel, nw.Explorer):
+        with pytest.raises(TypeError, match="valid: "):
+            cls(probe, colour="red")
+    with pytest.raises(TypeError, match="needs a Ranking or a Probe"):
+        nw.RankedList([1, 2, 3])
+
+
+def test_ranked_list_ranks_in_the_background_and_shows_an_estimate_first(probe):
+    shown = []
+    ranked = nw.RankedList(probe)
+    ranked.observe(lambda c: shown.append(dict(c["new"])), names=["info"])
+    assert ranked.wait(60)
+    assert ranked.status == "idle" and ranked.error == ""
+    assert ranked.info["method"] == "ablation" and ranked.info["units"] == probe.units
+    scores = np.frombuffer(ranked.scores, dtype="<f4")
+    order = np.frombuffer(ranked.order, dtype="<i4")
+    np.testing.assert_allclose(scores, ranked.ranking.scores, rtol=1e-6)
+    np.testing.assert_array_equal(order, ranked.ranking.order)
+    assert ranked.methods and all(len(m) == 3 for m in ranked.methods)
+    # a second list shows the provisional taylor estimate before the exact ablation ranking
+    second = nw.RankedList(probe)
+    infos = []
+    second.observe(lambda c: infos.append(dict(c["new"])), names=["info"])
+    second.wait(60)
+    assert [i["provisional"] for i in infos][-1] is False
+    assert any(i["provisional"] and i["method"] == "taylor" for i in infos)
+
+
+def test_ranked_list_front_end_messages(probe):
+    ranked = nw.RankedList(probe, method="activation")
+    ranked.wait(30)
+    sent = outbox(ranked)
+    update(ranked, selected_unit=5)
+    assert ranked.selected_unit == 5 and ranked.error == ""
+    update(ranked, target=3)
+    ranked.wait(30)
+    assert ranked.ranking.target == 3 and ranked.info["target_name"] == "3"
+    before = (ranked.method, ranked.selected_unit, ranked.target)
+    # malformed messages: an error comes back and nothing changes
+    for bad in (
+        {"method": "nope"},
+        {"selected_unit": 10_000},
+        {"selected_unit": "five"},
+        {"target": 99},
+        {"layer": EVIL},
+        {"scores": b"1234"},  # the front end may not set results
+        {"selected_unit": 1, "method": "nope"},  # all or nothing
+    ):
+        sent.clear()
+        update(ranked, **bad)
+        assert errors(sent), bad
+        assert (ranked.method, ranked.selected_unit, ranked.target) == before
+    for content in (None, "text", {"type": 3}, {"type": "explode"}, {"type": "thumbnail", "unit": -1}):
+        sent.clear()
+        custom(ranked, content)
+        assert errors(sent), content
+    ranked._handle_msg({"content": {}, "buffers": []})
+    ranked._handle_msg({"content": {"data": {"method": "teleport"}}, "buffers": []})
+    assert ranked.error
+    custom(ranked, {"type": "dismiss"})
+    assert ranked.error == ""
+    # a thumbnail comes back as a PNG buffer, not base64 in JSON
+    sent.clear()
+    custom(ranked, {"type": "thumbnail", "unit": 2})
+    ranked.wait(30)
+    ((data, buffers),) = [(d, b) for d, b in sent if d["content"].get("type") == "thumbnail"]
+    assert data["content"] == {"type": "thumbnail", "unit": 2, "layer": "relu3"}
+    assert bytes(buffers[0])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ranked_list_of_a_fixed_ranking(probe):
+    ranking = probe.rank("weight_l1")
+    ranked = nw.RankedList(ranking, selected_unit=3)
+    assert not ranked.interactive and ranked.selected_unit == 3
+    assert ranked.info["method"] == "weight_l1" and ranked.layers == ["relu3"]
+    sent = outbox(ranked)
+    custom(ranked, {"type": "thumbnail", "unit": 1})
+    assert "need a Probe" in errors(sent)[0]
+
+
+def test_ranking_errors_show_in_the_widget(probe):
+    ranked = nw.RankedList(probe, method="activation")
+    ranked.wait(30)
+    sent = outbox(ranked)
+    update(ranked, method="resampling_precision", image=10**6)  # image out of range: refused
+    assert errors(sent) and ranked.method == "activation"
+    ranked.ranking = None
+    model, data = nw.demo.load()
+    unlabelled = nw.Probe(model, data.images[:20])
+    failing = nw.RankedList(unlabelled, method="selectivity")
+    failing.wait(30)
+    assert failing.status == "error" and "labels" in failing.error
+
+
+def test_cancel_a_long_ranking_keeps_the_kernel_and_the_list(probe):
+    ranked = nw.RankedList(probe, method="activation")
+    ranked.wait(30)
+    shown = ranked.ranking
+    update(ranked, method="car")
+    deadline = time.monotonic() + 30
+    while not ranked.progress and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ranked.status == "running" and ranked.progress["total"] > 0
+    assert {"done", "eta", "elapsed", "description"} <= set(ranked.progress)
+    custom(ranked, {"type": "cancel"})
+    assert ranked.wait(30)
+    assert ranked.status == "cancelled" and ranked.ranking is shown
+
+
+def test_overlay_sends_png_buffers_and_validates(probe):
+    overlay = nw.ActivationOverlay(probe, unit=3, k=4, image=7)
+    overlay.wait(30)
+    assert overlay.status == "idle" and len(overlay.tiles) == 5
+    assert overlay.tiles[0]["chosen"] and overlay.tiles[0]["index"] == 7
+    assert overlay.shown["unit"] == 3
+    state, paths, buffers = _remove_buffers(overlay.get_state())
+    assert ["tiles", 0, "map"] in paths and ["colorbar"] in paths
+    assert all(bytes(b)[:4] == b"\x89PNG" for b in buffers)
+    assert "iVBOR" not in str(state)  # no base64 PNG in the JSON
+    vmaxes = {t["vmax"] for t in overlay.tiles}
+    assert len(vmaxes) == 1  # shared scale
+    sent = outbox(overlay)
+    update(overlay, scale="image", colormap="viridis")
+    overlay.wait(30)
+    assert len({t["vmax"] for t in overlay.tiles}) > 1 and overlay.shown["colormap"] == "viridis"
+    for bad in ({"colormap": EVIL}, {"opacity": 2}, {"unit": 64}, {"k": 0}, {"image": -1}, {"tiles": []}):
+        sent.clear()
+        update(overlay, **bad)
+        assert errors(sent), bad
+    assert overlay.colormap == "viridis" and overlay.unit == 3
+    overlay.layer = "conv1"
+    overlay.wait(30)
+    assert overlay.units == 16 and overlay.shown["layer"] == "conv1"
+
+
+def test_ablation_panel_latest_request_wins(probe):
+    ranking = probe.rank("weight_l1")
+    panel = nw.AblationPanel(probe, ranking=ranking)
+    panel.wait(30)
+    assert panel.before["accuracy"] == pytest.approx(probe.evaluate().accuracy)
+    assert panel.after["k"] == 0 and panel.changed_count == 0
+    landed = []
+    panel.observe(lambda c: landed.append(c["new"]["k"]), names=["after"])
+    for k in range(1, 31):
+        update(panel, k=k)
+    assert panel.wait(60)
+    assert panel.after["k"] == 30 and landed[-1] == 30
+    assert len(landed) < 30  # stale requests were dropped, not queued
+    expected = probe.evaluate(ablate=ranking.order[:30])
+    assert panel.after["accuracy"] == pytest.approx(expected.accuracy)
+    assert panel.changed_count == int((expected.predictions != probe.evaluate().predictions).sum())
+    assert panel.changed and bytes(panel.changed[0]["image"])[:4] == b"\x89PNG"
+    custom(panel, {"type": "toggle", "unit": int(ranking.order[0])})
+    panel.wait(30)
+    assert panel.ablated == sorted(int(u) for u in ranking.order[1:30])
+    sent = outbox(panel)
+    for bad in ({"k": 65}, {"mode": "half"}, {"toggled": [999]}, {"order": [1]}):
+        sent.clear()
+        update(panel, **bad)
+        assert errors(sent), bad
+    custom(panel, {"type": "toggle", "unit": "3"})
+    assert errors(sent)[-1].startswith("toggle: unit must be an integer")
+    assert panel.k == 30 and panel.mode == "zero"
+
+
+def test_explorer_links_the_views(probe):
+    explorer = nw.Explorer(probe, method="activation")
+    explorer.wait(60)
+    ranked, overlay, panel = explorer.ranked_list, explorer.overlay, explorer.panel
+    assert panel.method == "activation" and overlay.unit == int(ranked.ranking.order[0])
+    update(ranked, selected_unit=9)
+    assert explorer.selected_unit == 9 and overlay.unit == 9 and panel.selected_unit == 9
+    explorer.wait(60)
+    assert overlay.shown["unit"] == 9
+    update(ranked, layer="relu2")
+    explorer.wait(60)
+    assert overlay.layer == "relu2" and panel.layer == "relu2" and panel.units == 32
+    assert explorer.selected_unit is None
+    custom(ranked, {"type": "refresh"})
+    assert explorer.wait(60) and panel.before
+
+
+def test_static_png_in_the_mime_bundle(probe):
+    explorer = nw.Explorer(probe, method="weight_l1")
+    data, _ = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert data["image/png"][:4] == b"\x89PNG"
+    for widget in (explorer.ranked_list, explorer.overlay, explorer.panel):
+        data, _ = widget._repr_mimebundle_()
+        assert data["image/png"][:4] == b"\x89PNG"
+
+
+def test_worker_runs_one_job_at_a_time_and_drops_stale_ones():
+    worker, results, dropped = Worker(), [], []
+    gate = threading.Event()
+
+    def job(value, wait=False):
+        def run(job: Job):
+            if wait:
+                gate.wait(5)
+            return value
+
+        return Job("slot", run, results.append, lambda e: None, lambda: dropped.append(value))
+
+    worker.submit(job(0, wait=True), cancel_running=False)
+    time.sleep(0.1)
+    for value in (1, 2, 3):
+        worker.submit(job(value), cancel_running=False)
+    gate.set()
+    assert worker.wait(5)
+    assert results == [3]  # 0 finished stale, 1 and 2 never ran
+    assert sorted(dropped) == [0, 1, 2]
+
+
+def test_html_export_shows_the_static_picture(tmp_path):
+    """A notebook executed without a browser and exported to HTML shows the widget's PNG, not an empty box."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nbconvert = pytest.importorskip("nbconvert")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "import neuronwidgets as nw\n"
+            "model, data = nw.demo.load()\n"
+            "nw.Explorer(nw.Probe(model, data, layer='relu3'), method='weight_l1')"
+        )
+    ]
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3", store_widget_state=False).execute()
+    (output,) = notebook.cells[0].outputs
+    assert output["data"]["image/png"]
+    html, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
+    assert "data:image/png;base64," in html
