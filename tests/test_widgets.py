@@ -257,9 +257,10 @@ def test_worker_runs_one_job_at_a_time_and_drops_stale_ones():
 
 def test_html_export_shows_the_static_picture(tmp_path):
     """A notebook executed without a browser and exported to HTML shows the widget's PNG, not an empty box."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nbconvert = pytest.importorskip("nbconvert")
+    import nbclient
+    import nbconvert
+    import nbformat
+
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [
         nbformat.v4.new_code_cell(

@@ -60,7 +60,6 @@ def artifacts() -> Path:
 @pytest.fixture(scope="session")
 def jupyter_lab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[dict]:
     """A JupyterLab on 127.0.0.1 with the test notebooks in its root; stopped by PID at the end."""
-    pytest.importorskip("jupyterlab")
     root = tmp_path_factory.mktemp("lab")
     for notebook in HERE.glob("*.ipynb"):
         shutil.copy(notebook, root / notebook.name)
@@ -117,9 +116,11 @@ def jupyter_lab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> It
 @pytest.fixture(scope="session")
 def browser() -> Iterator:
     """Debian's headless Chromium driven by Playwright (never a downloaded browser)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api
+
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+        message = f"{CHROMIUM} is missing: apt-get install -y chromium (make test does it)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
