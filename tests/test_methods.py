@@ -30,6 +30,7 @@ def test_methods_registry_lists_every_method_with_a_description():
         "activation",
         "resampling_correlation",
         "resampling_precision",
+        "pcace",
     }
     assert all(isinstance(text, str) and len(text) > 10 for text in listed.values())
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 
-from neuronwidgets.methods import ablation, activation, car, resampling, selectivity, taylor, weight_l1
+from neuronwidgets.methods import ablation, activation, car, pcace, resampling, selectivity, taylor, weight_l1
 
 _REGISTRY: dict[str, Callable] = {
     "ablation": ablation.rank,
     "car": car.rank,
+    "pcace": pcace.rank,
     "resampling_correlation": resampling.rank_correlation,
     "resampling_precision": resampling.rank_precision,
     "selectivity": selectivity.rank,

@@ -9,15 +9,16 @@ sort orders and its own stopping rule, so its result does not depend on the othe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 SPANS = (0.05, 0.2, 0.5)  # tweeter, midrange, woofer (fractions of n)
 _TWEETER, _MIDRANGE, _WOOFER = 0, 1, 2
-_SLOPE_EPS = 1e-3  # a window's slope is 0 below (eps * interquartile range of x)^2 of x variation, as in supsmu
-_COMPACT = 0.7  # iterate on a compacted copy of the problems still going once fewer than this fraction are
-_BLOCK_VALUES = 2**18  # problems are solved in blocks of about this many values of (q + 1) * n
+_SLOPE_EPS = 1e-3  # slope 0 in windows whose x sum of squares is below (eps * interquartile range)^2 (supsmu)
+_COMPACT = 0.7  # copy the problems still iterating into smaller arrays once they are fewer than this fraction
+_BLOCK_VALUES = 2**17  # problems are solved in blocks of about this many values of (q + 1) * n
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,44 @@ class _Windows:
         return out
 
 
+@dataclass(frozen=True)
+class _Ties:
+    """Runs of equal values in the sorted x of the problems that have any: ``ids`` numbers the runs of all
+    these problems together, ``counts`` holds each run's length."""
+
+    rows: np.ndarray  # (r,) the problems with ties
+    ids: np.ndarray  # (r, n)
+    counts: np.ndarray  # (runs,)
+
+    @classmethod
+    def of(cls, xs: np.ndarray) -> _Ties | None:
+        """From sorted x (problems, n); None if no problem has ties."""
+        new = np.ones(xs.shape, dtype=bool)
+        new[:, 1:] = xs[:, 1:] > xs[:, :-1]
+        tied = np.flatnonzero(~new.all(1))
+        if tied.size == 0:
+            return None
+        ids = np.cumsum(new[tied].ravel()).reshape(len(tied), -1) - 1
+        return cls(tied, ids, np.bincount(ids.ravel()))
+
+    def take(self, rows: np.ndarray) -> _Ties | None:
+        """The ties among problems ``rows`` (sorted), renumbered as the problems of a `_Plan.take`."""
+        kept = np.isin(self.rows, rows)
+        if not kept.any():
+            return None
+        _, ids = np.unique(self.ids[kept], return_inverse=True)
+        ids = ids.reshape(int(kept.sum()), -1)
+        return _Ties(np.searchsorted(rows, self.rows[kept]), ids, np.bincount(ids.ravel()))
+
+    def mean(self, values: np.ndarray) -> np.ndarray:
+        """Each value replaced by the mean over its run; ``values`` is (..., r, n), leading axes broadcast."""
+        runs = self.counts.size
+        flat = values.reshape(-1, self.ids.size)
+        ids = self.ids.ravel() + (np.arange(len(flat)) * runs)[:, None]
+        sums = np.bincount(ids.ravel(), weights=flat.ravel(), minlength=len(flat) * runs).reshape(len(flat), runs)
+        return (sums / self.counts)[:, self.ids.ravel()].reshape(values.shape)
+
+
 class _Plan:
     """What the smoothers need about one predictor of every problem: its sort order and, per span, the
     coefficients of the local linear fit, computed once and reused at every ACE iteration.
@@ -69,28 +108,30 @@ class _Plan:
     """
 
     windows: list[_Windows]
-    order: np.ndarray  # (problems, n) argsort of x
-    rank: np.ndarray  # (problems, n) inverse of order
+    order: np.ndarray  # (problems, n) argsort of x, as indices into the flattened (problems, n) array
+    rank: np.ndarray  # (problems, n) inverse of order, flat too
     xs: np.ndarray  # (problems, n) sorted x minus its mean (keeps the running sums of x^2 accurate)
     constant: np.ndarray  # (problems,) x takes one value: the smooth is the mean
     a: np.ndarray  # (spans, problems, n)
     b: np.ndarray  # (spans, problems, n)
     g: np.ndarray  # (spans, problems, n)
     fill: np.ndarray | None  # (spans, problems, n) index of the last point of leverage < 1; None if all are
-    groups: np.ndarray | None  # (problems, n) ids of runs of tied x, None without ties
+    ties: _Ties | None  # the problems whose x has ties, None if none has
 
     @classmethod
     def of(cls, x: np.ndarray, windows: list[_Windows]) -> _Plan:
         plan = cls()
         n = x.shape[-1]
         plan.windows = windows
-        plan.order = np.argsort(x, axis=-1, kind="stable")
-        plan.rank = np.empty_like(plan.order)
-        np.put_along_axis(plan.rank, plan.order, np.broadcast_to(np.arange(n), x.shape), axis=-1)
-        xs = np.take_along_axis(x, plan.order, axis=-1)
+        order = np.argsort(x, axis=-1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.broadcast_to(np.arange(n), x.shape), axis=-1)
+        offsets = (np.arange(len(x)) * n)[:, None]
+        plan.order, plan.rank = order + offsets, rank + offsets
+        xs = plan.sort(x)
         plan.constant = xs[:, -1] <= xs[:, 0]
-        plan.groups = _tie_groups(xs)
-        threshold = _slope_threshold(xs)[:, None]
+        plan.ties = _Ties.of(xs)
+        threshold = np.where(plan.constant, np.inf, _slope_threshold(xs))[:, None]
         plan.xs = xs - xs.mean(-1, keepdims=True)
         first, second = _cumsum0(plan.xs, plan.xs**2)
         a, b, g, valid = [], [], [], []
@@ -113,48 +154,49 @@ class _Plan:
         """The plan of a subset of the problems."""
         plan = _Plan()
         plan.windows = self.windows
+        shift = ((np.arange(len(rows)) - rows) * self.xs.shape[-1])[:, None]
         plan.order, plan.rank, plan.xs, plan.constant = (
-            self.order[rows],
-            self.rank[rows],
+            self.order[rows] + shift,
+            self.rank[rows] + shift,
             self.xs[rows],
             self.constant[rows],
         )
         plan.a, plan.b, plan.g = self.a[:, rows], self.b[:, rows], self.g[:, rows]
         plan.fill = None if self.fill is None else self.fill[:, rows]
-        plan.groups = (
-            None if self.groups is None else np.unique(self.groups[rows], return_inverse=True)[1].reshape(len(rows), -1)
-        )
+        plan.ties = None if self.ties is None else self.ties.take(rows)
         return plan
 
     def sort(self, values: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(values, self.order, axis=-1)
+        """(problems, n) values in the order of x (a flat take: much faster than take_along_axis)."""
+        return np.ascontiguousarray(values).ravel().take(self.order)
 
     def unsort(self, values: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(values, self.rank, axis=-1)
+        return np.ascontiguousarray(values).ravel().take(self.rank)
 
     def fit(self, span: int, values: np.ndarray) -> np.ndarray:
         """Local linear fit in each point's window (values sorted; leading axes broadcast over problems)."""
         win = self.windows[span]
         plain, cross = win.sums(_cumsum0(values, self.xs * values))
-        return self.b[span] * plain + self.a[span] * cross
+        plain *= self.b[span]
+        cross *= self.a[span]
+        plain += cross
+        return plain
 
     def residuals(self, values: np.ndarray, fitted: np.ndarray) -> np.ndarray:
         """Absolute cross-validated residuals of the fits of all spans (spans, problems, n); at a point of
         leverage 1 the previous point's residual is reused."""
-        res = np.abs(values - fitted) * self.g
+        res = values - fitted
+        np.abs(res, out=res)
+        res *= self.g
         if self.fill is not None:
             res = np.where(self.fill >= 0, np.take_along_axis(res, np.maximum(self.fill, 0), axis=-1), 0.0)
         return res
 
     def tie_mean(self, values: np.ndarray) -> np.ndarray:
-        """Give points with tied x the mean of their values."""
-        if self.groups is None:
-            return values
-        ids = self.groups.ravel()
-        counts = np.bincount(ids)
-        flat = values.reshape(-1, ids.size)
-        means = np.stack([np.bincount(ids, weights=row) / counts for row in flat])
-        return means[:, ids].reshape(values.shape)
+        """Give points with tied x the mean of their values (in place)."""
+        if self.ties is not None:
+            values[..., self.ties.rows, :] = self.ties.mean(values[..., self.ties.rows, :])
+        return values
 
     def smooth(self, span: int, values: np.ndarray) -> np.ndarray:
         return self.tie_mean(self.fit(span, values))
@@ -164,26 +206,31 @@ class _Plan:
 
         Three fixed-span local linear fits; their cross-validated residuals, smoothed with the midrange
         span, pick the best span at each point; the picked spans are smoothed with the midrange span, the
-        three fits are interpolated at the smoothed span, and the result gets a final tweeter-span smooth.
+        two fits around the smoothed span are interpolated, and the result gets a final tweeter-span smooth.
         """
         cumulative = _cumsum0(values, self.xs * values)
         primary = np.empty((len(SPANS), *values.shape))
         for s, win in enumerate(self.windows):
             plain, cross = win.sums(cumulative)
-            np.add(self.b[s] * plain, self.a[s] * cross, out=primary[s])
-        low, mid, high = self.smooth(_MIDRANGE, self.residuals(values, primary))
+            np.multiply(self.b[s], plain, out=primary[s])
+            cross *= self.a[s]
+            primary[s] += cross
+        residuals = self.residuals(values, primary)
         primary = self.tie_mean(primary)
+        # the smoother is linear: compare smooth(r_0) with smooth(r_1) and smooth(r_2) through 2 smooths, not 3
+        low_mid, low_high = self.smooth(_MIDRANGE, residuals[_TWEETER] - residuals[1:])
         best = np.where(
-            (low <= mid) & (low <= high), SPANS[_TWEETER], np.where(mid <= high, SPANS[_MIDRANGE], SPANS[_WOOFER])
+            (low_mid <= 0) & (low_high <= 0),
+            SPANS[_TWEETER],
+            np.where(low_high <= low_mid, SPANS[_MIDRANGE], SPANS[_WOOFER]),
         )
         span = np.clip(self.smooth(_MIDRANGE, best), SPANS[_TWEETER], SPANS[_WOOFER])
-        w_low = (SPANS[_MIDRANGE] - span) / (SPANS[_MIDRANGE] - SPANS[_TWEETER])
-        w_high = (span - SPANS[_MIDRANGE]) / (SPANS[_WOOFER] - SPANS[_MIDRANGE])
-        mixed = np.where(
-            span < SPANS[_MIDRANGE],
-            (1 - w_low) * primary[_MIDRANGE] + w_low * primary[_TWEETER],
-            (1 - w_high) * primary[_MIDRANGE] + w_high * primary[_WOOFER],
+        below = span < SPANS[_MIDRANGE]
+        weight = (span - SPANS[_MIDRANGE]) / np.where(
+            below, SPANS[_TWEETER] - SPANS[_MIDRANGE], SPANS[_WOOFER] - SPANS[_MIDRANGE]
         )
+        neighbour = np.where(below, primary[_TWEETER], primary[_WOOFER])
+        mixed = primary[_MIDRANGE] + weight * (neighbour - primary[_MIDRANGE])
         out = self.smooth(_TWEETER, mixed)
         if self.constant.any():
             out[self.constant] = values[self.constant].mean(-1, keepdims=True)
@@ -211,15 +258,6 @@ def _fill_index(valid: np.ndarray) -> np.ndarray | None:
         return None
     idx = np.where(valid, np.arange(valid.shape[-1]), -1)
     return np.maximum.accumulate(idx, axis=-1)
-
-
-def _tie_groups(xs: np.ndarray) -> np.ndarray | None:
-    """Ids, unique over all problems, of the runs of equal values in sorted rows; None without ties."""
-    new = np.ones(xs.shape, dtype=bool)
-    new[:, 1:] = xs[:, 1:] > xs[:, :-1]
-    if new.all():
-        return None
-    return np.cumsum(new.ravel()).reshape(xs.shape) - 1
 
 
 def _standardise(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -289,7 +327,7 @@ def _solve(y: np.ndarray, x: np.ndarray, max_outer: int, max_inner: int, tol: fl
         accepted = rows[better]
         theta[accepted], phi[accepted], err[accepted] = new_theta[better], new_phi[better], new_err[better]
         iterations[accepted] += 1
-        if not better.all():
+        if better.any() and not better.all():
             keep = np.flatnonzero(better)
             y_plan, x_plans = y_plan.take(keep), [plan.take(keep) for plan in x_plans]
         rows = accepted
@@ -310,6 +348,7 @@ def ace(
     max_outer: int = 200,
     max_inner: int = 20,
     tol: float = 1e-6,
+    callback: Callable[[int, int], None] | None = None,
 ) -> AceResult:
     """Alternating conditional expectations of response ``y`` (..., n) on predictors ``x`` (..., q, n).
 
@@ -318,6 +357,9 @@ def ace(
     ``e^2 = mean((theta - sum phi)^2)``; each outer step then sets theta to the standardised smooth of
     ``sum phi`` against y. A problem stops when an outer step lowers e^2 by no more than ``tol`` (that
     step is undone) or after ``max_outer`` steps. Conditional expectations are SuperSmoother fits.
+
+    Problems are solved in blocks that bound the memory; ``callback(done, total)`` is called after each
+    block (counting problems), e.g. to report progress or to raise on cancellation.
     """
     y = np.asarray(y, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
@@ -326,11 +368,17 @@ def ace(
     n, q = y.shape[-1], x.shape[-2]
     if n < 3:
         raise ValueError(f"ACE needs at least 3 samples, got {n}")
+    if not (np.isfinite(y).all() and np.isfinite(x).all()):
+        raise ValueError("y and x must be finite (no NaN or inf)")
     batch = np.broadcast_shapes(y.shape[:-1], x.shape[:-2])
     ys = np.broadcast_to(y, (*batch, n)).reshape(-1, n)
     xs = np.broadcast_to(x, (*batch, q, n)).reshape(-1, q, n)
     block = max(1, _BLOCK_VALUES // ((q + 1) * n))
-    parts = [_solve(ys[i : i + block], xs[i : i + block], max_outer, max_inner, tol) for i in range(0, len(ys), block)]
+    parts = []
+    for start in range(0, len(ys), block):
+        parts.append(_solve(ys[start : start + block], xs[start : start + block], max_outer, max_inner, tol))
+        if callback is not None:
+            callback(min(start + block, len(ys)), len(ys))
     return AceResult(
         theta=np.concatenate([p.theta for p in parts]).reshape(*batch, n),
         phi=np.concatenate([p.phi for p in parts]).reshape(*batch, q, n),

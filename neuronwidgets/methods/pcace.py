@@ -1,0 +1,177 @@
+"""PCACE (Casacuberta, Suel & Flaxman, arXiv 2112.15571): maximal correlation of a unit's map with a class logit."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+
+from neuronwidgets.engine.guard import evaluating
+from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
+from neuronwidgets.methods.ace import SPANS, ace
+from neuronwidgets.ranking import Ranking
+
+if TYPE_CHECKING:
+    from neuronwidgets.probe import Probe
+
+VARIANTS = ("maximal", "reference")
+MIN_IMAGES = 10
+_RELATIVE_EIGENVALUE = 1e-9  # components below this share of the total variance are numerical noise: set to 0
+_UNITS_PER_PCA_BLOCK = 32
+
+
+def collect(
+    probe: Probe, target: int, images: int | None, progress: ProgressOption, cancel: CancelFlag
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One streamed pass over the images of class ``target`` (at most ``images``, in data order): the
+    layer's output (N, units, positions), the class-``target`` logit (N,) and the image indices (N,)."""
+    maps: list[torch.Tensor] = []
+    logits: list[torch.Tensor] = []
+    indices: list[torch.Tensor] = []
+    captured: list[torch.Tensor] = []
+    found = 0
+
+    def hook(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+        captured.append(output.detach().clone())  # a later in-place op must not change what we keep
+
+    handle = probe.module.register_forward_hook(hook)
+    try:
+        with evaluating(probe.model), torch.no_grad():
+            for chunk, bar in probe.chunks(f"pcace: reading {probe.layer}", progress, cancel):
+                assert chunk.labels is not None
+                where = torch.nonzero(chunk.labels == target).flatten()
+                if images is not None:
+                    where = where[: images - found]
+                if len(where):
+                    captured.clear()
+                    scores = probe.model(chunk.images[where])
+                    if not captured:
+                        raise RuntimeError(f"the layer {probe.layer!r} did not run during the forward pass")
+                    out = captured[0]
+                    maps.append(out.reshape(out.shape[0], out.shape[1], -1).cpu())
+                    logits.append(scores[:, target].cpu())
+                    indices.append(where.cpu() + chunk.start)
+                    found += len(where)
+                bar.advance()
+                if images is not None and found >= images:
+                    break
+    finally:
+        handle.remove()
+    if found < MIN_IMAGES:
+        raise ValueError(
+            f"pcace needs at least {MIN_IMAGES} images of class {target} ({probe.classes[target]!r}), "
+            f"the data has {found}"
+        )
+    layer_maps = torch.cat(maps)
+    if layer_maps.dtype not in (torch.float32, torch.float64):  # numpy has no bfloat16
+        layer_maps = layer_maps.float()
+    return layer_maps.numpy(), torch.cat(logits).double().numpy(), torch.cat(indices).numpy()
+
+
+def principal_scores(maps: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA of each unit's standardised maps: scores (units, components, N) and explained variance shares
+    (units, components).
+
+    ``maps`` is (N, units, positions). Each position (column) is standardised over the N images; constant
+    columns become 0. Components of (numerically) zero variance get scores 0, so a dead unit has only
+    zero predictors.
+    """
+    n, units, positions = maps.shape
+    scores = np.zeros((units, components, n))
+    shares = np.zeros((units, components))
+    for first in range(0, units, _UNITS_PER_PCA_BLOCK):
+        block = maps[:, first : first + _UNITS_PER_PCA_BLOCK].transpose(1, 0, 2).astype(np.float64)
+        varies = block.max(1, keepdims=True) > block.min(1, keepdims=True)  # exact: a rounded sd may not be 0
+        centred = block - block.mean(1, keepdims=True)
+        sd = np.where(varies, centred.std(1, keepdims=True), 1.0)
+        standard = np.where(varies, centred / sd, 0.0)
+        if positions <= n:  # eigenvectors of the (positions x positions) scatter matrix
+            values, vectors = np.linalg.eigh(standard.transpose(0, 2, 1) @ standard)
+            values, vectors = values[:, ::-1][:, :components], vectors[:, :, ::-1][:, :, :components]
+            block_scores = (standard @ vectors).transpose(0, 2, 1)
+        else:  # eigenvectors of the (N x N) Gram matrix: the scores up to their scale
+            values, vectors = np.linalg.eigh(standard @ standard.transpose(0, 2, 1))
+            values, vectors = values[:, ::-1][:, :components], vectors[:, :, ::-1][:, :, :components]
+            block_scores = (vectors * np.sqrt(np.clip(values, 0, None))[:, None, :]).transpose(0, 2, 1)
+        total = (standard**2).sum((1, 2))
+        kept = values > _RELATIVE_EIGENVALUE * total[:, None]
+        count = values.shape[1]
+        stop = first + len(block)
+        scores[first:stop, :count] = np.where(kept[:, :, None], block_scores, 0.0)
+        shares[first:stop, :count] = np.where(kept, values / np.where(total > 0, total, 1.0)[:, None], 0.0)
+    return scores, shares
+
+
+def rank(
+    probe: Probe,
+    *,
+    target: int | None = None,
+    components: int = 3,
+    images: int | None = 300,
+    variant: Literal["maximal", "reference"] = "maximal",
+    permutations: int = 20,
+    seed: int = 0,
+    progress: ProgressOption = None,
+    cancel: CancelFlag = None,
+) -> Ranking:
+    """PCACE: ACE maximal correlation of the unit's whole map with the class-``target`` logit.
+
+    Over up to ``images`` images of class ``target`` (the first in data order): each unit's maps are
+    standardised per position, reduced to ``components`` principal components, and ACE finds the maximal
+    correlation between the logit and the components. ``variant="reference"`` scores |corr(phi_1, theta)|
+    as the authors' code does. Even unrelated maps score well above 0 (the null floor grows with
+    ``components``), so the same score with the logits shuffled ``permutations`` times gives a per-unit
+    null in ``meta`` ("null_mean", "null_p95", "above_null"). Cost: one forward pass over those images,
+    then ACE for units x (permutations + 1) problems.
+    """
+    if target is None:
+        raise ValueError("pcace needs target=<class index>")
+    if not (isinstance(target, (int, np.integer)) and 0 <= target < probe.num_classes):
+        raise ValueError(f"target must be a class index in 0..{probe.num_classes - 1}, got {target!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
+    if components < 1:
+        raise ValueError(f"components must be at least 1, got {components}")
+    if images is not None and images < MIN_IMAGES:
+        raise ValueError(f"images must be at least {MIN_IMAGES} (or None for all), got {images}")
+    if permutations < 0:
+        raise ValueError(f"permutations must be 0 or more, got {permutations}")
+    probe.require_labels("pcace")
+    target = int(target)
+    maps, logits, indices = collect(probe, target, images, progress, cancel)
+    n, units, positions = maps.shape
+    used = min(components, positions, n - 1)
+    scores, shares = principal_scores(maps, used)
+    rng = np.random.default_rng(seed)
+    responses = np.stack([logits, *(rng.permutation(logits) for _ in range(permutations))])
+    problems = responses.shape[0] * units
+    with Progress(f"pcace: ACE for {units} units", problems, progress, cancel) as bar:
+        result = ace(responses[:, None, :], scores, callback=lambda done, total: bar.advance(done - bar.done))
+    values = result.correlation if variant == "maximal" else result.reference_correlation
+    meta = {
+        "variant": variant,
+        "score": "corr(theta(y), sum_j phi_j(z_j))" if variant == "maximal" else "|corr(phi_1(z_1), theta(y))|",
+        "components": components,
+        "components_used": used,
+        "explained_variance": shares,
+        "images_used": n,
+        "image_indices": indices,
+        "response": f"logit of class {target} ({probe.classes[target]!r})",
+        "site": probe.layer,
+        "layer_type": probe.layer_info().type,
+        "positions": positions,
+        "seed": seed,
+        "permutations": permutations,
+        "maximal_correlation": result.correlation[0],
+        "reference_correlation": result.reference_correlation[0],
+        "ace_iterations": result.iterations[0],
+        "smoother": f"SuperSmoother, spans {'/'.join(map(str, SPANS))}, bass enhancement 0",
+        "dead_units": np.flatnonzero(shares[:, 0] == 0),
+        "constant_logit": bool(np.ptp(logits) == 0),
+    }
+    null = values[1:]
+    meta["null_mean"] = null.mean(0) if permutations else None
+    meta["null_p95"] = np.percentile(null, 95, axis=0) if permutations else None
+    meta["above_null"] = values[0] > meta["null_p95"] if permutations else None
+    return Ranking(scores=values[0], method="pcace", layer=probe.layer, target=target, meta=meta)
