@@ -32,7 +32,7 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_WIDGETS = ("Explorer", "RankedList", "ActivationOverlay", "AblationPanel")
+_WIDGETS = ("Explorer", "RankedList", "ActivationOverlay", "AblationPanel", "MonitorView")
 
 
 def __getattr__(name: str):

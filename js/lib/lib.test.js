@@ -4,6 +4,7 @@ import { h, listen, setOptions } from "./dom.js";
 import { percent, score, seconds } from "./format.js";
 import { UrlPool, bytesOf } from "./images.js";
 import { statusStrip } from "./status.js";
+import { linear, svg } from "./svg.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
 
@@ -70,5 +71,16 @@ describe("status strip", () => {
     expect(model.sent.at(-1)).toEqual({ type: "dismiss" });
     strip.cleanup();
     expect(model.listenerCount()).toBe(0);
+  });
+});
+
+describe("svg", () => {
+  it("builds SVG elements with text as text, and linear scales", () => {
+    const el = svg("text", { x: 1 }, [], EVIL);
+    expect(el.namespaceURI).toBe("http://www.w3.org/2000/svg");
+    expect(el.textContent).toBe(EVIL);
+    expect(el.querySelector("img")).toBeNull();
+    expect(linear(0, 10, 100, 200)(5)).toBe(150);
+    expect(linear(3, 3, 0, 10)(3)).toBe(5);
   });
 });

@@ -3,6 +3,7 @@
 from neuronwidgets.widgets.ablation_panel import AblationPanel
 from neuronwidgets.widgets.activation_overlay import ActivationOverlay
 from neuronwidgets.widgets.explorer import Explorer
+from neuronwidgets.widgets.monitor import MonitorView
 from neuronwidgets.widgets.ranked_list import RankedList
 
-__all__ = ["AblationPanel", "ActivationOverlay", "Explorer", "RankedList"]
+__all__ = ["AblationPanel", "ActivationOverlay", "Explorer", "MonitorView", "RankedList"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
+NOTEBOOKS = HERE.parent.parent / "notebooks"
 ARTIFACTS = HERE.parent.parent / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -59,9 +60,9 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="session")
 def jupyter_lab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[dict]:
-    """A JupyterLab on 127.0.0.1 with the test notebooks in its root; stopped by PID at the end."""
+    """A JupyterLab on 127.0.0.1 with the test notebooks and notebooks/ in its root; stopped by PID at the end."""
     root = tmp_path_factory.mktemp("lab")
-    for notebook in HERE.glob("*.ipynb"):
+    for notebook in [*HERE.glob("*.ipynb"), *NOTEBOOKS.glob("*.ipynb")]:
         shutil.copy(notebook, root / notebook.name)
     home = root / ".jupyter-home"
     env = dict(os.environ)
