@@ -33,7 +33,7 @@ try:
 except ImportError:  # run as a script: benchmarks/ is on sys.path
     import _bench
 
-THREADS = 2
+THREADS = 2  # torch threads in every process (--threads)
 CHUNK = 128  # images per forward pass, for the naive loop and for ours (Probe's chunk_size)
 SEED = 0
 RESNET_IMAGES = 64
@@ -55,13 +55,34 @@ class Settings:
     tune_images: dict[str, int]  # images in that trial
     rate_model: str  # the case whose full forwards give the machine's conv FLOP rate
     rate_repeats: int
+    repeat_below: dict[str, float]  # timed runs shorter than this many seconds are repeated (3 runs, fastest)
+    rounds: dict[str, int]  # extra timings of the three ways in turn, in one more fresh process per layer
+    threads: int = THREADS
 
 
 FULL = Settings(
-    ("demo", "resnet18"), LAYERS, {"demo": None, "resnet18": 16}, 8, {"demo": 120, "resnet18": 16}, "resnet18", 3
+    cases=("demo", "resnet18"),
+    layers=LAYERS,
+    sample={"demo": None, "resnet18": 8},
+    tune_units=8,
+    tune_images={"demo": 120, "resnet18": 16},
+    rate_model="resnet18",
+    rate_repeats=3,
+    repeat_below={"demo": 2.0, "resnet18": 2.0},
+    rounds={"demo": 2, "resnet18": 0},
 )
-QUICK = Settings(("demo",), {"demo": ("relu2", "relu3")}, {"demo": 4}, 0, {}, "demo", 3)
-QUICK_PPE = 4  # the best perturbations_per_eval of the full run's trial on the demo model
+QUICK = Settings(
+    cases=("demo",),
+    layers={"demo": ("relu2", "relu3")},
+    sample={"demo": 4},
+    tune_units=0,
+    tune_images={},
+    rate_model="demo",
+    rate_repeats=3,
+    repeat_below={"demo": 2.0},
+    rounds={"demo": 0},
+)
+QUICK_PPE = 4  # perturbations_per_eval for --quick, which runs no trial
 
 
 def log(message: str) -> None:
@@ -186,6 +207,18 @@ def captum_drops(
     return per_channel.double().sum(0).numpy() / len(labels)
 
 
+def suffix_pass_seconds(probe: nw.Probe, repeats: int = 3) -> float:
+    """Fastest of ``repeats`` unablated passes of the network after the layer over the probe's cached cut values."""
+    ablator, best = probe.ablator(), math.inf
+    with torch.no_grad():
+        for _ in range(repeats):
+            begin = time.perf_counter()
+            for values, _chunk, _bar in probe.crossings("suffix", progress=False):
+                ablator.scores(values)
+            best = min(best, time.perf_counter() - begin)
+    return best
+
+
 def ours_class_scores(probe: nw.Probe, units: Sequence[int]) -> np.ndarray:
     """Class scores (units, images, classes) with each unit zeroed, from the engine's cached cut values."""
     ablator, fill = probe.ablator(), probe.fill("zero")
@@ -204,19 +237,23 @@ def ours_class_scores(probe: nw.Probe, units: Sequence[int]) -> np.ndarray:
 
 def way_worker(job: dict[str, Any]) -> dict[str, Any]:
     """Time one way on one layer in this (fresh) process; returns timings, extra peak memory and outputs."""
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(job["threads"])
     model, images, labels = load_case(job["case"], job["labels"])
     layer, way, units, channels = job["layer"], job["way"], job["units"], job["channels"]
     module = model.get_submodule(layer)
     out: dict[str, Any] = {}
     if way == "naive":
         naive_outcomes(model, module, images[:4], labels[:4], units[:1])  # warm-up
-        timing = _bench.timed(lambda: None, lambda _: naive_outcomes(model, module, images, labels, units))
+        timing = _bench.timed(
+            lambda: None, lambda _: naive_outcomes(model, module, images, labels, units), job["repeat_below"]
+        )
         out.update(timing.result)
     elif way == "captum":
         captum_drops(model, module, images[:4], labels[:4], units[:1], channels, job["ppe"])  # warm-up
         timing = _bench.timed(
-            lambda: None, lambda _: captum_drops(model, module, images, labels, units, channels, job["ppe"])
+            lambda: None,
+            lambda _: captum_drops(model, module, images, labels, units, channels, job["ppe"]),
+            job["repeat_below"],
         )
         out["drops"] = timing.result
     else:
@@ -232,10 +269,14 @@ def way_worker(job: dict[str, Any]) -> dict[str, Any]:
             setup.append(time.perf_counter() - begin)
             return probe
 
-        timing = _bench.timed(prepare, lambda p: (p, p.rank("ablation", progress=False)))
+        timing = _bench.timed(prepare, lambda p: (p, p.rank("ablation", progress=False)), job["repeat_below"])
         probe, ranking = timing.result
         taylor = _bench.timed(lambda: probe, lambda p: p.rank("taylor", progress=False))
         loss = nw.Ranking(scores=ranking.meta["loss_increase"], method="loss_increase", layer=layer)
+        loop_memory = _bench.PeakMemory()  # the unit loop alone, with the cut's values already cached
+        loop_memory.start()
+        logits = ours_class_scores(probe, units)
+        loop_extra = loop_memory.extra()
         crossing_bytes = sum(
             v.numel() * v.element_size() for values, _, _ in probe.crossings("size", progress=False) for v in values
         )
@@ -245,7 +286,9 @@ def way_worker(job: dict[str, Any]) -> dict[str, Any]:
             base_accuracy=ranking.meta["base_accuracy"],
             engine=ranking.meta["engine"],
             engine_note=ranking.meta["engine_note"],
-            logits=ours_class_scores(probe, units),
+            logits=logits,
+            loop_extra_bytes=loop_extra,
+            suffix_seconds=suffix_pass_seconds(probe),
             probe_setup_seconds=min(setup),
             crossing_bytes=crossing_bytes,
             taylor_seconds=taylor.seconds,
@@ -263,9 +306,34 @@ def way_worker(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def rounds_worker(job: dict[str, Any]) -> dict[str, list[Any]]:
+    """Time the three ways in turn, ``job["rounds"]`` times, in this fresh process: on a shared machine each way
+    then gets runs spread over the same stretch of time. Naive: (base, loop) seconds; the others: seconds."""
+    torch.set_num_threads(job["threads"])
+    model, images, labels = load_case(job["case"], job["labels"])
+    layer, units, channels, ppe = job["layer"], job["units"], job["channels"], job["ppe"]
+    module = model.get_submodule(layer)
+    naive_outcomes(model, module, images[:4], labels[:4], units[:1])  # warm-up
+    captum_drops(model, module, images[:4], labels[:4], units[:1], channels, ppe)
+    nw.Probe(model, (images[:4], labels[:4]), layer=layer, chunk_size=CHUNK).ablation_outcomes([0, 1], progress=False)
+    out: dict[str, list[Any]] = {"naive": [], "captum": [], "ours": []}
+    for _ in range(job["rounds"]):
+        result = naive_outcomes(model, module, images, labels, units)
+        out["naive"].append((result["base_seconds"], result["unit_seconds"]))
+        begin = time.perf_counter()
+        captum_drops(model, module, images, labels, units, channels, ppe)
+        out["captum"].append(time.perf_counter() - begin)
+        probe = nw.Probe(model, (images, labels), layer=layer, chunk_size=CHUNK)
+        begin = time.perf_counter()
+        probe.rank("ablation", progress=False)
+        out["ours"].append(time.perf_counter() - begin)
+        del probe
+    return out
+
+
 def tune_worker(job: dict[str, Any]) -> dict[int, float]:
     """Seconds of Captum's LayerFeatureAblation per perturbations_per_eval on a small sample (fresh process)."""
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(job["threads"])
     model, images, labels = load_case(job["case"], job["labels"])
     module = model.get_submodule(job["layer"])
     images, labels = images[: job["images"]], labels[: job["images"]]
@@ -359,9 +427,9 @@ def layer_facts(case: str, layers: Sequence[str], labels: Sequence[int] | None) 
 def run(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """All cases and layers; returns one row per layer and run-wide facts."""
     log(f"measuring the conv FLOP rate ({settings.rate_model} forwards)")
-    rate = measure_rate(settings)
-    log(f"rate {rate['rate'] / 1e9:.1f} GFLOP/s ({rate['images']} images in {rate['seconds']:.2f} s)")
-    rows: list[dict[str, Any]] = []
+    rates = [measure_rate(settings)]
+    log(f"rate {rates[0]['rate'] / 1e9:.1f} GFLOP/s ({rates[0]['images']} images in {rates[0]['seconds']:.2f} s)")
+    pending: list[tuple[Any, ...]] = []
     tuning: dict[str, dict[int, float]] = {}
     for case in settings.cases:
         model, images, labels_t = load_case(case)
@@ -385,6 +453,7 @@ def run(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 "units": sample_units(channels, settings.tune_units),
                 "channels": channels,
                 "images": settings.tune_images[case],
+                "threads": settings.threads,
             }
             tuning[case] = times = _bench.run_fresh(tune_worker, job)
             ppe = min(times, key=times.__getitem__)
@@ -392,16 +461,40 @@ def run(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         for layer in settings.layers[case]:
             fact = facts[layer]
             units = sample_units(fact.units, settings.sample[case])
-            job = {"case": case, "labels": labels, "layer": layer, "units": units, "channels": fact.units, "ppe": ppe}
+            job = {
+                "case": case,
+                "labels": labels,
+                "layer": layer,
+                "units": units,
+                "channels": fact.units,
+                "ppe": ppe,
+                "threads": settings.threads,
+                "repeat_below": settings.repeat_below[case],
+            }
             results = {}
             for way in ("naive", "captum", "ours"):
                 what = "all" if way == "ours" else f"{len(units)} of"
                 log(f"{case} {layer}: {way} ({what} {fact.units} units)")
                 results[way] = _bench.run_fresh(way_worker, {**job, "way": way})
                 log(f"{case} {layer}: {way} took {results[way]['seconds']:.2f} s (load {results[way]['load']:.1f})")
-            rows.append(make_row(case, layer, n_images, fact, units, ppe, results, rate["rate"]))
+            if settings.rounds[case]:
+                log(f"{case} {layer}: {settings.rounds[case]} more rounds of the three ways in turn")
+                more = _bench.run_fresh(rounds_worker, {**job, "rounds": settings.rounds[case]})
+                for way, times in more.items():
+                    results[way]["rounds"] = times
+                log(f"{case} {layer}: " + ", ".join(f"{w} {_fmt_rounds(t)}" for w, t in more.items()))
+            pending.append((case, layer, n_images, fact, units, ppe, results))
+    log("measuring the conv FLOP rate again")
+    rates.append(measure_rate(settings))
+    log(f"rate {rates[1]['rate'] / 1e9:.1f} GFLOP/s ({rates[1]['images']} images in {rates[1]['seconds']:.2f} s)")
+    rate = max(rates, key=lambda r: r["rate"])  # the faster measurement gives the stricter floor
+    rows = [make_row(*row, rate["rate"]) for row in pending]
     info = {
         "rate": rate,
+        "rates": [r["rate"] for r in rates],
+        "threads": settings.threads,
+        "repeat_below": settings.repeat_below,
+        "rounds": settings.rounds,
         "tuning": tuning,
         "ppe": QUICK_PPE if not tuning else None,
         "memory_method": _bench.peak_method(),
@@ -410,6 +503,10 @@ def run(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         "tune_images": settings.tune_images,
     }
     return rows, info
+
+
+def _fmt_rounds(times: list[Any]) -> str:
+    return "/".join(f"{sum(t) if isinstance(t, (tuple, list)) else t:.2f}" for t in times) + " s"
 
 
 def make_row(
@@ -426,9 +523,11 @@ def make_row(
     naive, captum, ours = results["naive"], results["captum"], results["ours"]
     channels, sampled = fact.units, len(units)
     extrapolated = sampled < channels
-    naive_s = naive["base_seconds"] + naive["unit_seconds"] * channels / sampled
+    naive_runs = [(naive["base_seconds"], naive["unit_seconds"]), *naive.get("rounds", [])]
+    naive_s = min(base + loop * channels / sampled for base, loop in naive_runs)
     # Captum evaluates the layer once, the unablated model once and one forward per feature (sampled + rest).
-    captum_s = captum["seconds"] * (channels + 2) / (sampled + 3) if extrapolated else captum["seconds"]
+    captum_s = min([captum["seconds"], *captum.get("rounds", [])])
+    captum_s = captum_s * (channels + 2) / (sampled + 3) if extrapolated else captum_s
     naive_drops = (naive["base_correct"] - naive["correct"]) / n_images
     ours_drops = ours["scores"][units]
     diff = np.abs(ours["logits"] - naive["logits"])
@@ -444,15 +543,17 @@ def make_row(
         "naive_s": naive_s,
         "captum_s": captum_s,
         "ppe": ppe,
-        "ours_s": ours["seconds"],
+        "ours_s": min([ours["seconds"], *ours.get("rounds", [])]),
         "ours_runs": ours["runs"],
         "probe_setup_s": ours["probe_setup_seconds"],
         "floor_s": floor,
+        "suffix_floor_s": ours["suffix_seconds"] * channels,
         "act_bytes": fact.act_bytes,
         "crossing_bytes": ours["crossing_bytes"],
         "naive_extra": naive["extra_bytes"],
         "captum_extra": captum["extra_bytes"],
         "ours_extra": ours["extra_bytes"],
+        "ours_loop_extra": ours["loop_extra_bytes"],
         "acc_ours_naive": float(np.abs(ours_drops - naive_drops).max()),
         "logit_abs": float(diff.max()),
         "logit_rel": float(diff.max() / max(np.abs(naive["logits"]).max(), 1e-30)),
@@ -465,7 +566,7 @@ def make_row(
         "rho_loss": ours["rho_taylor_loss"],
         "load": {way: r["load"] for way, r in results.items()},
         "cpu_per_wall": {way: r["cpu_seconds"] / r["seconds"] for way, r in results.items()},
-        "runs": {way: r["runs"] for way, r in results.items()},
+        "runs": {way: r["runs"] + len(r.get("rounds", [])) for way, r in results.items()},
         "suffix_gflop": fact.suffix_flops / 1e9,
         "full_gflop": fact.full_flops / 1e9,
     }
@@ -492,32 +593,36 @@ def _join(per_way: dict[str, Any], spec: str) -> str:
 
 
 def tables(rows: list[dict[str, Any]]) -> str:
-    """The markdown tables: time, memory, agreement and the Taylor preview."""
+    """The markdown tables: time, memory, agreement and the Taylor preview, run conditions."""
     lines = [
         "### Time (all units of the layer; \\* = extrapolated from the sampled units)",
         "",
         "| case | layer | units | engine | naive (s) | Captum (s) | ours (s) | naive / ours | Captum / ours "
-        "| FLOP floor (s) | ours % of floor |",
-        "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| FLOP floor (s) | ours % of floor | units x suffix pass (s) | ours % of that |",
+        "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['case']} | {r['layer']} | {r['units']} | {r['engine']} | {_s(r['naive_s'], r['extrapolated'])} "
             f"| {_s(r['captum_s'], r['extrapolated'])} (ppe={r['ppe']}) | {_s(r['ours_s'])} "
             f"| {r['naive_s'] / r['ours_s']:.1f}x | {r['captum_s'] / r['ours_s']:.1f}x | {_s(r['floor_s'])} "
-            f"| {100 * r['ours_s'] / r['floor_s']:.0f}% |"
+            f"| {100 * r['ours_s'] / r['floor_s']:.0f}% | {_s(r['suffix_floor_s'])} "
+            f"| {100 * r['ours_s'] / r['suffix_floor_s']:.0f}% |"
         )
     lines += [
         "",
         "### Extra peak memory (MB above the RSS after loading model and data)",
         "",
-        "| case | layer | cached activations (MB) | naive | Captum | ours | ours / activations |",
-        "|---|---|--:|--:|--:|--:|--:|",
+        "| case | layer | cached activations (MB) | naive | Captum | ours | ours / activations "
+        "| ours, unit loop alone | unit loop / activations |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
+        act = r["act_bytes"]
         lines.append(
-            f"| {r['case']} | {r['layer']} | {_mb(r['act_bytes'])} | {_mb(r['naive_extra'])} "
-            f"| {_mb(r['captum_extra'])} | {_mb(r['ours_extra'])} | {r['ours_extra'] / r['act_bytes']:.2f}x |"
+            f"| {r['case']} | {r['layer']} | {_mb(act)} | {_mb(r['naive_extra'])} | {_mb(r['captum_extra'])} "
+            f"| {_mb(r['ours_extra'])} | {r['ours_extra'] / act:.2f}x | {_mb(r['ours_loop_extra'])} "
+            f"| {r['ours_loop_extra'] / act:.2f}x |"
         )
     lines += [
         "",
@@ -538,8 +643,9 @@ def tables(rows: list[dict[str, Any]]) -> str:
         )
     lines += [
         "",
-        "### Run conditions (the machine was shared: load = 1-min load average after each run; CPU/wall = "
-        "process CPU seconds per wall second, 2.0 = both cores busy for us)",
+        "### Run conditions (load = the machine's 1-min load average after each timed run, our own process "
+        "included; CPU/wall = CPU seconds of the process per wall second, = threads when it had the cores to "
+        "itself)",
         "",
         "| case | layer | load naive / Captum / ours | CPU/wall naive / Captum / ours "
         "| timed runs naive / Captum / ours |",
@@ -553,9 +659,36 @@ def tables(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _conditions(rows: list[dict[str, Any]], threads: int) -> str:
+    """A sentence on whether the timed runs had the CPU to themselves (judged by their CPU/wall ratio)."""
+    ratios = [ratio for r in rows for ratio in r["cpu_per_wall"].values()]
+    starved = [ratio for ratio in ratios if ratio < 0.75 * threads]
+    if not starved:
+        return (
+            f"Every timed run kept its {threads} threads busy (CPU/wall {min(ratios):.2f}-{max(ratios):.2f}), so "
+            "the machine was quiet enough for the times to be trusted."
+        )
+    return (
+        f"**The machine was shared during this run**: {len(starved)} of {len(ratios)} timed runs got less than "
+        f"{0.75 * threads:.1f} CPU seconds per wall second (see Run conditions). With {threads} threads per "
+        "process every parallel op then waits for a descheduled thread, which slows many small ops (ours, the "
+        "demo model) far more than a few large ones (naive, Captum). Treat those times as rough."
+    )
+
+
+def _rounds_text(rounds: dict[str, int]) -> str:
+    cases = [f"{c} ({n} rounds)" for c, n in rounds.items() if n]
+    if not cases:
+        return ""
+    return (
+        f"For {', '.join(cases)}, one more fresh process per layer then times the three ways in turn, round after "
+        "round, so that on a shared machine each way's runs are spread over the same stretch of time."
+    )
+
+
 def report(rows: list[dict[str, Any]], info: dict[str, Any], machine: dict[str, Any], seconds: float) -> str:
     """The full markdown report."""
-    rate = info["rate"]
+    rate, threads = info["rate"], info["threads"]
     sample = ", ".join(
         f"{case}: {'all units' if n is None else f'{n} evenly spaced units per layer'}"
         for case, n in info["sample"].items()
@@ -570,16 +703,19 @@ def report(rows: list[dict[str, Any]], info: dict[str, Any], machine: dict[str, 
         trial = ", ".join(f"{c}/{TUNE_LAYER[c]} with {n} images" for c, n in info["tune_images"].items())
         tuning = f"trial with {info['tune_units']} units + 1 group for the rest on {trial}: {tuning}"
     else:
-        tuning = f"no trial in this run (--quick); ppe={QUICK_PPE} (the best for the demo model in full runs)"
+        tuning = f"no trial in this run (--quick); ppe={QUICK_PPE}"
     setups = ", ".join(f"{r['case']}/{r['layer']} {r['probe_setup_s']:.2f} s" for r in rows)
     notes = [f"- {r['case']}/{r['layer']}: engine note: {r['engine_note']}" for r in rows if r["engine_note"]]
     load = machine["load_average"]
+    rates = " and ".join(f"{r / 1e9:.1f}" for r in info["rates"])
     return f"""# Single-unit zero ablation: naive hook loop vs Captum vs neuronwidgets
 
 Date: {machine["date"]}. Machine: {machine["cpu"]}, {machine["cores"]} cores, {machine["memory_gib"]} GiB; \
-Python {machine["python"]}, torch {machine["torch"]} ({THREADS} threads, `torch.set_num_threads({THREADS})` in \
-every process), captum {machine["captum"]}. Load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} \
-(other work was running on the machine, so timings carry a few per cent of noise), whole run {seconds / 60:.1f} min.
+Python {machine["python"]}, torch {machine["torch"]} (`torch.set_num_threads({threads})` in every process), \
+captum {machine["captum"]}. Load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; whole run \
+{seconds / 60:.1f} min.
+
+{_conditions(rows, threads)}
 
 Task: score every unit (channel) of a layer by the top-1 accuracy lost when that unit alone is zeroed.
 
@@ -597,23 +733,29 @@ base accuracy.
 additional_forward_args=(labels,), layer_mask=mask, perturbations_per_eval=ppe)` with \
 `forward_func(x, y) = (model(x).argmax(1) == y).float()` (per-image correctness) and `mask` of shape \
 (1, C, 1, 1) holding the channel ids, so a channel's attribution averaged over images is exactly the accuracy \
-drop. All images in one call. ppe = the best of {PPE_CHOICES} in a trial on a small sample (below).
+drop. All images in one call. ppe = the best of {PPE_CHOICES} in a trial on a small sample (see Notes).
 - **ours**: `probe = nw.Probe(model, (images, labels), layer=..., chunk_size={CHUNK})` (not timed: it runs one \
 forward pass to discover the layers; {setups}), then `probe.rank("ablation", progress=False)` timed: tracing, \
 the cut's values and every unit. Engine path in the table.
-- Each way runs in a fresh process (multiprocessing 'spawn'): load model and data, warm up (one plain forward \
-on a chunk and the method on 4 images), then time one run with `time.perf_counter` (runs shorter than 2 s are \
-repeated up to 3 times; the fastest counts).
+- Each way runs in a fresh process (multiprocessing 'spawn'): load model and data, warm up (the method on 4 \
+images), then time the run with `time.perf_counter`; runs shorter than \
+{", ".join(f"{t:g} s ({c})" for c, t in info["repeat_below"].items())} are repeated, 3 runs in all (memory: first \
+run). {_rounds_text(info["rounds"])} The fastest run counts.
 - **Extra peak memory**: after the warm-up, freed memory is returned to the OS (`malloc_trim`), the RSS \
 high-water mark is reset (`/proc/self/clear_refs`) and the RSS read; extra = peak RSS during the timed run \
-minus that RSS (method here: {info["memory_method"]}; the fallback is `ru_maxrss`). Cached activations = the \
-layer's output for all images in float32.
+minus that RSS (method here: {info["memory_method"]}; the fallback is `ru_maxrss`). It includes the pass through \
+the network up to the layer, which every way pays. *Unit loop alone* = the same measurement around a second \
+pass over the sampled units with the cut's values already cached (their memory is then part of the baseline). \
+Cached activations = the layer's output for all images in float32.
 - **FLOP floor** = FLOPs of the network after the layer (`FlopCounterMode` on `probe.ablator().split.suffix`, \
-conv/matmul FLOPs, 2 per multiply-add) x images x units / the machine's conv FLOP rate. The rate is \
-{rate["rate"] / 1e9:.1f} GFLOP/s: full {rate["model"]} forwards on {rate["images"]} images, \
-{rate["flops"] / 1e9:.1f} GFLOP in {rate["seconds"]:.2f} s (best of a few). The demo model's small convs only \
-reach {rate["demo_rate"] / 1e9:.1f} GFLOP/s, so the demo floors are optimistic. On the `closed_form` path the \
-engine does not re-run the suffix at all, so it can beat the floor.
+conv/matmul FLOPs, 2 per multiply-add) x images x units / the machine's conv FLOP rate. Rate: full \
+{rate["model"]} forwards on {rate["images"]} images ({rate["flops"] / 1e9:.1f} GFLOP), best of a few, measured \
+before and after the runs ({rates} GFLOP/s); the faster is used: {rate["rate"] / 1e9:.1f} GFLOP/s. The demo \
+model's small convs only reach {rate["demo_rate"] / 1e9:.1f} GFLOP/s, so the demo floors are optimistic. On \
+the `closed_form` path the engine does not re-run the suffix, and on `pushdown` it skips the first convs after \
+the layer, so it can beat the floor; the deep convs also run faster than a full forward's average. A stricter \
+reference: *units x suffix pass* = units x the time of one unablated pass of the suffix over all images \
+(`ablator.scores` on the cached cut values, best of 3), i.e. what re-running the suffix per unit would cost.
 - **Agreement**: accuracy drops and the class scores of every image with each unit zeroed (ours: \
 `ablator.each_unit` on the probe's cached cut values), against the naive loop on the units it ran; relative = \
 max abs diff / max abs class score. Captum vs naive: accuracy drops.
@@ -634,19 +776,20 @@ plus one group holding the other channels). Ours always ran all units.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="demo model only, a few units (about a minute)")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="demo model only, 2 layers, 4 units (about a minute)")
     parser.add_argument(
-        "--resnet-units", type=int, default=16, help="units sampled per resnet18 layer for naive and Captum"
+        "--resnet-units", type=int, default=FULL.sample["resnet18"], help="units per resnet18 layer for naive/Captum"
     )
+    parser.add_argument("--threads", type=int, default=THREADS, help="torch threads in every process")
     parser.add_argument(
-        "--out", type=Path, default=None, help=f"markdown report path (default: {RESULTS}; --quick: none)"
+        "--out", type=Path, default=None, help=f"markdown report path (default: {RESULTS}; with --quick: none)"
     )
     args = parser.parse_args(argv)
-    torch.set_num_threads(THREADS)
     settings = QUICK if args.quick else FULL
-    if not args.quick:
-        settings = Settings(**{**settings.__dict__, "sample": {"demo": None, "resnet18": args.resnet_units}})
+    sample = settings.sample if args.quick else {**settings.sample, "resnet18": args.resnet_units}
+    settings = Settings(**{**settings.__dict__, "sample": sample, "threads": args.threads})
+    torch.set_num_threads(settings.threads)
     machine = _bench.machine()
     begin = time.perf_counter()
     rows, info = run(settings)
