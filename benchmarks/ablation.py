@@ -6,8 +6,8 @@
 3. ours    ``neuronwidgets.Probe(...).rank("ablation")``.
 
 Each way runs in a fresh process (multiprocessing 'spawn') so that its extra peak memory can be measured.
-Run ``.venv/bin/python benchmarks/ablation.py`` (about 15 minutes on 2 cores) or ``--quick`` (demo only, a few
-units, about a minute). See benchmarks/README.md.
+Run ``.venv/bin/python benchmarks/ablation.py`` (about 10 minutes on 2 quiet cores, more on a busy machine) or
+``--quick`` (demo only, 2 layers, 4 units, under a minute). See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -662,17 +662,23 @@ def tables(rows: list[dict[str, Any]]) -> str:
 def _conditions(rows: list[dict[str, Any]], threads: int) -> str:
     """A sentence on whether the timed runs had the CPU to themselves (judged by their CPU/wall ratio)."""
     ratios = [ratio for r in rows for ratio in r["cpu_per_wall"].values()]
-    starved = [ratio for ratio in ratios if ratio < 0.75 * threads]
+    starved = [
+        f"{r['case']}/{r['layer']} {way}"
+        for r in rows
+        for way, ratio in r["cpu_per_wall"].items()
+        if ratio < 0.75 * threads
+    ]
     if not starved:
         return (
             f"Every timed run kept its {threads} threads busy (CPU/wall {min(ratios):.2f}-{max(ratios):.2f}), so "
             "the machine was quiet enough for the times to be trusted."
         )
     return (
-        f"**The machine was shared during this run**: {len(starved)} of {len(ratios)} timed runs got less than "
-        f"{0.75 * threads:.1f} CPU seconds per wall second (see Run conditions). With {threads} threads per "
-        "process every parallel op then waits for a descheduled thread, which slows many small ops (ours, the "
-        "demo model) far more than a few large ones (naive, Captum). Treat those times as rough."
+        f"**The machine was shared during this run**: {len(starved)} of {len(ratios)} timed runs "
+        f"({', '.join(starved)}) got less than {0.75 * threads:.1f} CPU seconds per wall second (see Run "
+        f"conditions). With {threads} threads per process every parallel op then waits for a descheduled thread, "
+        "which slows many small ops (ours, the demo model) far more than a few large ones (naive, Captum). Treat "
+        "those times as rough."
     )
 
 
@@ -755,7 +761,8 @@ model's small convs only reach {rate["demo_rate"] / 1e9:.1f} GFLOP/s, so the dem
 the `closed_form` path the engine does not re-run the suffix, and on `pushdown` it skips the first convs after \
 the layer, so it can beat the floor; the deep convs also run faster than a full forward's average. A stricter \
 reference: *units x suffix pass* = units x the time of one unablated pass of the suffix over all images \
-(`ablator.scores` on the cached cut values, best of 3), i.e. what re-running the suffix per unit would cost.
+(`ablator.scores` on the cached cut values, best of 3), i.e. what re-running the suffix per unit would cost. \
+Ours' time also includes tracing and the pass up to the layer, which neither reference counts.
 - **Agreement**: accuracy drops and the class scores of every image with each unit zeroed (ours: \
 `ablator.each_unit` on the probe's cached cut values), against the naive loop on the units it ran; relative = \
 max abs diff / max abs class score. Captum vs naive: accuracy drops.
