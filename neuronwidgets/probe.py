@@ -100,6 +100,7 @@ class Probe:
 
     def _discover(self) -> tuple[dict[str, LayerInfo], int]:
         first = self.source.first()
+        self._has_labels = first.labels is not None
         images = first.images.to(self.device, self.dtype)
         try:
             with evaluating(self.model), torch.no_grad():
@@ -199,7 +200,7 @@ class Probe:
 
     def require_labels(self, what: str) -> None:
         """Raise a clear error if the data has no labels and ``what`` needs them."""
-        if self.source.first().labels is None:
+        if not self._has_labels:
             raise ValueError(
                 f"{what} needs labels, but the data has none: pass a labelled Dataset, a DataLoader of "
                 "(images, labels) or a pair (images, labels)"
