@@ -19,6 +19,10 @@ _TWEETER, _MIDRANGE, _WOOFER = 0, 1, 2
 _SLOPE_EPS = 1e-3  # slope 0 in windows whose x sum of squares is below (eps * interquartile range)^2 (supsmu)
 _COMPACT = 0.7  # copy the problems still iterating into smaller arrays once they are fewer than this fraction
 _BLOCK_VALUES = 2**17  # problems are solved in blocks of about this many values of (q + 1) * n
+# Friedman's mace.f defaults, as in the `ace` package 0.4.2
+DELRSQ = 0.01  # R^2 change that counts as converged, for the inner passes and over the outer window
+MAX_ITERATIONS = 20  # cap on the outer steps, and on the inner passes of each
+WINDOW = 3  # outer steps over which R^2 must stay within DELRSQ (so at least this many run)
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class AceResult:
     phi: np.ndarray  # (..., q, n) transforms of the predictors, each of mean 0
     correlation: np.ndarray  # (...) corr(theta, sum_j phi_j): the maximal correlation (paper's definition)
     reference_correlation: np.ndarray  # (...) |corr(phi_1, theta)|: the variant in the PCACE authors' code
-    iterations: np.ndarray  # (...) accepted outer iterations
+    iterations: np.ndarray  # (...) outer steps run
 
 
 def _cumsum0(*values: np.ndarray) -> np.ndarray:
@@ -275,62 +279,76 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(ok_a & ok_b, (a * b).mean(-1), 0.0)
 
 
+def _linear_start(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The first guess of the phi_j: each centred x_j scaled by the least-squares fit of theta on all of
+    them (minimum-norm where the x_j are collinear or constant). (problems, n), (problems, q, n) -> phi."""
+    centred = x - x.mean(-1, keepdims=True)
+    gram = centred @ centred.transpose(0, 2, 1)
+    coefficients = np.linalg.pinv(gram, hermitian=True) @ (centred @ theta[:, :, None])
+    return centred * coefficients
+
+
 def _backfit(
-    theta: np.ndarray, phi: np.ndarray, plans: list[_Plan], max_inner: int, tol: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Inner loop: update each phi_j to the smooth of theta - sum_{i != j} phi_i against x_j, centred, for
-    as long as a full pass lowers e^2 = mean((theta - sum phi)^2); a pass that does not is undone."""
-    phi = phi.copy()
+    theta: np.ndarray, phi: np.ndarray, rsq: np.ndarray, plans: list[_Plan], delrsq: float, max_passes: int
+) -> np.ndarray:
+    """Inner loop: passes over j = 1..q set phi_j to the centred smooth of theta - sum_{i != j} phi_i
+    against x_j, each new phi_j kept only if it raises R^2 = 1 - e^2 above the last value kept (``rsq``).
+    A problem stops after a pass that raised R^2 by no more than ``delrsq``, after ``max_passes``, or after
+    one pass when q = 1. Returns the new phi."""
+    phi, rsq = phi.copy(), rsq.copy()
     residual = theta - phi.sum(1)
-    err = (residual**2).mean(-1)
     going = np.ones(len(theta), dtype=bool)
     rows, row_plans = np.arange(len(theta)), plans
-    for _ in range(max_inner if len(plans) > 1 else 1):
+    for _ in range(max_passes if len(plans) > 1 else 1):
         if going[rows].mean() < _COMPACT:
             rows = np.flatnonzero(going)
             row_plans = [plan.take(rows) for plan in plans]
-        new_phi, new_residual = phi[rows], residual[rows]
+        active = going[rows]
+        sub_phi, sub_residual, sub_rsq = phi[rows], residual[rows], rsq[rows]
+        before = sub_rsq.copy()
         for j, plan in enumerate(row_plans):
-            target = new_residual + new_phi[:, j]
+            target = sub_residual + sub_phi[:, j]
             fitted = plan.unsort(plan.supersmooth(plan.sort(target)))
-            new_phi[:, j] = fitted - fitted.mean(-1, keepdims=True)
-            new_residual = target - new_phi[:, j]
-        new_err = (new_residual**2).mean(-1)
-        better = going[rows] & (new_err < err[rows] - tol)
-        going[rows] = better
-        accepted = rows[better]
-        phi[accepted], residual[accepted], err[accepted] = new_phi[better], new_residual[better], new_err[better]
+            fitted -= fitted.mean(-1, keepdims=True)
+            left = target - fitted
+            candidate = 1.0 - (left**2).mean(-1)
+            better = active & (candidate > sub_rsq)
+            sub_phi[better, j], sub_residual[better], sub_rsq[better] = fitted[better], left[better], candidate[better]
+        phi[rows], residual[rows], rsq[rows] = sub_phi, sub_residual, sub_rsq
+        going[rows] = active & (sub_rsq - before > delrsq)
         if not going.any():
             break
-    return phi, err
+    return phi
 
 
-def _solve(y: np.ndarray, x: np.ndarray, max_outer: int, max_inner: int, tol: float) -> AceResult:
+def _solve(y: np.ndarray, x: np.ndarray, delrsq: float, max_iterations: int, window: int) -> AceResult:
     """ACE for a block of problems: y (problems, n), x (problems, q, n)."""
     problems, q, n = x.shape
     windows = [_Windows(n, span) for span in SPANS]
     theta, alive = _standardise(y)
     phi = np.zeros_like(x)
-    err = np.where(alive, 1.0, 0.0)
-    iterations = np.zeros(problems, dtype=np.int64)
     rows = np.flatnonzero(alive)
+    phi[rows] = _linear_start(theta[rows], x[rows])
+    rsq = np.zeros(problems)  # as in mace.f: the linear first guess is not scored, so any smooth beats it
+    history = np.zeros((problems, window))
+    iterations = np.zeros(problems, dtype=np.int64)
     y_plan = _Plan.of(y[rows], windows)
     x_plans = [_Plan.of(x[rows, j], windows) for j in range(q)]
-    for _ in range(max_outer):
-        if rows.size == 0:
-            break
-        new_phi, _ = _backfit(theta[rows], phi[rows], x_plans, max_inner, tol)
+    while rows.size:
+        new_phi = _backfit(theta[rows], phi[rows], rsq[rows], x_plans, delrsq, max_iterations)
         total = new_phi.sum(1)
         new_theta, ok = _standardise(y_plan.unsort(y_plan.supersmooth(y_plan.sort(total))))
-        new_err = ((new_theta - total) ** 2).mean(-1)
-        better = ok & (new_err < err[rows] - tol)
-        accepted = rows[better]
-        theta[accepted], phi[accepted], err[accepted] = new_theta[better], new_phi[better], new_err[better]
-        iterations[accepted] += 1
-        if better.any() and not better.all():
-            keep = np.flatnonzero(better)
+        phi[rows] = new_phi
+        theta[rows[ok]] = new_theta[ok]  # a constant smooth (no signal left) keeps theta and stops
+        rsq[rows] = 1.0 - ((theta[rows] - total) ** 2).mean(-1)
+        history[rows, iterations[rows] % window] = rsq[rows]
+        iterations[rows] += 1
+        spread = np.ptp(history[rows], axis=-1)
+        going = ok & (iterations[rows] < max_iterations) & ((iterations[rows] < window) | (spread > delrsq))
+        if not going.all():
+            keep = np.flatnonzero(going)
             y_plan, x_plans = y_plan.take(keep), [plan.take(keep) for plan in x_plans]
-        rows = accepted
+            rows = rows[keep]
     total = phi.sum(1)
     return AceResult(
         theta=theta,
@@ -345,18 +363,22 @@ def ace(
     y: np.ndarray,
     x: np.ndarray,
     *,
-    max_outer: int = 200,
-    max_inner: int = 20,
-    tol: float = 1e-6,
+    delrsq: float = DELRSQ,
+    max_iterations: int = MAX_ITERATIONS,
+    window: int = WINDOW,
     callback: Callable[[int, int], None] | None = None,
 ) -> AceResult:
     """Alternating conditional expectations of response ``y`` (..., n) on predictors ``x`` (..., q, n).
 
     Leading dimensions are independent problems (they broadcast, so one y can serve many x or vice versa).
-    Starts from theta = standardised y and phi = 0; the inner loop backfits the phi_j while a pass lowers
-    ``e^2 = mean((theta - sum phi)^2)``; each outer step then sets theta to the standardised smooth of
-    ``sum phi`` against y. A problem stops when an outer step lowers e^2 by no more than ``tol`` (that
-    step is undone) or after ``max_outer`` steps. Conditional expectations are SuperSmoother fits.
+    The iteration follows Friedman's mace.f, as the `ace` package (0.4.2) does: theta starts as standardised
+    y and the phi_j as the linear least-squares fit of theta on the centred x_j, with R^2 = 0. The inner
+    loop backfits the phi_j (see `_backfit`: a new phi_j is kept only if it raises R^2 = 1 - e^2, and the
+    passes stop once one raises R^2 by no more than ``delrsq``); each outer step then sets theta to the
+    standardised smooth of ``sum phi`` against y and R^2 to 1 - e^2. A problem stops once R^2 has moved by
+    no more than ``delrsq`` over its last ``window`` outer steps, or after ``max_iterations`` outer steps
+    (also the cap on inner passes). Conditional expectations are SuperSmoother fits. Where the smooth of
+    ``sum phi`` is constant (the package would divide by 0) the problem stops with its previous theta.
 
     Problems are solved in blocks that bound the memory; ``callback(done, total)`` is called after each
     block (counting problems), e.g. to report progress or to raise on cancellation.
@@ -376,7 +398,7 @@ def ace(
     block = max(1, _BLOCK_VALUES // ((q + 1) * n))
     parts = []
     for start in range(0, len(ys), block):
-        parts.append(_solve(ys[start : start + block], xs[start : start + block], max_outer, max_inner, tol))
+        parts.append(_solve(ys[start : start + block], xs[start : start + block], delrsq, max_iterations, window))
         if callback is not None:
             callback(min(start + block, len(ys)), len(ys))
     return AceResult(

@@ -9,7 +9,7 @@ import torch
 
 from neuronwidgets.engine.guard import evaluating
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
-from neuronwidgets.methods.ace import SPANS, ace
+from neuronwidgets.methods.ace import DELRSQ, MAX_ITERATIONS, SPANS, WINDOW, ace
 from neuronwidgets.ranking import Ranking
 
 if TYPE_CHECKING:
@@ -119,11 +119,13 @@ def rank(
 
     Over up to ``images`` images of class ``target`` (the first in data order): each unit's maps are
     standardised per position, reduced to ``components`` principal components, and ACE finds the maximal
-    correlation between the logit and the components. ``variant="reference"`` scores |corr(phi_1, theta)|
-    as the authors' code does. Even unrelated maps score well above 0 (the null floor grows with
-    ``components``), so the same score with the logits shuffled ``permutations`` times gives a per-unit
-    null in ``meta`` ("null_mean", "null_p95", "above_null"). Cost: one forward pass over those images,
-    then ACE for units x (permutations + 1) problems.
+    correlation between the logit and the components. ACE iterates as the `ace` package the authors used
+    (0.4.2, after Friedman's mace.f): a linear first guess, each new phi_j kept only if it raises R^2, and
+    a stop once R^2 moves by at most 0.01 over three outer steps (at most 20). ``variant="reference"``
+    scores |corr(phi_1, theta)| as the authors' code does. Even unrelated maps score well above 0 (the null
+    floor grows with ``components``), so the same score with the logits shuffled ``permutations`` times
+    gives a per-unit null in ``meta`` ("null_mean", "null_p95", "above_null"). Cost: one forward pass over
+    those images, then ACE for units x (permutations + 1) problems.
     """
     if target is None:
         raise ValueError("pcace needs target=<class index>")
@@ -167,6 +169,7 @@ def rank(
         "reference_correlation": result.reference_correlation[0],
         "ace_iterations": result.iterations[0],
         "smoother": f"SuperSmoother, spans {'/'.join(map(str, SPANS))}, bass enhancement 0",
+        "ace_stopping": f"R^2 within {DELRSQ} over {WINDOW} outer steps, at most {MAX_ITERATIONS} (mace.f, ace 0.4.2)",
         "dead_units": np.flatnonzero(shares[:, 0] == 0),
         "constant_logit": bool(np.ptp(logits) == 0),
     }
