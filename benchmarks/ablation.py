@@ -221,14 +221,14 @@ def suffix_pass_seconds(probe: nw.Probe, repeats: int = 3) -> float:
 
 def ours_class_scores(probe: nw.Probe, units: Sequence[int]) -> np.ndarray:
     """Class scores (units, images, classes) with each unit zeroed, from the engine's cached cut values."""
-    ablator, fill = probe.ablator(), probe.fill("zero")
+    ablator, fill, units = probe.ablator(), probe.fill("zero"), list(units)
     parts = []
     with torch.no_grad():
-        for values, _chunk, _bar in probe.crossings("bench", progress=False):
-            per_unit = {}
-            for block, scores in ablator.each_unit(values, list(units), fill):
-                per_unit.update(zip(block, scores))
-            parts.append(torch.stack([per_unit[u] for u in units]))
+        for values, chunk, _bar in probe.crossings("bench", progress=False):
+            part = torch.empty(len(units), len(chunk.images), probe.num_classes)
+            for block, images, scores in ablator.each_unit(values, units, fill):
+                part[[units.index(u) for u in block], images] = scores
+            parts.append(part)
     return torch.cat(parts, dim=1).numpy()
 
 

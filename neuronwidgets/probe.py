@@ -463,7 +463,9 @@ class Probe:
             per_unit.count_images(chunk.labels)
             scores = ablator.replaced(values, base, fill) if base else ablator.scores(values)
             before.add([0], scores.unsqueeze(0), chunk.labels)
-            for block, scores in ablator.each_unit(values, units, fill, base):
-                per_unit.add([position[u] for u in block], scores, chunk.labels)
-                bar.advance(len(block))
+            chunk_images = len(chunk.labels)
+            for block, images, scores in ablator.each_unit(values, units, fill, base):
+                labels = chunk.labels[images]
+                per_unit.add([position[u] for u in block], scores, labels)
+                bar.advance(len(block) * len(labels) / chunk_images)
         return before, per_unit

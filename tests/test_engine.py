@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import neuronwidgets as nw
+from neuronwidgets.engine import ablate
 from tests import reference
 from tests.conftest import build, make_data
 
@@ -28,15 +32,15 @@ def engine_scores(probe: nw.Probe, mode: str, units: list[int] | None = None) ->
     ablator = probe.ablator()
     fill = probe.fill(mode)
     units = list(range(probe.units)) if units is None else units
-    out = torch.empty(0)
+    parts = []
     with torch.no_grad():
-        for values, _chunk, _bar in probe.crossings("test", progress=False):
-            blocks = dict()
-            for block, scores in ablator.each_unit(values, units, fill):
-                for i, unit in enumerate(block):
-                    blocks[unit] = scores[i]
-            part = torch.stack([blocks[u] for u in units])
-            out = part if out.numel() == 0 else torch.cat([out, part], dim=1)
+        for values, chunk, _bar in probe.crossings("test", progress=False):
+            part = torch.full((len(units), len(chunk.images), probe.num_classes), torch.nan, dtype=values[0].dtype)
+            for block, images, scores in ablator.each_unit(values, units, fill):
+                part[[units.index(u) for u in block], images] = scores
+            parts.append(part)
+    out = torch.cat(parts, dim=1)
+    assert not out.isnan().any(), "the engine left some (unit, image) pairs without scores"
     return out
 
 
@@ -60,6 +64,70 @@ def test_every_layer_matches_the_naive_loop(small_model, mode):
         "untraceable": {"hook"},
     }
     assert paths == expected_paths[name]
+
+
+def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the unit loop slice even the tiny chunks of the test models."""
+    monkeypatch.setattr(ablate, "_MIN_WORK_BYTES", 1)
+    monkeypatch.setattr(ablate, "_MIN_CALL_FLOPS", 1)
+
+
+def test_slicing_the_images_of_a_chunk_changes_nothing(small_model, monkeypatch):
+    """With a tiny work budget the unit loop takes each chunk's images in slices; the scores stay exact."""
+    small_slices(monkeypatch)
+    _, model, images, labels = small_model
+    probe = nw.Probe(model, (images, labels), chunk_size=12)
+    sliced = set()
+    for layer in probe.layers:
+        probe.layer = layer
+        _, expected = reference.ablation_table(model, layer, images, labels, "zero")
+        torch.testing.assert_close(engine_scores(probe, "zero"), expected, rtol=1e-9, atol=1e-9, msg=f"{layer}")
+        values = next(probe.crossings("test", progress=False))[0]
+        sliced.add(len(probe.ablator().work_slices(values)) > 1)
+        assert probe.ablator().images_independent
+    assert True in sliced
+
+
+def test_the_unit_loop_stays_whole_where_the_network_mixes_images(monkeypatch):
+    """A suffix that subtracts the batch mean scores an image differently in a slice: the engine notices
+    once, keeps whole chunks and says why, and still matches the naive loop."""
+    small_slices(monkeypatch)
+
+    class BatchCentred(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 6, 3)
+            self.relu = nn.ReLU()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.relu(self.conv(x))
+            x = x - x.mean(0, keepdim=True)
+            return self.fc(x.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = BatchCentred().double().eval()
+    images, labels = make_data(model, 16, (2, 8, 8), seed=3)
+    probe = nw.Probe(model, (images, labels), layer="relu", chunk_size=16)
+    _, expected = reference.ablation_table(model, "relu", images, labels, "zero")
+    torch.testing.assert_close(engine_scores(probe, "zero"), expected, rtol=1e-9, atol=1e-9)
+    ablator = probe.ablator()
+    assert not ablator.images_independent and "not score images independently" in ablator.reason
+    ranking = probe.rank("ablation", progress=False)
+    assert "not score images independently" in ranking.meta["engine_note"]
+
+
+def test_progress_adds_up_to_the_total_when_chunks_are_sliced(monkeypatch):
+    small_slices(monkeypatch)
+    model, shape = build("plain")
+    images, labels = make_data(model, 21, shape, seed=2)
+    probe = nw.Probe(model, (images, labels), layer="relu2", chunk_size=9)
+    seen: list[nw.ProgressInfo] = []
+    probe.rank("ablation", progress=seen.append)
+    values = next(probe.crossings("test", progress=False))[0]
+    assert len(probe.ablator().work_slices(values)) > 1
+    assert seen[-1].done == seen[-1].total
+    assert all(a.done <= b.done for a, b in itertools.pairwise(seen))
 
 
 @pytest.mark.parametrize(

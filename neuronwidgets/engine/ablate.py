@@ -16,14 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
+from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from neuronwidgets.engine.graph import Frontier, Split, TraceError, split
 
-# Elements of the (units x images x classes) score tensor built at once on the closed-form path.
-_CLOSED_FORM_BLOCK = 1 << 24
+# The unit loop builds at most 1/_WORK_SHARE of the chunk's cached values at once (at least _MIN_WORK_BYTES),
+# but each call of the network after the layer does at least _MIN_CALL_FLOPS of work: smaller calls cost
+# more in fixed overhead (e.g. oneDNN reordering conv weights on every call) than they save.
+_WORK_SHARE = 8
+_MIN_WORK_BYTES = 1 << 20
+_MIN_CALL_FLOPS = 4 * 10**9
 
 
 def with_units(activations: torch.Tensor, units: list[int], fill: torch.Tensor) -> torch.Tensor:
@@ -31,6 +37,15 @@ def with_units(activations: torch.Tensor, units: list[int], fill: torch.Tensor) 
     out = activations.clone()
     out[:, units] = fill[units].to(out.dtype)
     return out
+
+
+class UnitScores(NamedTuple):
+    """Class scores of shape (len(units), len(images), classes): each of ``units`` replaced in turn, for the
+    ``images`` slice of the chunk."""
+
+    units: list[int]
+    images: slice
+    scores: torch.Tensor
 
 
 class Ablator:
@@ -42,6 +57,10 @@ class Ablator:
         self.layer_module = layer_module
         self.split: Split | None = None
         self.reason: str | None = None
+        self.images_independent = True  # the network after the layer scores each image on its own
+        self._slices_checked = False
+        self._layout_checked = False
+        self._per_image_cost: tuple[int, int] | None = None
         if not use_split:
             self.path, self.reason = "hook", "splitting was turned off"
             return
@@ -57,7 +76,6 @@ class Ablator:
             self.path = "closed_form"
         else:
             self.path = "pushdown"
-        self._layout_checked = False
 
     # -- cached values of the cut ---------------------------------------------------------------------------
 
@@ -98,11 +116,81 @@ class Ablator:
         units: Sequence[int],
         fill: torch.Tensor,
         base: Sequence[int] = (),
-    ) -> Iterator[tuple[list[int], torch.Tensor]]:
-        """For blocks of ``units``: (the block, class scores of shape (len(block), N, classes)), one unit
-        replaced by ``fill`` at a time, on top of the ``base`` units, which stay replaced throughout (the
-        already pruned set of greedy pruning)."""
+    ) -> Iterator[UnitScores]:
+        """Class scores with one of ``units`` replaced by ``fill`` at a time, on top of the ``base`` units,
+        which stay replaced throughout (the already pruned set of greedy pruning).
+
+        The chunk's images are taken in slices small enough that the working memory stays a fraction of the
+        cached ``crossing`` values (see `work_slices`); within a slice, every unit in turn.
+        """
         units, base = list(units), list(base)
+        slices = self.work_slices(crossing)
+        if len(slices) > 1 and not self._slices_checked:
+            self._check_images_independent(crossing, slices)
+            slices = self.work_slices(crossing)
+        for images in slices:
+            part = _sliced(crossing, images)
+            yield from self._each_unit_in(part, images, units, fill, base)
+
+    def work_slices(self, crossing: list[torch.Tensor]) -> list[slice]:
+        """Equal slices of the chunk's images for the unit loop: the values it builds per unit (the frontier
+        ops' outputs, or the layer's output) fit in `work_budget`, so that its working memory stays a fraction
+        of the cached values; but every call of the network after the layer still does at least
+        `_MIN_CALL_FLOPS` of work, where a smaller call costs more in fixed overhead than it saves."""
+        n = crossing[0].shape[0]
+        if self.path == "closed_form" or not self.images_independent:
+            return [slice(0, n)]
+        work_bytes, flops = self._per_image(crossing)
+        most = max(1, self.work_budget(crossing) // max(1, work_bytes), -(-_MIN_CALL_FLOPS // max(1, flops)))
+        parts = -(-n // most)
+        size = -(-n // parts)
+        return [slice(begin, min(n, begin + size)) for begin in range(0, n, size)]
+
+    @staticmethod
+    def work_budget(crossing: list[torch.Tensor]) -> int:
+        """Bytes the unit loop may build at once: 1/`_WORK_SHARE` of the chunk's cached values, at least
+        `_MIN_WORK_BYTES`."""
+        return max(sum(_bytes(v) for v in crossing) // _WORK_SHARE, _MIN_WORK_BYTES)
+
+    def _per_image(self, crossing: list[torch.Tensor]) -> tuple[int, int]:
+        """(bytes the unit loop builds per unit, FLOPs of the network it re-runs per unit), for one image;
+        measured once on the chunk's first image."""
+        if self._per_image_cost is None:
+            one = [v.clone() for v in _sliced(crossing, slice(0, 1))]
+            with FlopCounterMode(display=False) as flops:
+                if self.path == "pushdown":
+                    assert self.split is not None and self.split.frontier is not None
+                    frontier = self.split.frontier
+                    xs = frontier.chain(one[0])
+                    ys = [op(xs[i]) for op, i in zip(frontier.ops, frontier.inputs_of)]
+                    before = flops.get_total_flops()
+                    frontier.rest(*ys, *one[1:])
+                    self._per_image_cost = sum(_bytes(y) for y in ys), flops.get_total_flops() - before
+                else:
+                    self.scores(one)
+                    self._per_image_cost = sum(_bytes(v) for v in one), flops.get_total_flops()
+        return self._per_image_cost
+
+    def _check_images_independent(self, crossing: list[torch.Tensor], slices: list[slice]) -> None:
+        """Whether the network after the layer scores each image on its own (true of eval-mode CNNs), so that
+        slicing the images changes nothing; checked once by comparing the scores of the whole chunk with the
+        scores of its slices. Where it fails, the unit loop works on whole chunks."""
+        self._slices_checked = True
+        whole = self.scores(crossing)
+        try:
+            parts = torch.cat([self.scores(_sliced(crossing, images)) for images in slices])
+            self.images_independent = parts.shape == whole.shape and torch.allclose(
+                parts, whole, rtol=1e-4, atol=1e-4 * float(whole.abs().max())
+            )
+        except RuntimeError:  # e.g. a value that crosses the cut with a batch-sized first dimension by chance
+            self.images_independent = False
+        if not self.images_independent:
+            note = "the network after the layer does not score images independently, so chunks are not sliced"
+            self.reason = f"{self.reason}; {note}" if self.reason else note
+
+    def _each_unit_in(
+        self, crossing: list[torch.Tensor], images: slice, units: list[int], fill: torch.Tensor, base: list[int]
+    ) -> Iterator[UnitScores]:
         if self.path in ("closed_form", "pushdown"):
             assert self.split is not None and self.split.frontier is not None
             frontier = self.split.frontier
@@ -119,12 +207,15 @@ class Ablator:
             if self.path != "suffix":
                 rs = frontier.chain(fill.unsqueeze(0).to(layer_out.dtype))
                 if self.path == "closed_form":
-                    yield from _closed_form(frontier, xs, rs, units, layer_out.shape[1])
+                    budget = self.work_budget(crossing)
+                    scores = _closed_form(frontier, xs, rs, units, layer_out.shape[1], budget)
                 else:
-                    yield from self._pushdown(frontier, crossing, xs, rs, units)
+                    scores = self._pushdown(frontier, crossing, xs, rs, units)
+                for block, block_scores in scores:
+                    yield UnitScores(block, images, block_scores)
                 return
         for unit in units:
-            yield [unit], self.replaced(crossing, [unit, *base], fill).unsqueeze(0)
+            yield UnitScores([unit], images, self.replaced(crossing, [unit, *base], fill).unsqueeze(0))
 
     # -- paths ---------------------------------------------------------------------------------------------
 
@@ -152,6 +243,18 @@ class Ablator:
             ]
             others = [v.clone() if m else v for v, m in zip(crossing[1:], rest_mutated)]
             yield [unit], frontier.rest(*corrected, *others)[0].unsqueeze(0)
+
+
+def _sliced(values: list[torch.Tensor], images: slice) -> list[torch.Tensor]:
+    """``values`` restricted to ``images``; values without the batch dimension are shared by all images."""
+    n = values[0].shape[0]
+    if images == slice(0, n):
+        return values
+    return [v[images] if v.ndim and v.shape[0] == n else v for v in values]
+
+
+def _bytes(value: torch.Tensor) -> int:
+    return value.numel() * value.element_size()
 
 
 def _layout_problem(frontier: Frontier, xs: tuple[torch.Tensor, ...], channels: int) -> str | None:
@@ -199,6 +302,7 @@ def _closed_form(
     rs: tuple[torch.Tensor, ...],
     units: list[int],
     channels: int,
+    budget: int,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     (op,) = frontier.ops
     assert isinstance(op, nn.Linear)
@@ -209,7 +313,7 @@ def _closed_form(
     size = features // channels
     delta = (x - r).reshape(n, channels, size)
     weight = op.weight.reshape(classes, channels, size)
-    step = max(1, _CLOSED_FORM_BLOCK // max(1, n * classes))
+    step = max(1, budget // max(1, n * classes * base.element_size()))
     for begin in range(0, len(units), step):
         block = units[begin : begin + step]
         contribution = torch.einsum("ncs,kcs->cnk", delta[:, block], weight[:, block])

@@ -14,10 +14,13 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True)
 class ProgressInfo:
-    """A snapshot of long work: steps done out of total, seconds elapsed and the estimated seconds left."""
+    """A snapshot of long work: steps done out of total, seconds elapsed and the estimated seconds left.
+
+    ``done`` may be fractional: a step split into parts (a unit ablated on a slice of a chunk's images)
+    advances by the parts' share."""
 
     description: str
-    done: int
+    done: float
     total: int | None
     elapsed: float
 
@@ -72,11 +75,13 @@ class Progress:
         requested = flag.is_set() if isinstance(flag, threading.Event) else bool(flag())
         if requested:
             self.close()
-            raise Cancelled(f"{self.description}: cancelled after {self.done} of {self.total} steps")
+            raise Cancelled(f"{self.description}: cancelled after {self.done:g} of {self.total} steps")
 
-    def advance(self, steps: int = 1) -> None:
+    def advance(self, steps: float = 1) -> None:
         """Record finished steps, report them, then honour a pending cancellation."""
         self.done += steps
+        if abs(self.done - round(self.done)) < 1e-6:  # parts of steps add up to whole steps despite rounding
+            self.done = round(self.done)
         if self._bar is not None:
             self._bar.update(steps)
         if self._callback is not None:
@@ -114,7 +119,7 @@ class _Shared(Progress):
     def __init__(self, outer: Progress) -> None:
         self._outer = outer
 
-    def advance(self, steps: int = 1) -> None:
+    def advance(self, steps: float = 1) -> None:
         self._outer.advance(steps)
 
     def check(self) -> None:
