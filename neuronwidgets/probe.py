@@ -206,6 +206,11 @@ class Probe:
                 "(images, labels) or a pair (images, labels)"
             )
 
+    def require_class(self, target: int | None, images_per_class: np.ndarray) -> None:
+        """Raise a clear error if ``target`` is a class with no image in the data (``images_per_class``)."""
+        if target is not None and images_per_class[target] == 0:
+            raise ValueError(f"no image of class {target} ({self.classes[target]!r}) in the data")
+
     def images(self, indices: Sequence[int]) -> torch.Tensor:
         """The images at ``indices`` as the model sees them (a CPU tensor)."""
         return self.source.take(indices).images

@@ -130,3 +130,13 @@ def test_device_mismatch_is_refused_not_silently_moved(plain):
     model, images, labels = plain
     with pytest.raises(ValueError, match="never moves your model"):
         nw.Probe(model, (images, labels), device="meta")
+
+
+@pytest.mark.parametrize("method", ["ablation", "activation", "selectivity", "car"])
+def test_a_target_class_without_images_is_named(plain, method):
+    model, images, labels = plain
+    labels = labels.clone()
+    labels[labels == 4] = 0  # the plain model has 5 classes; none of the images is of class 4 now
+    probe = nw.Probe(model, (images, labels), layer="relu2")
+    with pytest.raises(ValueError, match=r"no image of class 4 \('4'\) in the data"):
+        probe.rank(method, target=4, progress=False)

@@ -32,8 +32,7 @@ def rank(
     class_drop = base.class_accuracy[0] - per_unit.class_accuracy
     overall_drop = base.accuracy[0] - per_unit.accuracy
     loss_increase = per_unit.mean_loss - base.mean_loss[0]
-    if target is not None and base.images[target] == 0:
-        raise ValueError(f"no image of class {target} ({probe.classes[target]!r}) in the data")
+    probe.require_class(target, base.images)
     scores = overall_drop if target is None else class_drop[:, target]
     ablator = probe.ablator()
     with np.errstate(invalid="ignore"):

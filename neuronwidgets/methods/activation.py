@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
 from neuronwidgets.ranking import Ranking
 
@@ -23,9 +25,8 @@ def rank(
     if target is not None:
         probe.require_labels("activation with target=")
         assert summary.labels is not None
+        probe.require_class(target, np.bincount(summary.labels, minlength=probe.num_classes))
         images = images[summary.labels == target]
-        if len(images) == 0:
-            raise ValueError(f"no image of class {target} ({probe.classes[target]!r}) in the data")
     return Ranking(
         scores=images.astype("float64").mean(0),
         method="activation",

@@ -63,8 +63,7 @@ def rank(
             before, after = probe.ablation_outcomes(candidates, mode=mode, base=pruned, progress=bar, cancel=cancel)
             base_accuracy = float(_accuracy(before, target)[0])
             if round_index == 0:
-                if target is not None and before.images[target] == 0:
-                    raise ValueError(f"no image of class {target} ({probe.classes[target]!r}) in the data")
+                probe.require_class(target, before.images)
                 if floor is not None and floor > base_accuracy:
                     raise ValueError(
                         f"floor={floor} is above the model's accuracy {base_accuracy:.4f}: nothing can be pruned"

@@ -40,8 +40,7 @@ def rank(
     present = ~np.isnan(means[:, 0])
     if present.sum() < 2:
         raise ValueError("selectivity needs images of at least two classes")
-    if target is not None and not present[target]:
-        raise ValueError(f"no image of class {target} ({probe.classes[target]!r}) in the data")
+    probe.require_class(target, present)
     m = means[present]
     preferred = np.argmax(m, axis=0) if target is None else np.full(m.shape[1], int(present[:target].sum()))
     top = m[preferred, np.arange(m.shape[1])]
