@@ -82,6 +82,7 @@ QUICK = Settings(
     repeat_below={"demo": 2.0},
     rounds={"demo": 0},
 )
+PROFILE_CALLS = ("resnet18", "layer3")  # where the time per image by call size is measured
 QUICK_PPE = 4  # perturbations_per_eval for --quick, which runs no trial
 
 
@@ -219,6 +220,33 @@ def suffix_pass_seconds(probe: nw.Probe, repeats: int = 3) -> float:
     return best
 
 
+CALL_SIZES = (8, 16, 32, 64, 128, 256)  # images per call of the network after the frontier
+
+
+def call_size_profile(probe: nw.Probe, repeats: int = 3) -> dict[int, float]:
+    """Seconds per image of one call of the network after the frontier (pushdown path), by images per call
+    (best of ``repeats``); calls larger than the chunk repeat its images, as batching units together would."""
+    ablator = probe.ablator()
+    assert ablator.split is not None and ablator.split.frontier is not None
+    frontier = ablator.split.frontier
+    values = next(probe.crossings("profile", progress=False))[0]
+    profile = {}
+    with torch.no_grad():
+        xs = frontier.chain(values[0].clone())
+        ys = [op(xs[i]) for op, i in zip(frontier.ops, frontier.inputs_of)]
+        n = len(values[0])
+        for size in CALL_SIZES:
+            batch = [torch.cat([v] * -(-size // n))[:size] for v in (*ys, *values[1:])]
+            frontier.rest(*batch)  # warm-up
+            best = math.inf
+            for _ in range(repeats):
+                begin = time.perf_counter()
+                frontier.rest(*batch)
+                best = min(best, time.perf_counter() - begin)
+            profile[size] = best / size
+    return profile
+
+
 def ours_class_scores(probe: nw.Probe, units: Sequence[int]) -> np.ndarray:
     """Class scores (units, images, classes) with each unit zeroed, from the engine's cached cut values."""
     ablator, fill, units = probe.ablator(), probe.fill("zero"), list(units)
@@ -281,6 +309,7 @@ def way_worker(job: dict[str, Any]) -> dict[str, Any]:
             v.numel() * v.element_size() for values, _, _ in probe.crossings("size", progress=False) for v in values
         )
         out.update(
+            call_profile=call_size_profile(probe) if job["profile_calls"] else None,
             scores=np.asarray(ranking.scores),
             loss_increase=np.asarray(ranking.meta["loss_increase"]),
             base_accuracy=ranking.meta["base_accuracy"],
@@ -470,6 +499,7 @@ def run(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 "ppe": ppe,
                 "threads": settings.threads,
                 "repeat_below": settings.repeat_below[case],
+                "profile_calls": (case, layer) == PROFILE_CALLS,
             }
             results = {}
             for way in ("naive", "captum", "ours"):
@@ -555,6 +585,7 @@ def make_row(
         "captum_extra": captum["extra_bytes"],
         "ours_extra": ours["extra_bytes"],
         "ours_loop_extra": ours["loop_extra_bytes"],
+        "call_profile": ours["call_profile"],
         "acc_ours_naive": float(np.abs(ours_drops - naive_drops).max()),
         "logit_abs": float(diff.max()),
         "logit_rel": float(diff.max() / max(np.abs(naive["logits"]).max(), 1e-30)),
@@ -715,6 +746,15 @@ def report(rows: list[dict[str, Any]], info: dict[str, Any], machine: dict[str, 
         tuning = f"no trial in this run (--quick); ppe={QUICK_PPE}"
     setups = ", ".join(f"{r['case']}/{r['layer']} {r['probe_setup_s']:.2f} s" for r in rows)
     notes = [f"- {r['case']}/{r['layer']}: engine note: {r['engine_note']}" for r in rows if r["engine_note"]]
+    notes += [
+        f"- Call size, {r['case']}/{r['layer']}: ms per image of one call of the network after the frontier, by "
+        "images per call (best of 3; above the chunk's images the call repeats them, as batching units into one "
+        "call would): "
+        + ", ".join(f"{size}: {1000 * t:.2f}" for size, t in r["call_profile"].items())
+        + ". The engine neither batches units (no gain) nor slices below a few GFLOP per call."
+        for r in rows
+        if r.get("call_profile")
+    ]
     load = machine["load_average"]
     rates = " and ".join(f"{r / 1e9:.1f}" for r in info["rates"])
     return f"""# Single-unit zero ablation: naive hook loop vs Captum vs neuronwidgets
