@@ -116,6 +116,11 @@ def test_broadcasting_and_degenerate_problems():
     result = ace(y, x)
     assert result.correlation.shape == (3, 4) and result.phi.shape == (3, 4, 2, 50)
     assert result.correlation[1, 2] == pytest.approx(float(ace(y[1, 0], x[2]).correlation), abs=1e-12)
+    tied = np.round(x, 1)  # ties, in predictors shared by several responses
+    shared = ace(y, tied)
+    for i, j in [(0, 0), (2, 3)]:
+        alone = ace(y[i, 0], tied[j])
+        np.testing.assert_allclose(shared.phi[i, j], alone.phi, rtol=0, atol=1e-12)
     constant = ace(np.ones(50), x[0])
     assert constant.correlation == 0 and constant.iterations == 0 and not constant.theta.any()
     dead = ace(y[0, 0], np.zeros((2, 50)))

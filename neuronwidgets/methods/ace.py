@@ -67,12 +67,12 @@ class _Windows:
 
 @dataclass(frozen=True)
 class _Ties:
-    """Runs of equal values in the sorted x of the problems that have any: ``ids`` numbers the runs of all
-    these problems together, ``counts`` holds each run's length."""
+    """Runs of equal values in the sorted x of the problems that have any: ``ids`` numbers the runs within
+    each problem, ``counts`` holds the length of each run (indexed like the run numbers; 0 past the last)."""
 
     rows: np.ndarray  # (r,) the problems with ties
     ids: np.ndarray  # (r, n)
-    counts: np.ndarray  # (runs,)
+    counts: np.ndarray  # (r, n)
 
     @classmethod
     def of(cls, xs: np.ndarray) -> _Ties | None:
@@ -82,25 +82,30 @@ class _Ties:
         tied = np.flatnonzero(~new.all(1))
         if tied.size == 0:
             return None
-        ids = np.cumsum(new[tied].ravel()).reshape(len(tied), -1) - 1
-        return cls(tied, ids, np.bincount(ids.ravel()))
+        ids = np.cumsum(new[tied], axis=1) - 1
+        n = xs.shape[1]
+        counts = np.bincount((ids + np.arange(len(tied))[:, None] * n).ravel(), minlength=len(tied) * n)
+        return cls(tied, ids, counts.reshape(len(tied), n))
 
-    def take(self, rows: np.ndarray) -> _Ties | None:
-        """The ties among problems ``rows`` (sorted), renumbered as the problems of a `_Plan.take`."""
-        kept = np.isin(self.rows, rows)
-        if not kept.any():
+    def take(self, rows: np.ndarray, problems: int) -> _Ties | None:
+        """The ties of problems ``rows`` (any indices into the ``problems``, repeats allowed), numbered as
+        the problems of a `_Plan.take`."""
+        where = np.full(problems, -1)
+        where[self.rows] = np.arange(len(self.rows))
+        source = where[rows]
+        kept = np.flatnonzero(source >= 0)
+        if kept.size == 0:
             return None
-        _, ids = np.unique(self.ids[kept], return_inverse=True)
-        ids = ids.reshape(int(kept.sum()), -1)
-        return _Ties(np.searchsorted(rows, self.rows[kept]), ids, np.bincount(ids.ravel()))
+        return _Ties(kept, self.ids[source[kept]], self.counts[source[kept]])
 
     def mean(self, values: np.ndarray) -> np.ndarray:
         """Each value replaced by the mean over its run; ``values`` is (..., r, n), leading axes broadcast."""
-        runs = self.counts.size
-        flat = values.reshape(-1, self.ids.size)
-        ids = self.ids.ravel() + (np.arange(len(flat)) * runs)[:, None]
-        sums = np.bincount(ids.ravel(), weights=flat.ravel(), minlength=len(flat) * runs).reshape(len(flat), runs)
-        return (sums / self.counts)[:, self.ids.ravel()].reshape(values.shape)
+        r, n = self.ids.shape
+        flat = values.reshape(-1, r * n)
+        ids = (self.ids + np.arange(r)[:, None] * n).ravel() + (np.arange(len(flat)) * (r * n))[:, None]
+        sums = np.bincount(ids.ravel(), weights=flat.ravel(), minlength=flat.size).reshape(len(flat), r, n)
+        means = sums / np.maximum(self.counts, 1)
+        return np.take_along_axis(means, np.broadcast_to(self.ids, means.shape), axis=-1).reshape(values.shape)
 
 
 class _Plan:
@@ -155,7 +160,7 @@ class _Plan:
         return plan
 
     def take(self, rows: np.ndarray) -> _Plan:
-        """The plan of a subset of the problems."""
+        """The plan of problems ``rows`` (a subset, or repeats of problems that share their x)."""
         plan = _Plan()
         plan.windows = self.windows
         shift = ((np.arange(len(rows)) - rows) * self.xs.shape[-1])[:, None]
@@ -167,7 +172,7 @@ class _Plan:
         )
         plan.a, plan.b, plan.g = self.a[:, rows], self.b[:, rows], self.g[:, rows]
         plan.fill = None if self.fill is None else self.fill[:, rows]
-        plan.ties = None if self.ties is None else self.ties.take(rows)
+        plan.ties = None if self.ties is None else self.ties.take(rows, len(self.xs))
         return plan
 
     def sort(self, values: np.ndarray) -> np.ndarray:
@@ -295,45 +300,62 @@ def _backfit(
     against x_j, each new phi_j kept only if it raises R^2 = 1 - e^2 above the last value kept (``rsq``).
     A problem stops after a pass that raised R^2 by no more than ``delrsq``, after ``max_passes``, or after
     one pass when q = 1. Returns the new phi."""
-    phi, rsq = phi.copy(), rsq.copy()
-    residual = theta - phi.sum(1)
+    phi = phi.copy()
+    rows, part = np.arange(len(theta)), phi  # the problems still iterating, and their phi
+    residual, rsq = theta - phi.sum(1), rsq.copy()
     going = np.ones(len(theta), dtype=bool)
-    rows, row_plans = np.arange(len(theta)), plans
     for _ in range(max_passes if len(plans) > 1 else 1):
-        if going[rows].mean() < _COMPACT:
-            rows = np.flatnonzero(going)
-            row_plans = [plan.take(rows) for plan in plans]
-        active = going[rows]
-        sub_phi, sub_residual, sub_rsq = phi[rows], residual[rows], rsq[rows]
-        before = sub_rsq.copy()
-        for j, plan in enumerate(row_plans):
-            target = sub_residual + sub_phi[:, j]
+        if going.mean() < _COMPACT:
+            phi[rows] = part
+            keep = np.flatnonzero(going)
+            rows, part, residual, rsq, going = rows[keep], part[keep], residual[keep], rsq[keep], going[keep]
+            plans = [plan.take(keep) for plan in plans]
+        before = rsq.copy()
+        for j, plan in enumerate(plans):
+            target = residual + part[:, j]
             fitted = plan.unsort(plan.supersmooth(plan.sort(target)))
             fitted -= fitted.mean(-1, keepdims=True)
-            left = target - fitted
-            candidate = 1.0 - (left**2).mean(-1)
-            better = active & (candidate > sub_rsq)
-            sub_phi[better, j], sub_residual[better], sub_rsq[better] = fitted[better], left[better], candidate[better]
-        phi[rows], residual[rows], rsq[rows] = sub_phi, sub_residual, sub_rsq
-        going[rows] = active & (sub_rsq - before > delrsq)
+            target -= fitted
+            candidate = 1.0 - (target**2).mean(-1)
+            better = (going & (candidate > rsq))[:, None]
+            np.copyto(part[:, j], fitted, where=better)
+            np.copyto(residual, target, where=better)
+            np.copyto(rsq, candidate, where=better[:, 0])
+        going &= rsq - before > delrsq
         if not going.any():
             break
+    phi[rows] = part
     return phi
 
 
-def _solve(y: np.ndarray, x: np.ndarray, delrsq: float, max_iterations: int, window: int) -> AceResult:
-    """ACE for a block of problems: y (problems, n), x (problems, q, n)."""
-    problems, q, n = x.shape
+def _shared_plan(values: np.ndarray, index: np.ndarray, windows: list[_Windows]) -> _Plan:
+    """The plan of ``values[index]`` (problems, n), sorting each distinct row of ``values`` once."""
+    distinct, inverse = np.unique(index, return_inverse=True)
+    return _Plan.of(values[distinct], windows).take(inverse.ravel())
+
+
+def _solve(
+    y: np.ndarray,
+    x: np.ndarray,
+    y_index: np.ndarray,
+    x_index: np.ndarray,
+    delrsq: float,
+    max_iterations: int,
+    window: int,
+) -> AceResult:
+    """ACE for a block of problems: problem i has response ``y[y_index[i]]`` (n,) and predictors
+    ``x[x_index[i]]`` (q, n). Problems that share a y or an x share the work of sorting it."""
+    q, n = x.shape[1:]
     windows = [_Windows(n, span) for span in SPANS]
-    theta, alive = _standardise(y)
-    phi = np.zeros_like(x)
+    theta, alive = _standardise(y[y_index])
     rows = np.flatnonzero(alive)
-    phi[rows] = _linear_start(theta[rows], x[rows])
-    rsq = np.zeros(problems)  # as in mace.f: the linear first guess is not scored, so any smooth beats it
-    history = np.zeros((problems, window))
-    iterations = np.zeros(problems, dtype=np.int64)
-    y_plan = _Plan.of(y[rows], windows)
-    x_plans = [_Plan.of(x[rows, j], windows) for j in range(q)]
+    phi = np.zeros((len(theta), q, n))
+    phi[rows] = _linear_start(theta[rows], x[x_index[rows]])
+    rsq = np.zeros(len(theta))  # as in mace.f: the linear first guess is not scored, so any smooth beats it
+    history = np.zeros((len(theta), window))
+    iterations = np.zeros(len(theta), dtype=np.int64)
+    y_plan = _shared_plan(y, y_index[rows], windows)
+    x_plans = [_shared_plan(x[:, j], x_index[rows], windows) for j in range(q)]
     while rows.size:
         new_phi = _backfit(theta[rows], phi[rows], rsq[rows], x_plans, delrsq, max_iterations)
         total = new_phi.sum(1)
@@ -393,18 +415,32 @@ def ace(
     if not (np.isfinite(y).all() and np.isfinite(x).all()):
         raise ValueError("y and x must be finite (no NaN or inf)")
     batch = np.broadcast_shapes(y.shape[:-1], x.shape[:-2])
-    ys = np.broadcast_to(y, (*batch, n)).reshape(-1, n)
-    xs = np.broadcast_to(x, (*batch, q, n)).reshape(-1, q, n)
+    y_index = _broadcast_index(y.shape[:-1], batch)
+    x_index = _broadcast_index(x.shape[:-2], batch)
+    y, x = y.reshape(-1, n), x.reshape(-1, q, n)
+    order = np.lexsort((y_index, x_index))  # problems sharing x, then y, side by side: they share plans
     block = max(1, _BLOCK_VALUES // ((q + 1) * n))
-    parts = []
-    for start in range(0, len(ys), block):
-        parts.append(_solve(ys[start : start + block], xs[start : start + block], delrsq, max_iterations, window))
+    blocks = [order[start : start + block] for start in range(0, len(order), block)]
+    theta, phi = np.empty((len(order), n)), np.empty((len(order), q, n))
+    correlation, reference = np.empty(len(order)), np.empty(len(order))
+    iterations = np.empty(len(order), dtype=np.int64)
+    done = 0
+    for rows in blocks:
+        part = _solve(y, x, y_index[rows], x_index[rows], delrsq, max_iterations, window)
+        theta[rows], phi[rows], correlation[rows] = part.theta, part.phi, part.correlation
+        reference[rows], iterations[rows] = part.reference_correlation, part.iterations
+        done += len(rows)
         if callback is not None:
-            callback(min(start + block, len(ys)), len(ys))
+            callback(done, len(order))
     return AceResult(
-        theta=np.concatenate([p.theta for p in parts]).reshape(*batch, n),
-        phi=np.concatenate([p.phi for p in parts]).reshape(*batch, q, n),
-        correlation=np.concatenate([p.correlation for p in parts]).reshape(batch),
-        reference_correlation=np.concatenate([p.reference_correlation for p in parts]).reshape(batch),
-        iterations=np.concatenate([p.iterations for p in parts]).reshape(batch),
+        theta=theta.reshape(*batch, n),
+        phi=phi.reshape(*batch, q, n),
+        correlation=correlation.reshape(batch),
+        reference_correlation=reference.reshape(batch),
+        iterations=iterations.reshape(batch),
     )
+
+
+def _broadcast_index(shape: tuple[int, ...], batch: tuple[int, ...]) -> np.ndarray:
+    """For each problem of ``batch`` (flattened), the row of the flattened input of leading ``shape``."""
+    return np.broadcast_to(np.arange(int(np.prod(shape))).reshape(shape), batch).ravel()
