@@ -3,6 +3,7 @@
 import { h, listen, setOptions } from "./lib/dom.js";
 import { percent } from "./lib/format.js";
 import { UrlPool } from "./lib/images.js";
+import { lasting } from "./lib/lasting.js";
 import { statusStrip } from "./lib/status.js";
 
 export const TOGGLES = 16; // toggles shown: the ranking's top units (plus the selected unit)
@@ -151,4 +152,4 @@ function render({ model, el }) {
   };
 }
 
-export default { render };
+export default { render: lasting(render) };

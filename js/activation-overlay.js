@@ -3,6 +3,7 @@
 import { h, listen, setOptions } from "./lib/dom.js";
 import { score } from "./lib/format.js";
 import { UrlPool } from "./lib/images.js";
+import { lasting } from "./lib/lasting.js";
 import { statusStrip } from "./lib/status.js";
 
 /** @param {{ model: import("@anywidget/types").AnyModel<any>, el: HTMLElement }} ctx */
@@ -128,4 +129,4 @@ function render({ model, el }) {
   };
 }
 
-export default { render };
+export default { render: lasting(render) };

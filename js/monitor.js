@@ -5,8 +5,9 @@
  * changes of one snapshot arrive together and are drawn once; `data-updates` on the chart counts draws. */
 import { h, listen } from "./lib/dom.js";
 import { score } from "./lib/format.js";
-import { linear, svg } from "./lib/svg.js";
+import { lasting } from "./lib/lasting.js";
 import { statusStrip } from "./lib/status.js";
+import { linear, svg } from "./lib/svg.js";
 
 export const WIDTH = 560;
 export const HEIGHT = 220;
@@ -153,4 +154,4 @@ function render({ model, el }) {
   };
 }
 
-export default { render };
+export default { render: lasting(render) };

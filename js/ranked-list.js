@@ -3,6 +3,7 @@
 import { h, listen, setOptions } from "./lib/dom.js";
 import { score } from "./lib/format.js";
 import { UrlPool, bytesOf } from "./lib/images.js";
+import { lasting } from "./lib/lasting.js";
 import { statusStrip } from "./lib/status.js";
 
 export const ROW_HEIGHT = 24;
@@ -277,4 +278,4 @@ function render({ model, el }) {
   };
 }
 
-export default { render };
+export default { render: lasting(render) };

@@ -1,5 +1,5 @@
 """What every neuronwidgets widget shares: keyword checks, guarded front-end messages, errors shown in
-the widget, background work with progress, and a static PNG for saved notebooks and HTML exports."""
+the widget, background work with progress, and a static picture for saved notebooks and HTML exports."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import io
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +19,7 @@ from ipywidgets.widgets.widget import _put_buffers
 from PIL import Image
 
 from neuronwidgets.engine.progress import ProgressInfo
+from neuronwidgets.widgets._picture import Pictured
 from neuronwidgets.widgets._worker import Job, Worker
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -68,13 +70,16 @@ def nan_to_none(values: Any) -> list[float | None]:
     return [None if not math.isfinite(v) else float(v) for v in np.asarray(values, dtype=float).tolist()]
 
 
-class Widget(anywidget.AnyWidget):
+class Widget(Pictured, anywidget.AnyWidget):
     """Base of the widgets: front-end messages are validated before anything changes.
 
     Subclasses list the traits the front end may set in ``_writable`` and the custom message types they
-    accept in ``_handlers`` (type -> method name; the method takes the message's other fields as keywords).
+    accept in ``_handlers`` (type -> method name; the method takes the message's other fields as keywords),
+    and draw their static picture in ``_draw``.
     """
 
+    # names the model for the front end, whose views of one model carry over a re-created view's DOM
+    _key = traitlets.Unicode().tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("idle").tag(sync=True)  # idle | running | error | cancelled
     progress = traitlets.Dict().tag(sync=True)  # {description, done, total, elapsed, eta} while running
@@ -86,6 +91,16 @@ class Widget(anywidget.AnyWidget):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._last_progress = 0.0
+        self._version = 0  # counts trait changes: the drawn picture is reused while it stays the same
+        self._drawn: tuple[int, Image.Image] | None = None
+        self.observe(self._bump, names=traitlets.All)
+
+    @traitlets.default("_key")
+    def _new_key(self) -> str:
+        return uuid.uuid4().hex
+
+    def _bump(self, _change: dict) -> None:
+        self._version += 1
 
     # -- messages from the front end ------------------------------------------------------------------
 
@@ -217,27 +232,15 @@ class Widget(anywidget.AnyWidget):
     # -- static picture ---------------------------------------------------------------------------------
 
     def snapshot(self) -> Image.Image:
-        """A picture of the widget's current state (what a saved notebook shows without a kernel)."""
+        """A picture of the widget's current state (what a saved notebook shows without a kernel), drawn
+        again only after a trait changed."""
+        version, drawn = self._version, self._drawn
+        if drawn is None or drawn[0] != version:
+            drawn = self._drawn = (version, self._draw())
+        return drawn[1]
+
+    def _draw(self) -> Image.Image:
         raise NotImplementedError
-
-    def snapshot_png(self, timeout: float = 5.0) -> bytes:
-        """`snapshot` as PNG bytes, after waiting up to ``timeout`` s for running work."""
-        self.wait(timeout)
-        buffer = io.BytesIO()
-        self.snapshot().save(buffer, format="PNG")
-        return buffer.getvalue()
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict]:
-        return with_png(super()._repr_mimebundle_(**kwargs), self.snapshot_png)
-
-
-def with_png(bundle: Any, make_png: Callable[[], bytes]) -> tuple[dict, dict]:
-    """A widget's mime bundle plus an ``image/png`` fallback for places without a live kernel."""
-    data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-    data = dict(data)
-    with contextlib.suppress(Exception):  # a picture is a fallback: never let it break the live widget
-        data["image/png"] = make_png()
-    return data, metadata
 
 
 def asset(name: str) -> Path | str:

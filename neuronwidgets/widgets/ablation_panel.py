@@ -187,7 +187,7 @@ class AblationPanel(Widget):
 
     # -- static picture -----------------------------------------------------------------------------------
 
-    def snapshot(self) -> Image.Image:
+    def _draw(self) -> Image.Image:
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(5.0, 2.6), layout="constrained")
@@ -198,7 +198,7 @@ class AblationPanel(Widget):
             after = [np.nan if v is None else v for v in self.after["per_class"]]
             ax.bar(x - 0.2, before, 0.4, label="before", color="0.7")
             ax.bar(x + 0.2, after, 0.4, label="after", color="C3")
-            ax.set_xticks(x, self.classes)
+            ax.set_xticks(x, [_short(name) for name in self.classes])
             ax.set_ylim(0, 1)
             ax.legend(loc="lower right", fontsize=8)
             ax.set_title(
@@ -207,6 +207,11 @@ class AblationPanel(Widget):
                 fontsize=9,
             )
         return figure_png(fig)
+
+
+def _short(name: str, width: int = 8) -> str:
+    """A class name cut to fit under its bars, as the live panel cuts it."""
+    return name if len(name) <= width else name[: width - 1] + "…"
 
 
 def _summary(ev: Evaluation) -> dict:

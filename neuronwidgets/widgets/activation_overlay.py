@@ -151,7 +151,7 @@ class ActivationOverlay(Widget):
 
     # -- static picture -----------------------------------------------------------------------------------
 
-    def snapshot(self) -> Image.Image:
+    def _draw(self) -> Image.Image:
         if not self.tiles:
             return Image.new("RGB", (320, 40), "white")
         overlays = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import ipywidgets
@@ -11,13 +10,14 @@ from PIL import Image
 
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
-from neuronwidgets.widgets._base import check_kwargs, with_png
+from neuronwidgets.widgets._base import check_kwargs
+from neuronwidgets.widgets._picture import Pictured
 from neuronwidgets.widgets.ablation_panel import AblationPanel
 from neuronwidgets.widgets.activation_overlay import ActivationOverlay
 from neuronwidgets.widgets.ranked_list import RankedList
 
 
-class Explorer(ipywidgets.GridBox):
+class Explorer(Pictured, ipywidgets.GridBox):
     """Select a unit in the list and the overlay and the ablation panel follow; the list's layer picker and
     refresh button drive all three. ``selected_unit`` mirrors the list's (observe or link it)."""
 
@@ -80,7 +80,6 @@ class Explorer(ipywidgets.GridBox):
 
     def snapshot(self) -> Image.Image:
         """The three views' pictures side by side: the list left, the overlay over the panel right."""
-        self.wait(5.0)
         left = self.ranked_list.snapshot()
         top, bottom = self.overlay.snapshot(), self.panel.snapshot()
         width = left.width + max(top.width, bottom.width) + 8
@@ -89,11 +88,3 @@ class Explorer(ipywidgets.GridBox):
         picture.paste(top, (left.width + 8, 0))
         picture.paste(bottom, (left.width + 8, top.height + 8))
         return picture
-
-    def snapshot_png(self) -> bytes:
-        buffer = io.BytesIO()
-        self.snapshot().save(buffer, format="PNG")
-        return buffer.getvalue()
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict]:
-        return with_png(super()._repr_mimebundle_(**kwargs), self.snapshot_png)

@@ -95,7 +95,7 @@ class MonitorView(Widget):
                 "monitor_seconds": round(sum(s.seconds for s in history), 3),
             }
 
-    def snapshot(self) -> Image.Image:
+    def _draw(self) -> Image.Image:
         """Rank over steps of the shown units, as a matplotlib picture (for saved notebooks)."""
         from matplotlib.figure import Figure
 

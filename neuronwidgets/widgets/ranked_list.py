@@ -242,7 +242,7 @@ class RankedList(Widget):
 
     # -- static picture -----------------------------------------------------------------------------------
 
-    def snapshot(self) -> Image.Image:
+    def _draw(self) -> Image.Image:
         if self.ranking is None:
             return Image.new("RGB", (320, 40), "white")
         highlight = [] if self.selected_unit is None else [self.selected_unit]
