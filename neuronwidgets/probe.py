@@ -289,6 +289,13 @@ class Probe:
         if collected is not None:
             self._cached(key, lambda: collected)
 
+    def _kept_cut_bytes(self, values: list[torch.Tensor], chunk: Chunk) -> int | None:
+        """Bytes of the cut's values of all chunks, estimated from one chunk, where `crossings` keeps them in
+        memory; None where it streams them."""
+        per_image = sum(v.numel() * v.element_size() for v in values) / max(1, len(chunk.images))
+        total = int(per_image * len(self.source))
+        return total if total <= _CACHE_BYTES else None
+
     # -- public analyses ------------------------------------------------------------------------------------
 
     def rank(
@@ -469,7 +476,8 @@ class Probe:
             scores = ablator.replaced(values, base, fill) if base else ablator.scores(values)
             before.add([0], scores.unsqueeze(0), chunk.labels)
             chunk_images = len(chunk.labels)
-            for block, images, scores in ablator.each_unit(values, units, fill, base):
+            kept = self._kept_cut_bytes(values, chunk)
+            for block, images, scores in ablator.each_unit(values, units, fill, base, cached_bytes=kept):
                 labels = chunk.labels[images]
                 per_unit.add([position[u] for u in block], scores, labels)
                 bar.advance(len(block) * len(labels) / chunk_images)

@@ -116,41 +116,47 @@ class Ablator:
         units: Sequence[int],
         fill: torch.Tensor,
         base: Sequence[int] = (),
+        cached_bytes: int | None = None,
     ) -> Iterator[UnitScores]:
         """Class scores with one of ``units`` replaced by ``fill`` at a time, on top of the ``base`` units,
         which stay replaced throughout (the already pruned set of greedy pruning).
 
         The chunk's images are taken in slices small enough that the working memory stays a fraction of the
-        cached ``crossing`` values (see `work_slices`); within a slice, every unit in turn.
+        cut's values kept in memory (``cached_bytes``, all chunks'; default: this chunk's), see `work_slices`;
+        within a slice, every unit in turn.
         """
         units, base = list(units), list(base)
-        slices = self.work_slices(crossing)
+        budget = self.work_budget(crossing, cached_bytes)
+        slices = self.work_slices(crossing, budget)
         if len(slices) > 1 and not self._slices_checked:
             self._check_images_independent(crossing, slices)
-            slices = self.work_slices(crossing)
+            slices = self.work_slices(crossing, budget)
         for images in slices:
             part = _sliced(crossing, images)
-            yield from self._each_unit_in(part, images, units, fill, base)
+            yield from self._each_unit_in(part, images, units, fill, base, budget)
 
-    def work_slices(self, crossing: list[torch.Tensor]) -> list[slice]:
+    def work_slices(self, crossing: list[torch.Tensor], budget: int | None = None) -> list[slice]:
         """Equal slices of the chunk's images for the unit loop: the values it builds per unit (the frontier
-        ops' outputs, or the layer's output) fit in `work_budget`, so that its working memory stays a fraction
-        of the cached values; but every call of the network after the layer still does at least
-        `_MIN_CALL_FLOPS` of work, where a smaller call costs more in fixed overhead than it saves."""
+        ops' outputs, or the layer's output) fit in ``budget`` (default: `work_budget` of the chunk), so that
+        its working memory stays a fraction of the cached values; but every call of the network after the layer
+        still does at least `_MIN_CALL_FLOPS` of work, where a smaller call costs more in fixed overhead than it
+        saves."""
         n = crossing[0].shape[0]
         if self.path == "closed_form" or not self.images_independent:
             return [slice(0, n)]
         work_bytes, flops = self._per_image(crossing)
-        most = max(1, self.work_budget(crossing) // max(1, work_bytes), -(-_MIN_CALL_FLOPS // max(1, flops)))
+        budget = self.work_budget(crossing) if budget is None else budget
+        most = max(1, budget // max(1, work_bytes), -(-_MIN_CALL_FLOPS // max(1, flops)))
         parts = -(-n // most)
         size = -(-n // parts)
         return [slice(begin, min(n, begin + size)) for begin in range(0, n, size)]
 
     @staticmethod
-    def work_budget(crossing: list[torch.Tensor]) -> int:
-        """Bytes the unit loop may build at once: 1/`_WORK_SHARE` of the chunk's cached values, at least
-        `_MIN_WORK_BYTES`."""
-        return max(sum(_bytes(v) for v in crossing) // _WORK_SHARE, _MIN_WORK_BYTES)
+    def work_budget(crossing: list[torch.Tensor], cached_bytes: int | None = None) -> int:
+        """Bytes the unit loop may build at once: 1/`_WORK_SHARE` of the cut's values kept in memory
+        (``cached_bytes``; default: the chunk's ``crossing``), at least `_MIN_WORK_BYTES`."""
+        cached = sum(_bytes(v) for v in crossing) if cached_bytes is None else cached_bytes
+        return max(cached // _WORK_SHARE, _MIN_WORK_BYTES)
 
     def _per_image(self, crossing: list[torch.Tensor]) -> tuple[int, int]:
         """(bytes the unit loop builds per unit, FLOPs of the network it re-runs per unit), for one image;
@@ -189,7 +195,13 @@ class Ablator:
             self.reason = f"{self.reason}; {note}" if self.reason else note
 
     def _each_unit_in(
-        self, crossing: list[torch.Tensor], images: slice, units: list[int], fill: torch.Tensor, base: list[int]
+        self,
+        crossing: list[torch.Tensor],
+        images: slice,
+        units: list[int],
+        fill: torch.Tensor,
+        base: list[int],
+        budget: int,
     ) -> Iterator[UnitScores]:
         if self.path in ("closed_form", "pushdown"):
             assert self.split is not None and self.split.frontier is not None
@@ -207,7 +219,6 @@ class Ablator:
             if self.path != "suffix":
                 rs = frontier.chain(fill.unsqueeze(0).to(layer_out.dtype))
                 if self.path == "closed_form":
-                    budget = self.work_budget(crossing)
                     scores = _closed_form(frontier, xs, rs, units, layer_out.shape[1], budget)
                 else:
                     scores = self._pushdown(frontier, crossing, xs, rs, units)
