@@ -240,13 +240,14 @@ def assert_readable(page, theme: str) -> None:
 
 
 def saved_picture_is_the_last_state(page, root: Path, first_picture: str, timings: dict) -> None:
-    """Ctrl+S writes the output's image/png: once the state settles it is the kernel's picture of it."""
+    """Saving writes the output's image/png: once the state settles it is the kernel's picture of it."""
     page.evaluate(RUN_IN_KERNEL, "explorer.wait(); open('explorer_now.png', 'wb').write(explorer.snapshot_png())")
     now = Image.open(root / "explorer_now.png").convert("RGB")
     start = time.perf_counter()
     while True:
-        page.keyboard.press("Control+s")
-        page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=15_000)
+        # what Ctrl+S does, awaited to the end: the server writes the file in place, so a read during a save
+        # could see it half-written
+        page.evaluate("() => window.jupyterapp.shell.currentWidget.context.save()")
         saved = json.loads((root / "explorer.ipynb").read_text())
         (encoded,) = [o["data"]["image/png"] for o in saved["cells"][0]["outputs"] if "image/png" in o.get("data", {})]
         picture = Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB")
