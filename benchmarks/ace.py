@@ -6,11 +6,11 @@
    variant |corr(phi_1, theta)| of both, their differences, the outer iterations of both, and the time
    ratios (wall and CPU).
 2. PCACE: ``pcace.rank`` on layer3 (256 units) of an untrained torchvision resnet18 (``weights=None``), 300
-   seeded random images of 3x112x112 labelled class 0, q=3, 20 permutations: the whole ranking, then the
+   seeded random images of 3x224x224 (the model's usual input) labelled class 0, q=3, 20 permutations: the whole ranking, then the
    forward pass, the PCA and the ACE phase (21 x 256 problems) again one by one, for their CPU time.
 
 Run ``.venv/bin/python benchmarks/ace.py`` (about 5 minutes on 2 cores; needs ``pip install ace==0.4.2``);
-writes benchmarks/results/ace.md. ``--size 224`` uses 224x224 images, ``--problems`` sets the ACE count.
+writes benchmarks/results/ace.md. ``--size`` sets the image side (default 224), ``--problems`` sets the ACE count.
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ def report(result: dict, timing: dict, machine: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=112, help="image side for the PCACE timing (default 112)")
+    parser.add_argument("--size", type=int, default=224, help="image side for the PCACE timing (default 224)")
     parser.add_argument("--problems", type=int, default=100, help="ACE problems to compare (default 100)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

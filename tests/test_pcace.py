@@ -136,3 +136,22 @@ def test_errors(setup):
     with pytest.raises(ValueError, match="pcace needs labels"):
         pcace.rank(nw.Probe(model, images, layer="conv2"), target=0, progress=False)
     assert not any(module._forward_hooks for module in model.modules())
+
+
+def test_a_model_that_views_its_maps_gets_the_images_as_they_are(setup):
+    """PCACE feeds the images in channels-last layout (faster convs); ``.view`` of a map cannot take that,
+    so such a model runs on the images as given, with the same result."""
+
+    class Viewing(TwoConv):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.pool(self.relu2(self.conv2(self.relu1(self.conv1(x)))))
+            return self.fc(x.view(x.shape[0], -1))
+
+    model, images, labels = setup
+    viewing = Viewing().double().eval()
+    viewing.load_state_dict(model.state_dict())
+    with pytest.raises(RuntimeError, match="view"):
+        viewing(images.contiguous(memory_format=torch.channels_last))
+    expected = nw.Probe(model, (images, labels), layer="relu2").rank("pcace", target=0, progress=False)
+    got = nw.Probe(viewing, (images, labels), layer="relu2").rank("pcace", target=0, progress=False)
+    np.testing.assert_allclose(got.scores, expected.scores, atol=1e-9)

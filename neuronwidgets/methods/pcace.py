@@ -44,8 +44,7 @@ def collect(
                 if images is not None:
                     where = where[: images - found]
                 if len(where):
-                    captured.clear()
-                    scores = probe.model(chunk.images[where])
+                    scores = _forward(probe.model, chunk.images[where], captured)
                     if not captured:
                         raise RuntimeError(f"the layer {probe.layer!r} did not run during the forward pass")
                     out = captured[0]
@@ -67,6 +66,19 @@ def collect(
     if layer_maps.dtype not in (torch.float32, torch.float64):  # numpy has no bfloat16
         layer_maps = layer_maps.float()
     return layer_maps.numpy(), torch.cat(logits).double().numpy(), torch.cat(indices).numpy()
+
+
+def _forward(model: torch.nn.Module, images: torch.Tensor, captured: list[torch.Tensor]) -> torch.Tensor:
+    """``model(images)`` with 4-D CPU images in channels-last layout, on which oneDNN's convolutions run about
+    a third faster (resnet18 at 224 px on 2 cores: 3.4 s instead of 4.6-5.4 s for 100 images); a model that
+    cannot take that layout (e.g. it calls ``.view`` on a map) gets the images as they were."""
+    captured.clear()
+    if images.ndim == 4 and images.device.type == "cpu":
+        try:
+            return model(images.contiguous(memory_format=torch.channels_last))
+        except RuntimeError:
+            captured.clear()
+    return model(images)
 
 
 def principal_scores(maps: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
