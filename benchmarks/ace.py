@@ -6,8 +6,9 @@
    variant |corr(phi_1, theta)| of both, their differences, the outer iterations of both, and the time
    ratios (wall and CPU).
 2. PCACE: ``pcace.rank`` on layer3 (256 units) of an untrained torchvision resnet18 (``weights=None``), 300
-   seeded random images of 3x224x224 (the model's usual input) labelled class 0, q=3, 20 permutations: the whole ranking, then the
-   forward pass, the PCA and the ACE phase (21 x 256 problems) again one by one, for their CPU time.
+   seeded random images of 3x224x224 (the model's usual input) labelled class 0, q=3, 20 permutations: the
+   whole ranking, then the forward pass, the PCA and the ACE phase (21 x 256 problems) again one by one, for
+   their CPU time.
 
 Run ``.venv/bin/python benchmarks/ace.py`` (about 5 minutes on 2 cores; needs ``pip install ace==0.4.2``);
 writes benchmarks/results/ace.md. ``--size`` sets the image side (default 224), ``--problems`` sets the ACE count.
