@@ -24,9 +24,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from neuronwidgets.engine.graph import Frontier, Split, TraceError, split
 
-# The unit loop builds at most 1/_WORK_SHARE of the chunk's cached values at once (at least _MIN_WORK_BYTES),
-# but each call of the network after the layer does at least _MIN_CALL_FLOPS of work: smaller calls cost
-# more in fixed overhead (e.g. oneDNN reordering conv weights on every call) than they save.
+# The unit loop builds at most 1/_WORK_SHARE of the cut's values kept in memory at once (at least
+# _MIN_WORK_BYTES), but each call of the network after the layer does at least _MIN_CALL_FLOPS of work: smaller
+# calls cost more in fixed overhead (e.g. oneDNN reordering conv weights on every call) than they save.
 _WORK_SHARE = 8
 _MIN_WORK_BYTES = 1 << 20
 _MIN_CALL_FLOPS = 4 * 10**9
