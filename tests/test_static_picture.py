@@ -150,3 +150,14 @@ def test_cells_are_tracked_from_the_first_display(monkeypatch):
         assert not running.is_set()
         shell.events.trigger("pre_run_cell", None)
         assert running.is_set()
+
+
+def test_the_overlay_picture_is_titled_like_the_live_view(probe):
+    overlay = nw.ActivationOverlay(probe, unit=5, k=4)
+    assert overlay.wait()
+    assert overlay._title() == "unit 5 · layer relu3 · top 4 images"
+    four = overlay.snapshot()
+    overlay.image = 3
+    assert overlay.wait()
+    assert overlay._title() == "unit 5 · layer relu3 · top 4 images and image #3"
+    assert overlay.snapshot().width > four.width  # a fifth tile: the chosen image

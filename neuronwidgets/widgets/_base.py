@@ -65,6 +65,20 @@ def figure_png(fig: Any, dpi: int = 80) -> Image.Image:
     return Image.open(buffer).convert("RGB")
 
 
+def titled(picture: np.ndarray, title: str, dpi: int = 80) -> Image.Image:
+    """A uint8 (H, W, 3) picture at its own size with a one-line title above it (matplotlib, no pyplot)."""
+    from matplotlib.figure import Figure
+
+    height, width = picture.shape[:2]
+    header = 22
+    fig = Figure(figsize=(width / dpi, (height + header) / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, height / (height + header)))
+    ax.imshow(picture, interpolation="nearest")
+    ax.set_axis_off()
+    fig.text(0.5, 1 - 0.5 * header / (height + header), title, ha="center", va="center", fontsize=9)
+    return figure_png(fig, dpi)
+
+
 def nan_to_none(values: Any) -> list[float | None]:
     """Floats for JSON, with NaN (e.g. a class without images) as None."""
     return [None if not math.isfinite(v) else float(v) for v in np.asarray(values, dtype=float).tolist()]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from neuronwidgets import render
 from neuronwidgets.probe import Probe
-from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs
+from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs, titled
 from neuronwidgets.widgets._images import display_images, labels_of
 from neuronwidgets.widgets._worker import Job, worker_for
 
@@ -161,7 +161,16 @@ class ActivationOverlay(Widget):
             overlays.append(render.blend(image, colored, self.opacity))
         picture = render.grid(overlays, columns=min(len(overlays), 5))
         scale = max(1, 96 // overlays[0].shape[1])
-        return Image.fromarray(np.kron(picture, np.ones((scale, scale, 1), dtype=np.uint8)))
+        picture = np.kron(picture, np.ones((scale, scale, 1), dtype=np.uint8))
+        return titled(picture, self._title())
+
+    def _title(self) -> str:
+        """What the tiles show, as the live view's title says it."""
+        shown = self.shown or {"unit": self.unit, "layer": self.layer}
+        chosen = sum(1 for tile in self.tiles if tile.get("chosen"))
+        top = len(self.tiles) - chosen
+        title = f"unit {shown.get('unit')} · layer {shown.get('layer')} · top {top} images"
+        return title + (f" and image #{shown.get('image')}" if chosen else "")
 
 
 def _bytes_io(data: bytes | memoryview) -> io.BytesIO:
