@@ -79,6 +79,14 @@ def titled(picture: np.ndarray, title: str, dpi: int = 80) -> Image.Image:
     return figure_png(fig, dpi)
 
 
+def index_or_none(value: int | None, count: int | None, what: str) -> int | None:
+    """A trait validator's check: ``value`` unchanged if it is None or an index below ``count`` (any index
+    while ``count`` is unknown); else a TraitError that starts with ``what`` and gives the valid range."""
+    if value is not None and count is not None and not 0 <= value < count:
+        raise traitlets.TraitError(f"{what} in 0..{count - 1} or None, got {value}")
+    return value
+
+
 def nan_to_none(values: Any) -> list[float | None]:
     """Floats for JSON, with NaN (e.g. a class without images) as None."""
     return [None if not math.isfinite(v) else float(v) for v in np.asarray(values, dtype=float).tolist()]

@@ -11,7 +11,7 @@ from PIL import Image
 from neuronwidgets import render
 from neuronwidgets.probe import ABLATION_MODES, Evaluation, Probe
 from neuronwidgets.ranking import Ranking
-from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs, figure_png, nan_to_none
+from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs, figure_png, index_or_none, nan_to_none
 from neuronwidgets.widgets._images import display_images
 from neuronwidgets.widgets._worker import Job, worker_for
 
@@ -94,10 +94,7 @@ class AblationPanel(Widget):
 
     @traitlets.validate("selected_unit")
     def _valid_selected(self, proposal: dict) -> int | None:
-        value = proposal["value"]
-        if value is not None and not 0 <= value < self.units:
-            raise traitlets.TraitError(f"selected_unit must be in 0..{self.units - 1} or None, got {value}")
-        return value
+        return index_or_none(proposal["value"], self.units, "selected_unit must be")
 
     # -- requests -----------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from neuronwidgets import render
 from neuronwidgets.probe import Probe
-from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs, titled
+from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs, index_or_none, titled
 from neuronwidgets.widgets._images import display_images, labels_of
 from neuronwidgets.widgets._worker import Job, worker_for
 
@@ -94,10 +94,7 @@ class ActivationOverlay(Widget):
 
     @traitlets.validate("image")
     def _valid_image(self, proposal: dict) -> int | None:
-        value = proposal["value"]
-        if value is not None and not 0 <= value < self.images:
-            raise traitlets.TraitError(f"image must be an index in 0..{self.images - 1} or None, got {value}")
-        return value
+        return index_or_none(proposal["value"], self.images, "image must be an index")
 
     @traitlets.validate("colormap")
     def _valid_colormap(self, proposal: dict) -> str:

@@ -14,7 +14,7 @@ from neuronwidgets.methods import get as get_method
 from neuronwidgets.methods import methods as all_methods
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
-from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs, figure_png
+from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs, figure_png, index_or_none
 from neuronwidgets.widgets._images import thumbnail
 from neuronwidgets.widgets._worker import Job, worker_for
 
@@ -102,11 +102,8 @@ class RankedList(Widget):
 
     @traitlets.validate("target")
     def _valid_target(self, proposal: dict) -> int | None:
-        value = proposal["value"]
-        n = len(self.classes)
-        if value is not None and self.interactive and not 0 <= value < n:
-            raise traitlets.TraitError(f"target must be a class index in 0..{n - 1} or None, got {value}")
-        return value
+        classes = len(self.classes) if self.interactive else None
+        return index_or_none(proposal["value"], classes, "target must be a class index")
 
     @traitlets.validate("layer")
     def _valid_layer(self, proposal: dict) -> str:
@@ -116,11 +113,7 @@ class RankedList(Widget):
 
     @traitlets.validate("selected_unit")
     def _valid_unit(self, proposal: dict) -> int | None:
-        value = proposal["value"]
-        units = self.info.get("units")
-        if value is not None and units is not None and not 0 <= value < units:
-            raise traitlets.TraitError(f"selected_unit must be in 0..{units - 1} or None, got {value}")
-        return value
+        return index_or_none(proposal["value"], self.info.get("units"), "selected_unit must be")
 
     @traitlets.validate("image")
     def _valid_image(self, proposal: dict) -> int:
