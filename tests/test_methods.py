@@ -165,6 +165,8 @@ def test_greedy_car_matches_the_exhaustive_loop(name, layer):
     one_shot = probe.rank("ablation", progress=False)
     np.testing.assert_allclose(ranking.meta["one_shot"], one_shot.scores)
     np.testing.assert_allclose(ranking.meta["class_car"], one_shot.meta["drop_matrix"])
+    engine = {key: one_shot.meta[key] for key in ("engine", "engine_note")}
+    assert {key: ranking.meta[key] for key in engine} == engine  # e.g. why the untraceable model used hooks
 
 
 def test_car_floor_per_step_and_errors():

@@ -77,6 +77,10 @@ class Ablator:
         else:
             self.path = "pushdown"
 
+    def describe(self) -> dict[str, str | None]:
+        """For `Ranking.meta`: the path the engine took and why no faster one (None if none was passed over)."""
+        return {"engine": self.path, "engine_note": self.reason}
+
     # -- cached values of the cut ---------------------------------------------------------------------------
 
     def crossing(self, images: torch.Tensor) -> list[torch.Tensor]:

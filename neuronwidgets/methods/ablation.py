@@ -34,7 +34,6 @@ def rank(
     loss_increase = per_unit.mean_loss - base.mean_loss[0]
     probe.require_class(target, base.images)
     scores = overall_drop if target is None else class_drop[:, target]
-    ablator = probe.ablator()
     with np.errstate(invalid="ignore"):
         max_class_drop = np.nanmax(class_drop, axis=1) if np.isfinite(class_drop).any() else class_drop[:, 0]
     return Ranking(
@@ -45,8 +44,7 @@ def rank(
         target=target,
         meta={
             "mode": mode,
-            "engine": ablator.path,
-            "engine_note": ablator.reason,
+            **probe.ablator().describe(),
             "base_accuracy": float(base.accuracy[0]),
             "base_class_accuracy": base.class_accuracy[0],
             "ablated_accuracy": per_unit.accuracy,

@@ -98,7 +98,7 @@ def rank(
         target=target,
         meta={
             "mode": mode,
-            "engine": probe.ablator().path,
+            **probe.ablator().describe(),
             "pruning_order": pruned,
             "car_at_removal": car_at_removal,
             "accuracy_curve": accuracy_curve,
