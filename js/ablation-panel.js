@@ -1,6 +1,6 @@
 // @ts-check
 /** AblationPanel: a top-k slider and per-unit toggles; accuracy before/after, per class, changed predictions. */
-import { h, listen, setOptions } from "./lib/dom.js";
+import { h, listen, on, setOptions } from "./lib/dom.js";
 import { percent } from "./lib/format.js";
 import { UrlPool } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
@@ -132,10 +132,10 @@ function render({ model, el }) {
     const input = /** @type {HTMLInputElement} */ (event.target);
     if (input.dataset.unit !== undefined) model.send({ type: "toggle", unit: Number(input.dataset.unit) });
   };
-  slider.addEventListener("input", onSlide);
-  mode.addEventListener("change", onMode);
-  toggles.addEventListener("change", onToggle);
   const offs = [
+    on(slider, "input", onSlide),
+    on(mode, "change", onMode),
+    on(toggles, "change", onToggle),
     listen(model, ["change:k", "change:units", "change:mode", "change:order", "change:toggled", "change:selected_unit", "change:layer", "change:method"], syncControls),
     listen(model, ["change:before", "change:after", "change:changed", "change:status", "change:classes"], syncResult),
   ];
@@ -145,9 +145,6 @@ function render({ model, el }) {
   return () => {
     for (const off of offs) off();
     status.cleanup();
-    slider.removeEventListener("input", onSlide);
-    mode.removeEventListener("change", onMode);
-    toggles.removeEventListener("change", onToggle);
     urls.revokeAll();
   };
 }

@@ -1,6 +1,6 @@
 // @ts-check
 /** ActivationOverlay: top images of a unit with its activation map over each; opacity works in the browser. */
-import { h, listen, setOptions } from "./lib/dom.js";
+import { h, listen, on, setOptions } from "./lib/dom.js";
 import { score } from "./lib/format.js";
 import { UrlPool } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
@@ -101,12 +101,12 @@ function render({ model, el }) {
     const value = image.value.trim();
     setTrait("image", value === "" ? null : Math.trunc(Number(value)));
   };
-  colormap.addEventListener("change", onColormap);
-  opacity.addEventListener("input", onOpacity);
-  scale.addEventListener("change", onScale);
-  raw.addEventListener("change", onRaw);
-  image.addEventListener("change", onImage);
   const offs = [
+    on(colormap, "change", onColormap),
+    on(opacity, "input", onOpacity),
+    on(scale, "change", onScale),
+    on(raw, "change", onRaw),
+    on(image, "change", onImage),
     listen(
       model,
       ["change:colormaps", "change:colormap", "change:opacity", "change:scale", "change:show_raw", "change:image", "change:unit", "change:layer", "change:k"],
@@ -120,11 +120,6 @@ function render({ model, el }) {
   return () => {
     for (const off of offs) off();
     status.cleanup();
-    colormap.removeEventListener("change", onColormap);
-    opacity.removeEventListener("input", onOpacity);
-    scale.removeEventListener("change", onScale);
-    raw.removeEventListener("change", onRaw);
-    image.removeEventListener("change", onImage);
     urls.revokeAll();
   };
 }

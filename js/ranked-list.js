@@ -1,6 +1,6 @@
 // @ts-check
 /** RankedList: units in ranked order with score bars; virtualised, so thousands of units stay fast. */
-import { h, listen, setOptions } from "./lib/dom.js";
+import { h, listen, on, setOptions } from "./lib/dom.js";
 import { score } from "./lib/format.js";
 import { UrlPool, bytesOf } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
@@ -242,17 +242,17 @@ function render({ model, el }) {
     model.send({ type: "refresh" });
   };
 
-  method.addEventListener("change", onMethod);
-  target.addEventListener("change", onTarget);
-  layer.addEventListener("change", onLayer);
-  refresh.addEventListener("click", onRefresh);
-  viewport.addEventListener("click", onClick);
-  viewport.addEventListener("keydown", onKey);
-  viewport.addEventListener("scroll", drawRows);
-  viewport.addEventListener("mousemove", onHover);
-  viewport.addEventListener("mouseleave", onLeave);
-  model.on("msg:custom", onMessage);
   const offs = [
+    on(method, "change", onMethod),
+    on(target, "change", onTarget),
+    on(layer, "change", onLayer),
+    on(refresh, "click", onRefresh),
+    on(viewport, "click", onClick),
+    on(viewport, "keydown", onKey),
+    on(viewport, "scroll", drawRows),
+    on(viewport, "mousemove", onHover),
+    on(viewport, "mouseleave", onLeave),
+    listen(model, ["msg:custom"], onMessage),
     listen(model, ["change:methods", "change:method", "change:target", "change:classes", "change:layers", "change:layer", "change:interactive"], syncControls),
     listen(model, ["change:scores", "change:order", "change:info"], syncRanking),
     listen(model, ["change:selected_unit"], drawRows),
@@ -263,17 +263,7 @@ function render({ model, el }) {
 
   return () => {
     for (const off of offs) off();
-    model.off("msg:custom", onMessage);
     status.cleanup();
-    method.removeEventListener("change", onMethod);
-    target.removeEventListener("change", onTarget);
-    layer.removeEventListener("change", onLayer);
-    refresh.removeEventListener("click", onRefresh);
-    viewport.removeEventListener("click", onClick);
-    viewport.removeEventListener("keydown", onKey);
-    viewport.removeEventListener("scroll", drawRows);
-    viewport.removeEventListener("mousemove", onHover);
-    viewport.removeEventListener("mouseleave", onLeave);
     urls.revokeAll();
   };
 }

@@ -45,6 +45,18 @@ export function setOptions(select, options, value) {
 }
 
 /**
+ * Listen to a DOM event; returns a function that removes the listener (so it is written once, not twice).
+ * @param {EventTarget} target
+ * @param {string} type e.g. "change"
+ * @param {EventListener} handler
+ * @returns {() => void}
+ */
+export function on(target, type, handler) {
+  target.addEventListener(type, handler);
+  return () => target.removeEventListener(type, handler);
+}
+
+/**
  * Listen to model changes; returns a function that removes the listeners.
  * @param {{ on: Function, off: Function }} model
  * @param {string[]} events e.g. ["change:scores", "msg:custom"]

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { FakeModel, PNG } from "../testing/fake-model.js";
-import { h, listen, setOptions } from "./dom.js";
+import { h, listen, on, setOptions } from "./dom.js";
 import { percent, score, seconds } from "./format.js";
 import { UrlPool, bytesOf } from "./images.js";
 import { statusStrip } from "./status.js";
@@ -26,6 +26,16 @@ describe("dom", () => {
     expect(model.listenerCount()).toBe(2);
     off();
     expect(model.listenerCount()).toBe(0);
+  });
+
+  it("removes a DOM listener with the function it returns", () => {
+    const button = h("button");
+    let clicks = 0;
+    const off = on(button, "click", () => (clicks += 1));
+    button.click();
+    off();
+    button.click();
+    expect(clicks).toBe(1);
   });
 });
 
