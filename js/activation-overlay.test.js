@@ -1,19 +1,16 @@
 import { describe, expect, it } from "vitest";
 import widget from "./activation-overlay.js";
-import { FakeModel, PNG } from "./testing/fake-model.js";
+import { PNG, mount } from "./testing/fake-model.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
 const tile = (index, chosen = false) => ({ index, label: EVIL, chosen, peak: 2, vmin: 0, vmax: 2, image: PNG, map: PNG, raw: PNG });
 
 function setup() {
-  const model = new FakeModel({
+  return mount(widget, {
     unit: 3, layer: EVIL, k: 2, image: null, colormap: "magma", colormaps: ["magma", "viridis"], opacity: 0.6,
     scale: "shared", show_raw: false, images: 100, tiles: [tile(7), tile(9)], colorbar: PNG, vrange: [0, 2],
-    shown: { unit: 3 }, status: "idle", progress: {}, error: "",
+    shown: { unit: 3 },
   });
-  const el = document.createElement("div");
-  const cleanup = widget.render({ model, el });
-  return { model, el, cleanup };
 }
 
 describe("ActivationOverlay view", () => {

@@ -1,12 +1,12 @@
 import { describe, expect, it } from "vitest";
 import widget, { COLOURS, spread } from "./monitor.js";
-import { FakeModel } from "./testing/fake-model.js";
+import { mount } from "./testing/fake-model.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
 const tick = () => new Promise((resolve) => queueMicrotask(resolve));
 
 function setup(extra = {}) {
-  const model = new FakeModel({
+  const mounted = mount(widget, {
     top: 3,
     steps: [],
     lines: [],
@@ -14,14 +14,9 @@ function setup(extra = {}) {
     died: [],
     emerged: [],
     info: { method: "taylor", layer: EVIL, units: 8, every: 10, step: null, snapshots: 0, seconds: null, monitor_seconds: 0 },
-    status: "idle",
-    progress: {},
-    error: "",
     ...extra,
   });
-  const el = document.createElement("div");
-  const cleanup = widget.render({ model, el });
-  return { model, el, cleanup, chart: el.querySelector(".nw-monitor-chart") };
+  return { ...mounted, chart: mounted.el.querySelector(".nw-monitor-chart") };
 }
 
 /** What Python sends for one more snapshot: all traits in one update. */

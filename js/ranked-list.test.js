@@ -1,13 +1,13 @@
 import { describe, expect, it } from "vitest";
 import widget, { ROW_HEIGHT } from "./ranked-list.js";
-import { FakeModel, PNG, view } from "./testing/fake-model.js";
+import { PNG, mount, view } from "./testing/fake-model.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
 
 function setup(units = 5, extra = {}) {
   const scores = Array.from({ length: units }, (_, i) => (i * 7) % units);
   const order = [...scores.keys()].sort((a, b) => scores[b] - scores[a] || a - b);
-  const model = new FakeModel({
+  const mounted = mount(widget, {
     method: "ablation",
     target: null,
     layer: EVIL,
@@ -22,14 +22,9 @@ function setup(units = 5, extra = {}) {
     scores: view(scores, "f32"),
     order: view(order, "i32"),
     info: { method: "ablation", layer: EVIL, target: null, target_name: null, units, provisional: false },
-    status: "idle",
-    progress: {},
-    error: "",
     ...extra,
   });
-  const el = document.createElement("div");
-  const cleanup = widget.render({ model, el });
-  return { model, el, cleanup, order };
+  return { ...mounted, order };
 }
 
 describe("RankedList view", () => {

@@ -71,6 +71,17 @@ export class FakeModel {
   }
 }
 
+/**
+ * Render a widget's view on a fake model holding ``traits`` and the status traits every widget has (idle).
+ * @param {{ render: Function }} widget @param {Record<string, any>} traits
+ */
+export function mount(widget, traits) {
+  const model = new FakeModel({ status: "idle", progress: {}, error: "", ...traits });
+  const el = document.createElement("div");
+  const cleanup = widget.render({ model, el });
+  return { model, el, cleanup };
+}
+
 /** @param {ArrayLike<number>} values @param {"f32" | "i32"} kind */
 export function view(values, kind) {
   const array = kind === "f32" ? Float32Array.from(values) : Int32Array.from(values);
