@@ -4,11 +4,21 @@ import { h, listen, on, setOptions } from "./lib/dom.js";
 import { percent } from "./lib/format.js";
 import { UrlPool } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
+import { decodeArray, setTrait, teardown } from "./lib/model.js";
 import { statusStrip } from "./lib/status.js";
 
 export const TOGGLES = 16; // toggles shown: the ranking's top units (plus the selected unit)
 
-/** @param {{ model: import("@anywidget/types").AnyModel<any>, el: HTMLElement }} ctx */
+/**
+ * The ranking's units, most important first.
+ * @param {import("./lib/model.js").Model} model
+ * @returns {number[]}
+ */
+function orderOf(model) {
+  return Array.from(decodeArray(model.get("order")).data);
+}
+
+/** @param {{ model: import("./lib/model.js").Model, el: HTMLElement }} ctx */
 function render({ model, el }) {
   const urls = new UrlPool();
   const slider = h("input", { class: "nw-range nw-k", attrs: { type: "range", min: 0, step: 1, "aria-label": "ablate the top k units" } });
@@ -39,9 +49,7 @@ function render({ model, el }) {
 
   /** The units removed: top k of the ranking with the toggled ones flipped (mirrors the kernel). */
   function ablatedSet() {
-    /** @type {number[]} */
-    const order = model.get("order") || [];
-    const set = new Set(order.slice(0, model.get("k")));
+    const set = new Set(orderOf(model).slice(0, model.get("k")));
     for (const unit of model.get("toggled") || []) {
       if (set.has(unit)) set.delete(unit);
       else set.add(unit);
@@ -56,9 +64,7 @@ function render({ model, el }) {
     kLabel.textContent = `${slider.value} of ${units}`;
     mode.value = model.get("mode");
     title.textContent = `ablation · layer ${model.get("layer")} · ranked by ${model.get("method")}`;
-    /** @type {number[]} */
-    const order = model.get("order") || [];
-    const shown = order.slice(0, TOGGLES);
+    const shown = orderOf(model).slice(0, TOGGLES);
     const selected = model.get("selected_unit");
     if (selected !== null && selected !== undefined && !shown.includes(selected)) shown.push(selected);
     const ablated = ablatedSet();
@@ -117,36 +123,28 @@ function render({ model, el }) {
     );
   }
 
-  /** @param {string} name @param {any} value */
-  function setTrait(name, value) {
-    model.set(name, value);
-    model.save_changes();
-  }
   const onSlide = () => {
     kLabel.textContent = `${slider.value} of ${model.get("units")}`;
-    setTrait("k", Number(slider.value)); // each move is a request; the kernel runs only the latest
+    setTrait(model, "k", Number(slider.value)); // each move is a request; the kernel runs only the latest
   };
-  const onMode = () => setTrait("mode", mode.value);
+  const onMode = () => setTrait(model, "mode", mode.value);
   /** @param {Event} event */
   const onToggle = (event) => {
     const input = /** @type {HTMLInputElement} */ (event.target);
     if (input.dataset.unit !== undefined) model.send({ type: "toggle", unit: Number(input.dataset.unit) });
   };
-  const offs = [
+  const cleanup = teardown([
     on(slider, "input", onSlide),
     on(mode, "change", onMode),
     on(toggles, "change", onToggle),
     listen(model, ["change:k", "change:units", "change:mode", "change:order", "change:toggled", "change:selected_unit", "change:layer", "change:method"], syncControls),
     listen(model, ["change:before", "change:after", "change:changed", "change:status", "change:classes"], syncResult),
-  ];
+    status.cleanup,
+    () => urls.revokeAll(),
+  ]);
   syncControls();
   syncResult();
-
-  return () => {
-    for (const off of offs) off();
-    status.cleanup();
-    urls.revokeAll();
-  };
+  return cleanup;
 }
 
 export default { render: lasting(render) };

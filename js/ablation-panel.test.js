@@ -1,12 +1,12 @@
 import { describe, expect, it } from "vitest";
 import widget from "./ablation-panel.js";
-import { PNG, mount } from "./testing/fake-model.js";
+import { PNG, encoded, mount } from "./testing/fake-model.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
 
 function setup() {
   return mount(widget, {
-    k: 0, toggled: [], mode: "zero", selected_unit: 30, layer: EVIL, units: 40, order: [...Array(40).keys()].reverse(),
+    k: 0, toggled: [], mode: "zero", selected_unit: 30, layer: EVIL, units: 40, order: encoded([...Array(40).keys()].reverse(), "int32"),
     method: "ablation", classes: [EVIL, "b"], before: { accuracy: 0.9, per_class: [1, 0.8] },
     after: { accuracy: 0.9, per_class: [1, 0.8], ablated: [], k: 0 }, changed: [], changed_count: 0,
   });

@@ -4,9 +4,10 @@ import { h, listen, on, setOptions } from "./lib/dom.js";
 import { score } from "./lib/format.js";
 import { UrlPool } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
+import { setTrait, teardown } from "./lib/model.js";
 import { statusStrip } from "./lib/status.js";
 
-/** @param {{ model: import("@anywidget/types").AnyModel<any>, el: HTMLElement }} ctx */
+/** @param {{ model: import("./lib/model.js").Model, el: HTMLElement }} ctx */
 function render({ model, el }) {
   const urls = new UrlPool();
   const colormap = h("select", { class: "nw-select", attrs: { "aria-label": "colormap" } });
@@ -85,23 +86,18 @@ function render({ model, el }) {
     );
   }
 
-  /** @param {string} name @param {any} value */
-  function setTrait(name, value) {
-    model.set(name, value);
-    model.save_changes();
-  }
-  const onColormap = () => setTrait("colormap", colormap.value);
+  const onColormap = () => setTrait(model, "colormap", colormap.value);
   const onOpacity = () => {
     grid.style.setProperty("--nw-opacity", opacity.value); // instant, before the kernel hears of it
-    setTrait("opacity", Number(opacity.value));
+    setTrait(model, "opacity", Number(opacity.value));
   };
-  const onScale = () => setTrait("scale", scale.value);
-  const onRaw = () => setTrait("show_raw", raw.checked);
+  const onScale = () => setTrait(model, "scale", scale.value);
+  const onRaw = () => setTrait(model, "show_raw", raw.checked);
   const onImage = () => {
     const value = image.value.trim();
-    setTrait("image", value === "" ? null : Math.trunc(Number(value)));
+    setTrait(model, "image", value === "" ? null : Math.trunc(Number(value)));
   };
-  const offs = [
+  const cleanup = teardown([
     on(colormap, "change", onColormap),
     on(opacity, "input", onOpacity),
     on(scale, "change", onScale),
@@ -113,15 +109,12 @@ function render({ model, el }) {
       syncControls,
     ),
     listen(model, ["change:tiles", "change:colorbar", "change:vrange", "change:shown"], syncTiles),
-  ];
+    status.cleanup,
+    () => urls.revokeAll(),
+  ]);
   syncControls();
   syncTiles();
-
-  return () => {
-    for (const off of offs) off();
-    status.cleanup();
-    urls.revokeAll();
-  };
+  return cleanup;
 }
 
 export default { render: lasting(render) };

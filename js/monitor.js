@@ -6,6 +6,7 @@
 import { h, listen } from "./lib/dom.js";
 import { score } from "./lib/format.js";
 import { lasting } from "./lib/lasting.js";
+import { teardown } from "./lib/model.js";
 import { statusStrip } from "./lib/status.js";
 import { linear, svg } from "./lib/svg.js";
 
@@ -35,7 +36,7 @@ export function spread(wanted, gap) {
   return placed;
 }
 
-/** @param {{ model: import("@anywidget/types").AnyModel<any>, el: HTMLElement }} ctx */
+/** @param {{ model: import("./lib/model.js").Model, el: HTMLElement }} ctx */
 function render({ model, el }) {
   let updates = 0;
   let scheduled = false;
@@ -141,17 +142,16 @@ function render({ model, el }) {
     queueMicrotask(draw);
   }
 
-  const off = listen(
-    model,
-    ["change:steps", "change:lines", "change:stability", "change:died", "change:emerged", "change:info", "change:top"],
-    schedule,
-  );
+  const cleanup = teardown([
+    listen(
+      model,
+      ["change:steps", "change:lines", "change:stability", "change:died", "change:emerged", "change:info", "change:top"],
+      schedule,
+    ),
+    status.cleanup,
+  ]);
   draw();
-
-  return () => {
-    off();
-    status.cleanup();
-  };
+  return cleanup;
 }
 
 export default { render: lasting(render) };

@@ -2,49 +2,115 @@
 /** RankedList: units in ranked order with score bars; virtualised, so thousands of units stay fast. */
 import { h, listen, on, setOptions } from "./lib/dom.js";
 import { score } from "./lib/format.js";
-import { UrlPool, bytesOf } from "./lib/images.js";
+import { UrlPool } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
+import { decodeArray, setTrait, teardown } from "./lib/model.js";
 import { statusStrip } from "./lib/status.js";
 
 export const ROW_HEIGHT = 24;
 const VIEW_ROWS = 16; // rows visible in the viewport (its CSS height is VIEW_ROWS * ROW_HEIGHT)
 const OVERSCAN = 6;
 
+/** @typedef {import("./lib/model.js").Model} Model */
+/** @typedef {import("./lib/model.js").NumberArray} NumberArray */
+
 /**
- * @param {DataView | null | undefined} view
- * @returns {Float32Array}
+ * A ranking method as the kernel declares it (`neuronwidgets.methods.spec`).
+ * @typedef {{ name: string, description: string, takes_target: boolean, needs_image: boolean }} MethodInfo
  */
-export function float32(view) {
-  const b = bytesOf(view);
-  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+
+/**
+ * The ranking shown, decoded once per change.
+ * @typedef {Object} Shown
+ * @property {NumberArray} scores score of each unit
+ * @property {NumberArray} order unit indices, most important first
+ * @property {Int32Array} rankOf rank of each unit (0 = most important)
+ * @property {number} lo the score at the left end of the bars (0 or the lowest score)
+ * @property {number} hi the score at the right end of the bars
+ */
+
+/**
+ * The DOM of one view.
+ * @typedef {Object} Parts
+ * @property {HTMLElement} root
+ * @property {HTMLSelectElement} method
+ * @property {HTMLSelectElement} target
+ * @property {HTMLSelectElement} layer
+ * @property {HTMLInputElement} image
+ * @property {HTMLElement} imageField
+ * @property {HTMLButtonElement} refresh
+ * @property {HTMLElement} title
+ * @property {HTMLElement} badge
+ * @property {HTMLElement} spacer
+ * @property {HTMLElement} viewport
+ * @property {HTMLElement} tip
+ * @property {HTMLElement} tipText
+ * @property {HTMLImageElement} tipImage
+ */
+
+/**
+ * Decode the ranking traits.
+ * @param {Model} model
+ * @returns {Shown}
+ */
+export function decodeRanking(model) {
+  const scores = decodeArray(model.get("scores")).data;
+  const order = decodeArray(model.get("order")).data;
+  const rankOf = new Int32Array(order.length);
+  order.forEach((unit, rank) => (rankOf[unit] = rank));
+  const lo = Math.min(0, ...scores);
+  return { scores, order, rankOf, lo, hi: Math.max(...scores, lo + 1e-12) };
 }
 
 /**
- * @param {DataView | null | undefined} view
- * @returns {Int32Array}
+ * The heading: method, layer, class and number of units.
+ * @param {Record<string, any>} info the `info` trait
+ * @returns {string}
  */
-export function int32(view) {
-  const b = bytesOf(view);
-  return new Int32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+export function titleOf(info) {
+  const target = info.target_name === null || info.target_name === undefined ? "all classes" : `class ${info.target_name}`;
+  return `${info.method ?? ""} · layer ${info.layer ?? ""} · ${target} · ${info.units ?? 0} units`;
 }
 
-/** @param {{ model: import("@anywidget/types").AnyModel<any>, el: HTMLElement }} ctx */
-function render({ model, el }) {
-  const urls = new UrlPool();
-  /** @type {Map<number, string>} unit -> thumbnail blob URL, for the current layer */
-  const thumbs = new Map();
-  let scores = new Float32Array(0);
-  let order = new Int32Array(0);
-  let rankOf = new Int32Array(0);
-  let lo = 0;
-  let hi = 1;
-  /** @type {number | null} */
-  let hovered = null;
-  const rowIdPrefix = `nw-unit-${Math.random().toString(36).slice(2, 8)}-`;
+/**
+ * The rank a navigation key moves the selection to, or null for any other key.
+ * @param {string} key e.g. "ArrowDown"
+ * @param {number} current the selected unit's rank (-1: none)
+ * @param {number} count number of units
+ * @returns {number | null}
+ */
+export function rankAfterKey(key, current, count) {
+  /** @type {Record<string, number>} */
+  const moves = {
+    ArrowDown: current + 1,
+    ArrowUp: current - 1,
+    PageDown: current + VIEW_ROWS,
+    PageUp: current - VIEW_ROWS,
+    Home: 0,
+    End: count - 1,
+  };
+  return key in moves ? Math.max(0, Math.min(count - 1, moves[key])) : null;
+}
 
+/** @param {string} label @param {HTMLElement} control */
+function field(label, control) {
+  return h("label", { class: "nw-field" }, [h("span", { text: label }), control]);
+}
+
+/**
+ * Build the view's elements.
+ * @param {HTMLElement} status the status strip
+ * @returns {Parts}
+ */
+function build(status) {
   const method = h("select", { class: "nw-select", attrs: { "aria-label": "ranking method" } });
   const target = h("select", { class: "nw-select", attrs: { "aria-label": "class" } });
   const layer = h("select", { class: "nw-select", attrs: { "aria-label": "layer" } });
+  const image = h("input", {
+    class: "nw-number nw-image",
+    attrs: { type: "number", min: 0, step: 1, "aria-label": "image the method explains" },
+  });
+  const imageField = field("image", image);
   const refresh = h("button", {
     class: "nw-button nw-refresh",
     text: "↻ Refresh",
@@ -62,210 +128,228 @@ function render({ model, el }) {
   const tipText = h("div", { class: "nw-tip-text" });
   const tip = h("div", { class: "nw-tip", attrs: { role: "tooltip" } }, [tipText, tipImage]);
   tip.hidden = true;
-  const status = statusStrip(model, { cancellable: true });
   const root = h("div", { class: "nw-root nw-ranked-list" }, [
-    h("div", { class: "nw-controls" }, [
-      h("label", { class: "nw-field" }, [h("span", { text: "method" }), method]),
-      h("label", { class: "nw-field" }, [h("span", { text: "class" }), target]),
-      h("label", { class: "nw-field" }, [h("span", { text: "layer" }), layer]),
-      refresh,
-    ]),
+    h("div", { class: "nw-controls" }, [field("method", method), field("class", target), field("layer", layer), imageField, refresh]),
     h("div", { class: "nw-heading" }, [title, badge]),
-    status.el,
+    status,
     h("div", { class: "nw-list-wrap" }, [viewport, tip]),
   ]);
-  el.replaceChildren(root);
+  return { root, method, target, layer, image, imageField, refresh, title, badge, spacer, viewport, tip, tipText, tipImage };
+}
 
-  function syncControls() {
-    const interactive = model.get("interactive");
-    /** @type {[string, string, boolean][]} */
-    const methods = model.get("methods") || [];
-    setOptions(method, methods.map(([name]) => [name, name]), model.get("method"));
-    method.title = methods.find(([name]) => name === model.get("method"))?.[1] ?? "";
-    const accepts = methods.find(([name]) => name === model.get("method"))?.[2] ?? false;
-    /** @type {string[]} */
-    const classes = model.get("classes") || [];
-    setOptions(target, [["", "all classes"], ...classes.map((c, i) => [String(i), c])], String(model.get("target") ?? ""));
-    /** @type {string[]} */
-    const layers = model.get("layers") || [];
-    setOptions(layer, layers.map((l) => [l, l]), model.get("layer"));
-    method.disabled = !interactive;
-    target.disabled = !interactive || !accepts;
-    layer.disabled = !interactive;
-    refresh.disabled = !interactive;
-  }
+/**
+ * Put the pickers on the model's values; a fixed ranking disables them, a method without a class-specific
+ * variant disables the class picker, and the image picker shows only for methods that explain one image.
+ * @param {Model} model
+ * @param {Parts} parts
+ */
+function syncControls(model, parts) {
+  const interactive = model.get("interactive");
+  /** @type {MethodInfo[]} */
+  const methods = model.get("methods") || [];
+  const current = methods.find((m) => m.name === model.get("method"));
+  setOptions(parts.method, methods.map((m) => [m.name, m.name]), model.get("method"));
+  parts.method.title = current?.description ?? "";
+  /** @type {string[]} */
+  const classes = model.get("classes") || [];
+  /** @type {[string, string][]} */
+  const targets = [["", "all classes"], ...classes.map((name, i) => /** @type {[string, string]} */ ([String(i), name]))];
+  setOptions(parts.target, targets, String(model.get("target") ?? ""));
+  /** @type {string[]} */
+  const layers = model.get("layers") || [];
+  setOptions(parts.layer, layers.map((name) => [name, name]), model.get("layer"));
+  parts.imageField.hidden = !current?.needs_image;
+  if (document.activeElement !== parts.image) parts.image.value = String(model.get("image") ?? 0);
+  parts.method.disabled = !interactive;
+  parts.target.disabled = !interactive || !current?.takes_target;
+  parts.layer.disabled = !interactive;
+  parts.image.disabled = !interactive;
+  parts.refresh.disabled = !interactive;
+}
 
-  function syncRanking() {
-    scores = float32(model.get("scores"));
-    order = int32(model.get("order"));
-    rankOf = new Int32Array(order.length);
-    order.forEach((unit, rank) => (rankOf[unit] = rank));
-    lo = Math.min(0, ...scores);
-    hi = Math.max(...scores, lo + 1e-12);
-    const info = model.get("info") || {};
-    const parts = [`${info.method ?? ""}`, `layer ${info.layer ?? ""}`];
-    parts.push(info.target_name === null || info.target_name === undefined ? "all classes" : `class ${info.target_name}`);
-    title.textContent = `${parts.join(" · ")} · ${info.units ?? 0} units`;
-    badge.textContent = info.provisional ? `fast estimate (${info.method}); ${info.estimate_for} on the way` : "";
-    badge.hidden = !info.provisional;
-    spacer.style.height = `${order.length * ROW_HEIGHT}px`;
-    onLeave(); // a tooltip from the previous ranking would show a stale rank and score
-    drawRows();
-  }
+/**
+ * One row: rank, unit, score bar and score.
+ * @param {Shown} shown @param {number} rank @param {number | null} selected @param {string} idPrefix
+ * @returns {HTMLElement}
+ */
+function row(shown, rank, selected, idPrefix) {
+  const unit = shown.order[rank];
+  const value = shown.scores[unit];
+  const bar = h("span", { class: "nw-bar" });
+  bar.style.width = `${Math.max(0, (100 * (value - shown.lo)) / (shown.hi - shown.lo)).toFixed(1)}%`;
+  const el = h(
+    "div",
+    {
+      class: `nw-row${unit === selected ? " nw-selected" : ""}`,
+      attrs: { role: "option", id: `${idPrefix}${unit}`, "aria-selected": String(unit === selected), "data-unit": unit, "data-rank": rank },
+    },
+    [
+      h("span", { class: "nw-rank", text: String(rank + 1) }),
+      h("span", { class: "nw-unit", text: `unit ${unit}` }),
+      h("span", { class: "nw-bar-track" }, [bar]),
+      h("span", { class: "nw-score", text: score(value) }),
+    ],
+  );
+  el.style.top = `${rank * ROW_HEIGHT}px`;
+  return el;
+}
 
-  /** Draw only the rows in view (plus a margin): cheap for any number of units. */
-  function drawRows() {
-    const first = Math.max(0, Math.floor(viewport.scrollTop / ROW_HEIGHT) - OVERSCAN);
-    const last = Math.min(order.length, first + VIEW_ROWS + 2 * OVERSCAN);
-    const selected = model.get("selected_unit");
-    const rows = [];
-    for (let rank = first; rank < last; rank++) {
-      const unit = order[rank];
-      const value = scores[unit];
-      const width = (100 * (value - lo)) / (hi - lo);
-      const row = h(
-        "div",
-        {
-          class: `nw-row${unit === selected ? " nw-selected" : ""}`,
-          attrs: { role: "option", id: `${rowIdPrefix}${unit}`, "aria-selected": String(unit === selected), "data-unit": unit, "data-rank": rank },
-        },
-        [
-          h("span", { class: "nw-rank", text: String(rank + 1) }),
-          h("span", { class: "nw-unit", text: `unit ${unit}` }),
-          h("span", { class: "nw-bar-track" }, [h("span", { class: "nw-bar" })]),
-          h("span", { class: "nw-score", text: score(value) }),
-        ],
-      );
-      row.style.top = `${rank * ROW_HEIGHT}px`;
-      /** @type {HTMLElement} */ (row.querySelector(".nw-bar")).style.width = `${Math.max(0, width).toFixed(1)}%`;
-      rows.push(row);
-    }
-    spacer.replaceChildren(...rows);
-    if (selected !== null && selected !== undefined) viewport.setAttribute("aria-activedescendant", `${rowIdPrefix}${selected}`);
-    else viewport.removeAttribute("aria-activedescendant");
-  }
-  /** @param {number} unit */
-  function select(unit) {
-    model.set("selected_unit", unit);
-    model.save_changes();
-    drawRows();
-  }
+/**
+ * Draw only the rows in view (plus a margin): cheap for any number of units.
+ * @param {Parts} parts @param {Shown} shown @param {number | null} selected @param {string} idPrefix
+ */
+function drawRows(parts, shown, selected, idPrefix) {
+  const first = Math.max(0, Math.floor(parts.viewport.scrollTop / ROW_HEIGHT) - OVERSCAN);
+  const last = Math.min(shown.order.length, first + VIEW_ROWS + 2 * OVERSCAN);
+  const rows = [];
+  for (let rank = first; rank < last; rank++) rows.push(row(shown, rank, selected, idPrefix));
+  parts.spacer.replaceChildren(...rows);
+  if (selected !== null) parts.viewport.setAttribute("aria-activedescendant", `${idPrefix}${selected}`);
+  else parts.viewport.removeAttribute("aria-activedescendant");
+}
 
-  /** @param {number} rank */
-  function scrollToRank(rank) {
-    const top = rank * ROW_HEIGHT;
-    const height = VIEW_ROWS * ROW_HEIGHT;
-    if (top < viewport.scrollTop) viewport.scrollTop = top;
-    else if (top + ROW_HEIGHT > viewport.scrollTop + height) viewport.scrollTop = top + ROW_HEIGHT - height;
-  }
+/**
+ * Scroll the viewport just enough to show the row of ``rank``.
+ * @param {HTMLElement} viewport @param {number} rank
+ */
+function scrollToRank(viewport, rank) {
+  const top = rank * ROW_HEIGHT;
+  const height = VIEW_ROWS * ROW_HEIGHT;
+  if (top < viewport.scrollTop) viewport.scrollTop = top;
+  else if (top + ROW_HEIGHT > viewport.scrollTop + height) viewport.scrollTop = top + ROW_HEIGHT - height;
+}
 
-  /** @param {Event} event */
-  function rowOf(event) {
-    const target = /** @type {HTMLElement | null} */ (event.target);
-    const row = target?.closest?.(".nw-row");
-    return row instanceof HTMLElement ? Number(row.dataset.unit) : null;
-  }
+/**
+ * The unit of the row an event happened in, or null.
+ * @param {Event} event
+ * @returns {number | null}
+ */
+function unitOf(event) {
+  const target = /** @type {HTMLElement | null} */ (event.target);
+  const el = target?.closest?.(".nw-row");
+  return el instanceof HTMLElement ? Number(el.dataset.unit) : null;
+}
 
-  /** @param {MouseEvent} event */
-  function onClick(event) {
-    const unit = rowOf(event);
-    if (unit !== null) {
-      viewport.focus();
-      select(unit);
-    }
-  }
+/**
+ * The hover tooltip: rank and score at once, the unit's thumbnail once the kernel sent it (cached per layer).
+ * @param {Model} model @param {Parts} parts @param {() => Shown} shown
+ */
+function tooltip(model, parts, shown) {
+  const urls = new UrlPool();
+  /** @type {Map<number, string>} unit -> thumbnail blob URL, for the current layer */
+  const thumbs = new Map();
+  /** @type {number | null} */
+  let hovered = null;
 
-  /** @param {KeyboardEvent} event */
-  function onKey(event) {
-    if (!order.length) return;
-    const selected = model.get("selected_unit");
-    const current = selected === null || selected === undefined ? -1 : rankOf[selected];
-    /** @type {Record<string, number>} */
-    const moves = { ArrowDown: current + 1, ArrowUp: current - 1, PageDown: current + VIEW_ROWS, PageUp: current - VIEW_ROWS, Home: 0, End: order.length - 1 };
-    if (!(event.key in moves)) return;
-    event.preventDefault();
-    const rank = Math.max(0, Math.min(order.length - 1, moves[event.key]));
-    scrollToRank(rank);
-    select(order[rank]);
-  }
-
-  /** @param {MouseEvent} event */
-  function onHover(event) {
-    const unit = rowOf(event);
+  /** @param {number | null} unit */
+  function show(unit) {
     if (unit === hovered) return;
     hovered = unit;
-    if (unit === null) {
-      tip.hidden = true;
-      return;
-    }
+    parts.tip.hidden = unit === null;
+    if (unit === null) return;
+    const { rankOf, scores } = shown();
     const rank = rankOf[unit];
-    tipText.textContent = `unit ${unit} · rank ${rank + 1} · score ${score(scores[unit])}`;
-    tip.style.top = `${rank * ROW_HEIGHT - viewport.scrollTop + ROW_HEIGHT}px`;
-    tip.hidden = false;
+    parts.tipText.textContent = `unit ${unit} · rank ${rank + 1} · score ${score(scores[unit])}`;
+    parts.tip.style.top = `${rank * ROW_HEIGHT - parts.viewport.scrollTop + ROW_HEIGHT}px`;
     const url = thumbs.get(unit);
-    tipImage.hidden = !url;
-    if (url) tipImage.src = url;
+    parts.tipImage.hidden = !url;
+    if (url) parts.tipImage.src = url;
     else if (model.get("interactive")) model.send({ type: "thumbnail", unit });
   }
 
-  function onLeave() {
-    hovered = null;
-    tip.hidden = true;
-  }
-
   /** @param {any} msg @param {DataView[]} buffers */
-  function onMessage(msg, buffers) {
+  function received(msg, buffers) {
     if (!msg || msg.type !== "thumbnail" || msg.layer !== model.get("layer") || !buffers?.length) return;
     const url = urls.png(buffers[0]);
     thumbs.set(msg.unit, url);
     if (hovered === msg.unit) {
-      tipImage.src = url;
-      tipImage.hidden = false;
+      parts.tipImage.src = url;
+      parts.tipImage.hidden = false;
     }
   }
 
-  function onLayerChange() {
+  function forget() {
     thumbs.clear();
     urls.revokeAll();
   }
 
-  /** @param {string} name @param {any} value */
-  function setTrait(name, value) {
-    model.set(name, value);
-    model.save_changes();
-  }
-  const onMethod = () => setTrait("method", method.value);
-  const onTarget = () => setTrait("target", target.value === "" ? null : Number(target.value));
-  const onLayer = () => setTrait("layer", layer.value);
+  return { show, received, forget, hide: () => show(null) };
+}
+
+/** @param {{ model: Model, el: HTMLElement }} ctx */
+function render({ model, el }) {
+  const status = statusStrip(model, { cancellable: true });
+  const parts = build(status.el);
+  const idPrefix = `nw-unit-${Math.random().toString(36).slice(2, 8)}-`;
+  let shown = decodeRanking(model);
+  const tip = tooltip(model, parts, () => shown);
+  el.replaceChildren(parts.root);
+
+  const selected = () => model.get("selected_unit") ?? null;
+  const redraw = () => drawRows(parts, shown, selected(), idPrefix);
+  const syncRanking = () => {
+    shown = decodeRanking(model);
+    const info = model.get("info") || {};
+    parts.title.textContent = titleOf(info);
+    parts.badge.textContent = info.provisional ? `fast estimate (${info.method}); ${info.estimate_for} on the way` : "";
+    parts.badge.hidden = !info.provisional;
+    parts.spacer.style.height = `${shown.order.length * ROW_HEIGHT}px`;
+    tip.hide(); // a tooltip from the previous ranking would show a stale rank and score
+    redraw();
+  };
+  /** @param {number} unit */
+  const select = (unit) => {
+    setTrait(model, "selected_unit", unit);
+    redraw();
+  };
+  /** @param {MouseEvent} event */
+  const onClick = (event) => {
+    const unit = unitOf(event);
+    if (unit === null) return;
+    parts.viewport.focus();
+    select(unit);
+  };
+  /** @param {KeyboardEvent} event */
+  const onKey = (event) => {
+    const unit = selected();
+    const rank = rankAfterKey(event.key, unit === null ? -1 : shown.rankOf[unit], shown.order.length);
+    if (rank === null || !shown.order.length) return;
+    event.preventDefault();
+    scrollToRank(parts.viewport, rank);
+    select(shown.order[rank]);
+  };
+  const onImage = () => {
+    const value = Number(parts.image.value);
+    if (parts.image.value.trim() !== "" && Number.isInteger(value)) setTrait(model, "image", value);
+  };
   const onRefresh = () => {
-    thumbs.clear();
+    tip.forget();
     model.send({ type: "refresh" });
   };
+  const syncAll = () => syncControls(model, parts);
 
-  const offs = [
-    on(method, "change", onMethod),
-    on(target, "change", onTarget),
-    on(layer, "change", onLayer),
-    on(refresh, "click", onRefresh),
-    on(viewport, "click", onClick),
-    on(viewport, "keydown", onKey),
-    on(viewport, "scroll", drawRows),
-    on(viewport, "mousemove", onHover),
-    on(viewport, "mouseleave", onLeave),
-    listen(model, ["msg:custom"], onMessage),
-    listen(model, ["change:methods", "change:method", "change:target", "change:classes", "change:layers", "change:layer", "change:interactive"], syncControls),
+  const cleanup = teardown([
+    on(parts.method, "change", () => setTrait(model, "method", parts.method.value)),
+    on(parts.target, "change", () => setTrait(model, "target", parts.target.value === "" ? null : Number(parts.target.value))),
+    on(parts.layer, "change", () => setTrait(model, "layer", parts.layer.value)),
+    on(parts.image, "change", onImage),
+    on(parts.refresh, "click", onRefresh),
+    on(parts.viewport, "click", onClick),
+    on(parts.viewport, "keydown", onKey),
+    on(parts.viewport, "scroll", redraw),
+    on(parts.viewport, "mousemove", (event) => tip.show(unitOf(event))),
+    on(parts.viewport, "mouseleave", tip.hide),
+    listen(model, ["msg:custom"], tip.received),
+    listen(model, ["change:methods", "change:method", "change:target", "change:classes", "change:layers", "change:layer", "change:image", "change:interactive"], syncAll),
     listen(model, ["change:scores", "change:order", "change:info"], syncRanking),
-    listen(model, ["change:selected_unit"], drawRows),
-    listen(model, ["change:layer"], onLayerChange),
-  ];
-  syncControls();
+    listen(model, ["change:selected_unit"], redraw),
+    listen(model, ["change:layer"], tip.forget),
+    status.cleanup,
+    tip.forget,
+  ]);
+  syncAll();
   syncRanking();
-
-  return () => {
-    for (const off of offs) off();
-    status.cleanup();
-    urls.revokeAll();
-  };
+  return cleanup;
 }
 
 export default { render: lasting(render) };

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import widget, { ROW_HEIGHT } from "./ranked-list.js";
-import { PNG, mount, view } from "./testing/fake-model.js";
+import widget, { ROW_HEIGHT, rankAfterKey, titleOf } from "./ranked-list.js";
+import { PNG, encoded, mount } from "./testing/fake-model.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
 
@@ -14,13 +14,15 @@ function setup(units = 5, extra = {}) {
     layers: [EVIL, "fc"],
     selected_unit: null,
     methods: [
-      ["ablation", "accuracy drop", true],
-      ["weight_l1", "filter norm", false],
+      { name: "ablation", description: "accuracy drop", takes_target: true, needs_image: false },
+      { name: "weight_l1", description: "filter norm", takes_target: false, needs_image: false },
+      { name: "resampling_precision", description: "noisy copies", takes_target: true, needs_image: true },
     ],
     classes: [EVIL, "b"],
     interactive: true,
-    scores: view(scores, "f32"),
-    order: view(order, "i32"),
+    image: 0,
+    scores: encoded(scores, "float64"),
+    order: encoded(order, "int32"),
     info: { method: "ablation", layer: EVIL, target: null, target_name: null, units, provisional: false },
     ...extra,
   });
@@ -106,5 +108,36 @@ describe("RankedList view", () => {
   it("disables the pickers for a fixed ranking", () => {
     const { el } = setup(5, { interactive: false });
     for (const select of el.querySelectorAll("select")) expect(select.disabled).toBe(true);
+  });
+
+  it("shows the image picker only for a method that explains one image, as the kernel declares it", () => {
+    const { model, el } = setup();
+    const field = el.querySelector(".nw-image").closest("label");
+    expect(field.hidden).toBe(true);
+    model.pythonSet({ method: "resampling_precision" });
+    expect(field.hidden).toBe(false);
+    expect(el.querySelector("select").title).toBe("noisy copies");
+    const image = el.querySelector(".nw-image");
+    image.value = "12";
+    image.dispatchEvent(new Event("change"));
+    expect(model.saved.at(-1)).toEqual({ image: 12 });
+    image.value = "1.5"; // not an index: not sent
+    image.dispatchEvent(new Event("change"));
+    expect(model.saved.at(-1)).toEqual({ image: 12 });
+  });
+
+  it("decodes float64 scores and int32 order with their dtype and shape", () => {
+    const scores = [0.1, 0.30000000000000004, 0.2];
+    const { el } = setup(3, { scores: encoded(scores, "float64"), order: encoded([1, 2, 0], "int32") });
+    expect([...el.querySelectorAll(".nw-row")].map((r) => Number(r.dataset.unit))).toEqual([1, 2, 0]);
+    expect(el.querySelector(".nw-row .nw-score").textContent).toBe("0.3000");
+  });
+
+  it("moves the selection by key and words the heading", () => {
+    expect(rankAfterKey("ArrowDown", -1, 5)).toBe(0);
+    expect(rankAfterKey("PageDown", 0, 5)).toBe(4);
+    expect(rankAfterKey("ArrowUp", 0, 5)).toBe(0);
+    expect(rankAfterKey("x", 2, 5)).toBeNull();
+    expect(titleOf({ method: "taylor", layer: "fc", target_name: "cat", units: 3 })).toBe("taylor · layer fc · class cat · 3 units");
   });
 });

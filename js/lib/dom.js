@@ -46,9 +46,10 @@ export function setOptions(select, options, value) {
 
 /**
  * Listen to a DOM event; returns a function that removes the listener (so it is written once, not twice).
- * @param {EventTarget} target
- * @param {string} type e.g. "change"
- * @param {EventListener} handler
+ * @template {keyof HTMLElementEventMap} K
+ * @param {HTMLElement} target
+ * @param {K} type e.g. "change"
+ * @param {(event: HTMLElementEventMap[K]) => void} handler
  * @returns {() => void}
  */
 export function on(target, type, handler) {
@@ -58,9 +59,9 @@ export function on(target, type, handler) {
 
 /**
  * Listen to model changes; returns a function that removes the listeners.
- * @param {{ on: Function, off: Function }} model
+ * @param {{ on(event: string, handler: any): void, off(event: string, handler: any): void }} model
  * @param {string[]} events e.g. ["change:scores", "msg:custom"]
- * @param {Function} handler
+ * @param {(...args: any[]) => void} handler
  * @returns {() => void}
  */
 export function listen(model, events, handler) {

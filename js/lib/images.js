@@ -25,7 +25,8 @@ export class UrlPool {
   png(buffer) {
     const bytes = bytesOf(buffer);
     if (bytes.byteLength === 0) return "";
-    const url = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
+    // the kernel's buffers are never shared memory, so the bytes are a valid BlobPart
+    const url = URL.createObjectURL(new Blob([/** @type {Uint8Array<ArrayBuffer>} */ (bytes)], { type: "image/png" }));
     this.urls.push(url);
     return url;
   }

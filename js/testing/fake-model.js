@@ -82,10 +82,15 @@ export function mount(widget, traits) {
   return { model, el, cleanup };
 }
 
-/** @param {ArrayLike<number>} values @param {"f32" | "i32"} kind */
-export function view(values, kind) {
-  const array = kind === "f32" ? Float32Array.from(values) : Int32Array.from(values);
-  return new DataView(array.buffer);
+/**
+ * An array as the kernel sends it (``{view, dtype, shape}``, `neuronwidgets/widgets/_arrays.py`).
+ * @param {ArrayLike<number>} values @param {"float64" | "float32" | "int32"} dtype
+ * @returns {import("../lib/model.js").EncodedArray}
+ */
+export function encoded(values, dtype) {
+  const types = { float64: Float64Array, float32: Float32Array, int32: Int32Array };
+  const array = types[dtype].from(values);
+  return { view: new DataView(array.buffer), dtype, shape: [array.length] };
 }
 
 /** A tiny valid-looking PNG buffer (content does not matter to the views). */
