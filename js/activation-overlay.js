@@ -53,7 +53,7 @@ function render({ model, el }) {
     raw.checked = model.get("show_raw");
     const chosen = model.get("image");
     if (document.activeElement !== image) image.value = chosen === null || chosen === undefined ? "" : String(chosen);
-    image.max = String(Math.max(0, model.get("images") - 1));
+    image.max = String(Math.max(0, model.get("image_count") - 1));
     title.textContent = `unit ${model.get("unit")} · layer ${model.get("layer")} · top ${model.get("k")} images`;
     grid.classList.toggle("nw-show-raw", model.get("show_raw"));
     grid.style.setProperty("--nw-opacity", String(model.get("opacity")));

@@ -8,7 +8,7 @@ const tile = (index, chosen = false) => ({ index, label: EVIL, chosen, peak: 2, 
 function setup() {
   return mount(widget, {
     unit: 3, layer: EVIL, k: 2, image: null, colormap: "magma", colormaps: ["magma", "viridis"], opacity: 0.6,
-    scale: "shared", show_raw: false, images: 100, tiles: [tile(7), tile(9)], colorbar: PNG, vrange: [0, 2],
+    scale: "shared", show_raw: false, image_count: 100, tiles: [tile(7), tile(9)], colorbar: PNG, vrange: [0, 2],
     shown: { unit: 3 },
   });
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import traitlets
 
 import neuronwidgets as nw
 from neuronwidgets.demo import DigitsCNN
@@ -64,7 +65,7 @@ def test_view_of_a_monitor_with_history_and_errors(training):
         nw.MonitorView(monitor, colour="red")
     with pytest.raises(TypeError, match="needs a Monitor"):
         nw.MonitorView(model)
-    with pytest.raises(Exception, match="top must be at least 1"):
+    with pytest.raises(traitlets.TraitError, match="'top' trait of a MonitorView instance should not be less than 1"):
         view.top = 0
 
 

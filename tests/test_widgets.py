@@ -55,11 +55,19 @@ def test_ranked_list_ranks_in_the_background_and_shows_an_estimate_first(probe):
     assert ranked.wait(60)
     assert ranked.status == "idle" and ranked.error == ""
     assert ranked.info["method"] == "ablation" and ranked.info["units"] == probe.units
-    scores = np.frombuffer(ranked.scores, dtype="<f4")
-    order = np.frombuffer(ranked.order, dtype="<i4")
+    # arrays travel as {view, dtype, shape}: one buffer each, with what the front end needs to decode it
+    state = ranked.get_state(["scores", "order"])
+    assert state["scores"]["dtype"] == "float64" and state["scores"]["shape"] == [probe.units]
+    assert state["order"]["dtype"] == "int32" and state["order"]["shape"] == [probe.units]
+    scores = np.frombuffer(state["scores"]["view"], dtype=state["scores"]["dtype"])
+    order = np.frombuffer(state["order"]["view"], dtype=state["order"]["dtype"])
     np.testing.assert_allclose(scores, ranked.ranking.scores, rtol=1e-6)
     np.testing.assert_array_equal(order, ranked.ranking.order)
-    assert ranked.methods and all(len(m) == 3 for m in ranked.methods)
+    _, paths, _ = _remove_buffers(ranked.get_state())
+    assert ["scores", "view"] in paths and ["order", "view"] in paths
+    assert ranked.methods and all(
+        set(m) == {"name", "description", "takes_target", "needs_image"} for m in ranked.methods
+    )
     # a second list shows the provisional taylor estimate before the exact ablation ranking
     second = nw.RankedList(probe)
     infos = []

@@ -3,19 +3,17 @@ the widget, background work with progress, and a static picture for saved notebo
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import anywidget
 import numpy as np
 import traitlets
-from ipywidgets.widgets.widget import _put_buffers
 from PIL import Image
 
 from neuronwidgets.engine.progress import ProgressInfo
@@ -24,31 +22,34 @@ from neuronwidgets.widgets._worker import Job, Worker
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 _PROGRESS_INTERVAL = 0.1  # seconds between progress updates sent to the front end
+METHODS = ("update", "request_state", "custom")  # the comm message methods ipywidgets handles
 
 
 class BadMessage(ValueError):
     """A message from the front end that cannot be honoured; it changes nothing."""
 
 
-def check_kwargs(cls: type, kwargs: dict[str, Any], valid: tuple[str, ...]) -> None:
-    """Reject unknown keyword arguments with a TypeError that names the valid ones."""
+class Choice(traitlets.Enum):
+    """`traitlets.Enum` whose error names at most a few of many choices (e.g. matplotlib's colormaps)."""
+
+    SHOWN = 8
+
+    def _choices_str(self, as_rst: bool = False) -> str:
+        choices = list(self.values or ())
+        text = ", ".join(repr(c) for c in choices[: self.SHOWN])
+        return f"[{text}, ... ({len(choices)} in all)]" if len(choices) > self.SHOWN else f"[{text}]"
+
+
+def check_kwargs(cls: type, kwargs: dict[str, Any], options_of: type[traitlets.HasTraits] | None = None) -> None:
+    """Reject keyword arguments that are not option traits (tagged ``option=True``) of ``options_of``
+    (default ``cls``), with a TypeError that names the valid ones."""
+    valid = (options_of or cls).class_trait_names(option=True)
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise TypeError(
             f"{cls.__name__}() got unexpected keyword argument(s) {', '.join(unknown)}; "
             f"valid: {', '.join(sorted(valid))}"
         )
-
-
-@contextlib.contextmanager
-def at_layer(probe: Any, layer: str) -> Iterator[None]:
-    """Point ``probe`` at ``layer`` for one job and restore its layer after, so widgets never move it."""
-    previous = probe.layer
-    probe.layer = layer
-    try:
-        yield
-    finally:
-        probe.layer = previous
 
 
 def message_of(err: BaseException) -> str:
@@ -96,14 +97,16 @@ class Widget(Pictured, anywidget.AnyWidget):
     """Base of the widgets: front-end messages are validated before anything changes.
 
     Subclasses list the traits the front end may set in ``_writable`` and the custom message types they
-    accept in ``_handlers`` (type -> method name; the method takes the message's other fields as keywords),
-    and draw their static picture in ``_draw``.
+    handle in ``_handlers`` (type -> method name; the method takes the message's other fields as keywords),
+    and draw their static picture in ``_draw``. Custom messages arrive through the public ``on_msg``, so a
+    user's own ``widget.on_msg(callback)`` is called too; a message type the widget does not know is reported
+    as an error only while no user callback is registered (then it is theirs to handle).
     """
 
     # names the model for the front end, whose views of one model carry over a re-created view's DOM
     _key = traitlets.Unicode().tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
-    status = traitlets.Unicode("idle").tag(sync=True)  # idle | running | error | cancelled
+    status = Choice(("idle", "running", "error", "cancelled"), "idle").tag(sync=True)
     progress = traitlets.Dict().tag(sync=True)  # {description, done, total, elapsed, eta} while running
 
     _writable: ClassVar[frozenset[str]] = frozenset()
@@ -115,6 +118,8 @@ class Widget(Pictured, anywidget.AnyWidget):
         self._last_progress = 0.0
         self._version = 0  # counts trait changes: the drawn picture is reused while it stays the same
         self._drawn: tuple[int, Image.Image] | None = None
+        self._user_callbacks: list[Callable[..., Any]] = []
+        super().on_msg(self._on_custom_msg)
         self.observe(self._bump, names=traitlets.All)
 
     @traitlets.default("_key")
@@ -126,52 +131,55 @@ class Widget(Pictured, anywidget.AnyWidget):
 
     # -- messages from the front end ------------------------------------------------------------------
 
-    def _handle_msg(self, msg: dict) -> None:
-        """Deliver a front-end message; a malformed one gets an error back and changes nothing."""
-        keys: list[str] = []
+    def on_msg(self, callback: Callable[..., Any], remove: bool = False) -> None:
+        """(Un)register ``callback(widget, content, buffers)`` for custom messages from the front end, as
+        in ipywidgets; while one is registered, message types the widget does not know are left to it."""
+        super().on_msg(callback, remove=remove)
+        if remove and callback in self._user_callbacks:
+            self._user_callbacks.remove(callback)
+        elif not remove and callback not in self._user_callbacks:
+            self._user_callbacks.append(callback)
+
+    def _handle_msg(self, msg: Any) -> None:
+        """A guard around ipywidgets' own handling: a malformed message is reported and changes nothing."""
         try:
-            data = msg.get("content", {}).get("data")
-            if not isinstance(data, dict):
-                raise BadMessage("a widget message must carry a 'data' object")
-            if data.get("method") == "update":
-                state = data.get("state")
-                if not isinstance(state, dict):
-                    raise BadMessage("an update message must carry a 'state' object")
-                keys = [k for k in state if k in self.keys]
-                refused = sorted(set(state) - self._writable)
-                if refused:
-                    raise BadMessage(
-                        f"the front end may not set {', '.join(map(str, refused))}; "
-                        f"settable: {', '.join(sorted(self._writable))}"
-                    )
-            self._dispatch(data, msg.get("buffers") or [])
-        except (BadMessage, traitlets.TraitError, TypeError, ValueError, KeyError) as err:
+            super()._handle_msg(_well_formed(msg))
+        except Exception as err:  # the caller is the kernel's comm dispatch: nothing may escape
+            self.report(err)
+
+    def set_state(self, sync_data: Any) -> None:
+        """Apply a state update from the front end, all or nothing: keys outside ``_writable`` are refused,
+        values the traits refuse are reported, and the front end is sent back the kernel's values."""
+        keys = [k for k in sync_data if k in self.keys] if isinstance(sync_data, dict) else []
+        try:
+            if not isinstance(sync_data, dict):
+                raise BadMessage("an update message must carry a 'state' object")
+            refused = sorted(set(sync_data) - self._writable, key=str)
+            if refused:
+                raise BadMessage(
+                    f"the front end may not set {', '.join(map(str, refused))}; "
+                    f"settable: {', '.join(sorted(self._writable))}"
+                )
+            super().set_state(sync_data)
+        except (traitlets.TraitError, TypeError, ValueError) as err:  # BadMessage is a ValueError
             self.report(err)
             if keys:
                 self.send_state(keys)  # put the front end back on the kernel's values
 
-    def _dispatch(self, data: dict, buffers: list) -> None:
-        method = data.get("method")
-        if method == "update":
-            state = data["state"]
-            if "buffer_paths" in data:
-                _put_buffers(state, data["buffer_paths"], buffers)
-            self.set_state(state)
-        elif method == "request_state":
-            self.send_state()
-        elif method == "custom":
-            self._handle_custom_msg(data.get("content"), buffers)
-        else:
-            raise BadMessage(f"unknown message method {method!r}; valid: update, request_state, custom")
-
-    def _handle_custom_msg(self, content: Any, buffers: list) -> None:
-        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
-            raise BadMessage("a custom message must be an object with a string 'type'")
-        kind = content["type"]
-        if kind not in self._handlers:
-            raise BadMessage(f"unknown message type {kind!r}; valid: {', '.join(sorted(self._handlers))}")
-        params = {k: v for k, v in content.items() if k != "type"}
-        getattr(self, self._handlers[kind])(**params)
+    def _on_custom_msg(self, _widget: Any, content: Any, _buffers: list) -> None:
+        """Run the handler of a custom message's ``type``; unknown types are left to user callbacks."""
+        try:
+            kind = content.get("type") if isinstance(content, dict) else None
+            if kind not in self._handlers:
+                if self._user_callbacks:
+                    return
+                if not isinstance(kind, str):
+                    raise BadMessage("a custom message must be an object with a string 'type'")
+                raise BadMessage(f"unknown message type {kind!r}; valid: {', '.join(sorted(self._handlers))}")
+            params = {k: v for k, v in content.items() if k != "type"}
+            getattr(self, self._handlers[kind])(**params)
+        except Exception as err:  # shown in the widget, not as a traceback in some output area
+            self.report(err)
 
     def _on_dismiss(self) -> None:
         self.error = ""
@@ -263,6 +271,19 @@ class Widget(Pictured, anywidget.AnyWidget):
 
     def _draw(self) -> Image.Image:
         raise NotImplementedError
+
+
+def _well_formed(msg: Any) -> dict:
+    """``msg`` if it has the shape of a comm message ipywidgets handles (with ``buffers`` a list), else a
+    BadMessage saying what is missing."""
+    content = msg.get("content") if isinstance(msg, dict) else None
+    data = content.get("data") if isinstance(content, dict) else None
+    if not isinstance(data, dict):
+        raise BadMessage("a widget message must carry a 'data' object")
+    method = data.get("method")
+    if method not in METHODS:
+        raise BadMessage(f"unknown message method {method!r}; valid: {', '.join(METHODS)}")
+    return {**msg, "buffers": list(msg.get("buffers") or [])}
 
 
 def asset(name: str) -> Path | str:

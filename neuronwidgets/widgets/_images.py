@@ -30,10 +30,12 @@ def labels_of(probe: Probe, indices: Sequence[int]) -> list[int | None]:
     return [None] * len(indices) if labels is None else [int(v) for v in labels.tolist()]
 
 
-def thumbnail(probe: Probe, unit: int, colormap: str = "magma", size: int = 64) -> bytes:
-    """PNG of the image that activates ``unit`` most, with the unit's map over it (``size`` px wide)."""
-    (index,) = probe.top_images(unit, k=1)
+def thumbnail(probe: Probe, unit: int, layer: str, colormap: str = "magma", size: int = 64) -> bytes:
+    """PNG of the image that activates ``unit`` of ``layer`` most, with the unit's map over it (``size`` px
+    wide)."""
+    (index,) = probe.top_images(unit, k=1, layer=layer)
     image = display_images(probe, [int(index)])[0]
-    tile = render.overlay(image, probe.activation_maps(unit, [int(index)])[0], colormap, opacity=0.55)
+    amap = probe.activation_maps(unit, [int(index)], layer=layer)[0]
+    tile = render.overlay(image, amap, colormap, opacity=0.55)
     scale = max(1, size // tile.shape[1])
     return render.png(np.kron(tile, np.ones((scale, scale, 1), dtype=np.uint8)))

@@ -9,9 +9,12 @@ import traitlets
 from PIL import Image
 
 from neuronwidgets import render
-from neuronwidgets.probe import ABLATION_MODES, Evaluation, Probe
+from neuronwidgets.engine.site import ABLATION_MODES
+from neuronwidgets.evaluation import Evaluation
+from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
-from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs, figure_png, index_or_none, nan_to_none
+from neuronwidgets.widgets._arrays import array_trait
+from neuronwidgets.widgets._base import Choice, Widget, asset, check_kwargs, figure_png, index_or_none, nan_to_none
 from neuronwidgets.widgets._images import display_images
 from neuronwidgets.widgets._worker import Job, worker_for
 
@@ -30,13 +33,13 @@ class AblationPanel(Widget):
     _esm = asset("ablation-panel.js")
     _css = asset("widgets.css")
 
-    k = traitlets.Int(0).tag(sync=True)
-    toggled = traitlets.List(traitlets.Int()).tag(sync=True)
-    mode = traitlets.Unicode("zero").tag(sync=True)
-    selected_unit = traitlets.Int(None, allow_none=True).tag(sync=True)
+    k = traitlets.Int(0, min=0).tag(sync=True, option=True)
+    toggled = traitlets.List(traitlets.Int()).tag(sync=True, option=True)
+    mode = Choice(ABLATION_MODES, "zero").tag(sync=True, option=True)
+    selected_unit = traitlets.Int(None, allow_none=True).tag(sync=True, option=True)
     layer = traitlets.Unicode("").tag(sync=True)
-    units = traitlets.Int(0).tag(sync=True)
-    order = traitlets.List(traitlets.Int()).tag(sync=True)  # the ranking's units, most important first
+    units = traitlets.Int(0).tag(sync=True)  # number of units in the layer
+    order = array_trait("int32", help="the ranking's units, most important first")
     method = traitlets.Unicode("").tag(sync=True)  # the ranking's method, for the label
     classes = traitlets.List(traitlets.Unicode()).tag(sync=True)
     ablated = traitlets.List(traitlets.Int()).tag(sync=True)  # the units removed in `after`
@@ -45,13 +48,13 @@ class AblationPanel(Widget):
     changed = traitlets.List().tag(sync=True)  # [{index, label, before, after, fixed, image}, ...]
     changed_count = traitlets.Int(0).tag(sync=True)
     request = traitlets.Int(0).tag(sync=True)  # counts evaluation requests; `after.request` says which landed
-    ranking = traitlets.Instance(Ranking, allow_none=True)
+    ranking = traitlets.Instance(Ranking, allow_none=True).tag(option=True)
 
     _writable: ClassVar[frozenset[str]] = frozenset({"k", "toggled", "mode", "selected_unit"})
     _handlers: ClassVar[dict[str, str]] = {**Widget._handlers, "toggle": "toggle"}
 
     def __init__(self, probe: Probe, **kwargs: Any) -> None:
-        check_kwargs(type(self), kwargs, ("ranking", "k", "toggled", "mode", "selected_unit"))
+        check_kwargs(type(self), kwargs)
         if not isinstance(probe, Probe):
             raise TypeError(f"AblationPanel needs a Probe, got {type(probe).__name__}")
         self._probe = probe
@@ -60,6 +63,7 @@ class AblationPanel(Widget):
         ranking = kwargs.pop("ranking", None)
         if ranking is not None and not isinstance(ranking, Ranking):
             raise TypeError(f"ranking must be a Ranking, got {type(ranking).__name__}")
+        layer = probe.layer  # without a ranking, the panel ranks the probe's layer as it is now
         super().__init__(classes=probe.classes)
         self.observe(self._on_change, names=["k", "toggled", "mode"])
         if ranking is not None:
@@ -67,7 +71,7 @@ class AblationPanel(Widget):
             return
 
         def run(job: Job) -> Ranking:  # on the worker: the probe never runs on two threads at once
-            return probe.rank(DEFAULT_METHOD, progress=False, cancel=job.cancel)
+            return probe.rank(DEFAULT_METHOD, layer=layer, progress=False, cancel=job.cancel)
 
         self._submit("evaluate", run, lambda ranking: self.set_ranking(ranking, **kwargs))
 
@@ -75,7 +79,7 @@ class AblationPanel(Widget):
 
     @traitlets.validate("k")
     def _valid_k(self, proposal: dict) -> int:
-        if not 0 <= proposal["value"] <= self.units:
+        if proposal["value"] > self.units:
             raise traitlets.TraitError(f"k must be in 0..{self.units}, got {proposal['value']}")
         return proposal["value"]
 
@@ -85,12 +89,6 @@ class AblationPanel(Widget):
         if bad:
             raise traitlets.TraitError(f"toggled units {bad[:5]} out of range 0..{self.units - 1}")
         return sorted(set(proposal["value"]))
-
-    @traitlets.validate("mode")
-    def _valid_mode(self, proposal: dict) -> str:
-        if proposal["value"] not in ABLATION_MODES:
-            raise traitlets.TraitError(f"mode must be one of {', '.join(ABLATION_MODES)}, got {proposal['value']!r}")
-        return proposal["value"]
 
     @traitlets.validate("selected_unit")
     def _valid_selected(self, proposal: dict) -> int | None:
@@ -107,7 +105,7 @@ class AblationPanel(Widget):
         with self.hold_trait_notifications():
             self.ranking = ranking
             self.units, self.layer, self.method = units, ranking.layer, ranking.method
-            self.order = [int(u) for u in ranking.order]
+            self.order = ranking.order
             if not same_layer:
                 self.toggled, self.k, self.selected_unit = [], 0, None
                 self.before = {}
@@ -123,7 +121,8 @@ class AblationPanel(Widget):
 
     def ablated_units(self) -> list[int]:
         """The units removed: the top ``k`` of the ranking, with the toggled ones flipped."""
-        return sorted(set(self.order[: self.k]) ^ set(self.toggled))
+        top = [] if self.order is None else self.order[: self.k].tolist()
+        return sorted(set(top) ^ set(self.toggled))
 
     def _on_change(self, change: dict) -> None:
         self.evaluate()
@@ -137,15 +136,14 @@ class AblationPanel(Widget):
     def evaluate(self) -> None:
         """Evaluate the current ablation in the background; a newer request replaces a pending one."""
         self.request += 1
-        probe, layer, units, mode, request = self._probe, self.layer, self.ablated_units(), self.mode, self.request
+        probe, layer, ablated, mode, request = self._probe, self.layer, self.ablated_units(), self.mode, self.request
         k = self.k
         need_before = not self.before
 
-        def run(job: Job) -> tuple[Evaluation | None, Evaluation]:
-            with at_layer(probe, layer):
-                base = probe.evaluate(cancel=job.cancel) if need_before else None
-                after = probe.evaluate(ablate=units, mode=mode, cancel=job.cancel) if units else None
-                return base, after
+        def run(job: Job) -> tuple[Evaluation | None, Evaluation | None]:
+            base = probe.evaluate(layer=layer, cancel=job.cancel) if need_before else None
+            after = probe.evaluate(ablate=ablated, mode=mode, layer=layer, cancel=job.cancel) if ablated else None
+            return base, after
 
         def done(result: tuple[Evaluation | None, Evaluation | None]) -> None:
             base, after = result
@@ -154,8 +152,8 @@ class AblationPanel(Widget):
                 self.before = _summary(base)
             after = after or self._base
             changed = np.flatnonzero(after.predictions != self._base.predictions)
-            self.ablated = units
-            self.after = {**_summary(after), "ablated": units, "mode": mode, "k": k, "request": request}
+            self.ablated = ablated
+            self.after = {**_summary(after), "ablated": ablated, "mode": mode, "k": k, "request": request}
             self.changed_count = len(changed)
             self.changed = self._changed(changed[:MAX_CHANGED_SHOWN], after)
 

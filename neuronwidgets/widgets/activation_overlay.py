@@ -11,7 +11,7 @@ from PIL import Image
 
 from neuronwidgets import render
 from neuronwidgets.probe import Probe
-from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs, index_or_none, titled
+from neuronwidgets.widgets._base import Choice, Widget, asset, check_kwargs, index_or_none, titled
 from neuronwidgets.widgets._images import display_images, labels_of
 from neuronwidgets.widgets._worker import Job, worker_for
 
@@ -30,17 +30,17 @@ class ActivationOverlay(Widget):
     _esm = asset("activation-overlay.js")
     _css = asset("widgets.css")
 
-    unit = traitlets.Int(0).tag(sync=True)
-    layer = traitlets.Unicode("").tag(sync=True)
-    k = traitlets.Int(8).tag(sync=True)
-    image = traitlets.Int(None, allow_none=True).tag(sync=True)
-    colormap = traitlets.Unicode("magma").tag(sync=True)
+    unit = traitlets.Int(0, min=0).tag(sync=True, option=True)
+    layer = traitlets.Unicode("").tag(sync=True, option=True)
+    k = traitlets.Int(8, min=1, max=MAX_IMAGES).tag(sync=True, option=True)
+    image = traitlets.Int(None, allow_none=True, min=0).tag(sync=True, option=True)
+    colormap = Choice(render.colormap_names(), "magma").tag(sync=True, option=True)
     colormaps = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    opacity = traitlets.Float(0.6).tag(sync=True)
-    scale = traitlets.Unicode("shared").tag(sync=True)
-    show_raw = traitlets.Bool(False).tag(sync=True)
-    units = traitlets.Int(0).tag(sync=True)
-    images = traitlets.Int(0).tag(sync=True)  # number of images in the data
+    opacity = traitlets.Float(0.6, min=0.0, max=1.0).tag(sync=True, option=True)
+    scale = Choice(SCALES, "shared").tag(sync=True, option=True)
+    show_raw = traitlets.Bool(False).tag(sync=True, option=True)
+    units = traitlets.Int(0).tag(sync=True)  # number of units in the layer
+    image_count = traitlets.Int(0).tag(sync=True)  # number of images in the data
     tiles = traitlets.List().tag(sync=True)  # [{index, label, chosen, vmin, vmax, image, map, raw}, ...]
     colorbar = traitlets.Bytes(b"").tag(sync=True)  # PNG, low values left
     vrange = traitlets.List().tag(sync=True)  # [vmin, vmax] of the shared scale
@@ -49,7 +49,7 @@ class ActivationOverlay(Widget):
     _writable: ClassVar[frozenset[str]] = frozenset({"unit", "k", "image", "colormap", "opacity", "scale", "show_raw"})
 
     def __init__(self, probe: Probe, **kwargs: Any) -> None:
-        check_kwargs(type(self), kwargs, ("unit", "layer", "k", "image", "colormap", "opacity", "scale", "show_raw"))
+        check_kwargs(type(self), kwargs)
         if not isinstance(probe, Probe):
             raise TypeError(f"ActivationOverlay needs a Probe, got {type(probe).__name__}")
         self._probe = probe
@@ -60,7 +60,7 @@ class ActivationOverlay(Widget):
         super().__init__(
             layer=layer,
             units=probe.layer_info(layer).units,
-            images=len(probe.source),
+            image_count=len(probe.source),
             colormaps=render.colormap_names(),
         )
         with self.hold_trait_notifications():
@@ -86,34 +86,9 @@ class ActivationOverlay(Widget):
             raise traitlets.TraitError(f"unknown layer {proposal['value']!r}; valid: {', '.join(self._probe.layers)}")
         return proposal["value"]
 
-    @traitlets.validate("k")
-    def _valid_k(self, proposal: dict) -> int:
-        if not 1 <= proposal["value"] <= MAX_IMAGES:
-            raise traitlets.TraitError(f"k must be in 1..{MAX_IMAGES}, got {proposal['value']}")
-        return proposal["value"]
-
     @traitlets.validate("image")
     def _valid_image(self, proposal: dict) -> int | None:
-        return index_or_none(proposal["value"], self.images, "image must be an index")
-
-    @traitlets.validate("colormap")
-    def _valid_colormap(self, proposal: dict) -> str:
-        try:
-            return render.check_colormap(proposal["value"])
-        except ValueError as err:
-            raise traitlets.TraitError(str(err)) from None
-
-    @traitlets.validate("opacity")
-    def _valid_opacity(self, proposal: dict) -> float:
-        if not 0.0 <= proposal["value"] <= 1.0:
-            raise traitlets.TraitError(f"opacity must be in 0..1, got {proposal['value']}")
-        return proposal["value"]
-
-    @traitlets.validate("scale")
-    def _valid_scale(self, proposal: dict) -> str:
-        if proposal["value"] not in SCALES:
-            raise traitlets.TraitError(f"scale must be one of {', '.join(SCALES)}, got {proposal['value']!r}")
-        return proposal["value"]
+        return index_or_none(proposal["value"], self.image_count, "image must be an index")
 
     # -- rendering ----------------------------------------------------------------------------------------
 
@@ -133,12 +108,11 @@ class ActivationOverlay(Widget):
         colormap, scale = self.colormap, self.scale
 
         def run(job: Job) -> dict:
-            with at_layer(probe, layer):
-                indices = [int(i) for i in probe.top_images(unit, k)]
-                if image is not None:
-                    indices = [image, *[i for i in indices if i != image]][: k + 1]
-                maps = probe.activation_maps(unit, indices)
-                return render_tiles(probe, indices, maps, colormap, scale, chosen=image)
+            indices = [int(i) for i in probe.top_images(unit, k, layer=layer)]
+            if image is not None:
+                indices = [image, *[i for i in indices if i != image]][: k + 1]
+            maps = probe.activation_maps(unit, indices, layer=layer)
+            return render_tiles(probe, indices, maps, colormap, scale, chosen=image)
 
         def done(result: dict) -> None:
             self.tiles, self.vrange, self.colorbar = result["tiles"], result["vrange"], result["colorbar"]

@@ -24,7 +24,7 @@ class Explorer(Pictured, ipywidgets.GridBox):
     selected_unit = traitlets.Int(None, allow_none=True)
 
     def __init__(self, probe: Probe, **kwargs: Any) -> None:
-        check_kwargs(type(self), kwargs, ("method", "target", "layer", "selected_unit"))
+        check_kwargs(type(self), kwargs, options_of=RankedList)  # the options go to the list
         if not isinstance(probe, Probe):
             raise TypeError(f"Explorer needs a Probe, got {type(probe).__name__}")
         self.ranked_list = RankedList(probe, **kwargs)

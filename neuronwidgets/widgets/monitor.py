@@ -28,7 +28,7 @@ class MonitorView(Widget):
     _esm = asset("monitor.js")
     _css = asset("widgets.css")
 
-    top = traitlets.Int(8).tag(sync=True)
+    top = traitlets.Int(8, min=1).tag(sync=True, option=True)
     steps = traitlets.List(traitlets.Int()).tag(sync=True)
     lines = traitlets.List().tag(sync=True)  # [{"unit": u, "ranks": [rank at each step, 0 = most important]}]
     stability = traitlets.List().tag(sync=True)  # Spearman of each snapshot with the previous one (None: NaN)
@@ -37,7 +37,7 @@ class MonitorView(Widget):
     info = traitlets.Dict().tag(sync=True)  # method, layer, units, every, step, snapshots, seconds, monitor_seconds
 
     def __init__(self, monitor: Monitor, **kwargs: Any) -> None:
-        check_kwargs(type(self), kwargs, ("top",))
+        check_kwargs(type(self), kwargs)
         if not isinstance(monitor, Monitor):
             raise TypeError(f"MonitorView needs a Monitor, got {type(monitor).__name__}")
         self.monitor = monitor
@@ -54,12 +54,6 @@ class MonitorView(Widget):
 
         monitor.on_update = on_update
         self._sync()
-
-    @traitlets.validate("top")
-    def _valid_top(self, proposal: dict) -> int:
-        if proposal["value"] < 1:
-            raise traitlets.TraitError(f"top must be at least 1, got {proposal['value']}")
-        return proposal["value"]
 
     def _on_snapshot(self) -> None:
         """Redraw; a display problem is shown in the widget and never stops the training loop."""

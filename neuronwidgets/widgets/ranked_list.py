@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-import numpy as np
 import traitlets
 from PIL import Image
 
-from neuronwidgets.methods import get as get_method
-from neuronwidgets.methods import methods as all_methods
+from neuronwidgets.methods import MethodSpec, spec, specs
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
-from neuronwidgets.widgets._base import Widget, asset, at_layer, check_kwargs, figure_png, index_or_none
+from neuronwidgets.widgets._arrays import array_trait
+from neuronwidgets.widgets._base import Widget, asset, check_kwargs, figure_png, index_or_none
 from neuronwidgets.widgets._images import thumbnail
 from neuronwidgets.widgets._worker import Job, worker_for
 
-# Methods with a fast estimate of the same quantity: the estimate is shown while the exact ranking runs.
-FAST_ESTIMATES = {"ablation": "taylor", "car": "taylor"}
 DEFAULT_METHOD = "ablation"
 
 
-def method_options(name: str) -> set[str]:
-    """The keyword options a ranking method accepts."""
-    return set(inspect.signature(get_method(name)).parameters)
+def method_info(method: MethodSpec) -> dict[str, Any]:
+    """What the front end shows and decides its pickers by, from the method's declaration."""
+    return {
+        "name": method.name,
+        "description": method.description,
+        "takes_target": method.takes_target,
+        "needs_image": method.needs_image,
+    }
 
 
 class RankedList(Widget):
@@ -38,17 +39,18 @@ class RankedList(Widget):
     _esm = asset("ranked-list.js")
     _css = asset("widgets.css")
 
-    method = traitlets.Unicode(DEFAULT_METHOD).tag(sync=True)
-    target = traitlets.Int(None, allow_none=True).tag(sync=True)
-    layer = traitlets.Unicode("").tag(sync=True)
-    selected_unit = traitlets.Int(None, allow_none=True).tag(sync=True)
-    image = traitlets.Int(0).tag(sync=True)  # the image explained by single-image methods (resampling_*)
-    methods = traitlets.List().tag(sync=True)  # [[name, description, accepts_target], ...]
+    method = traitlets.Unicode(DEFAULT_METHOD).tag(sync=True, option=True)
+    target = traitlets.Int(None, allow_none=True).tag(sync=True, option=True)
+    layer = traitlets.Unicode("").tag(sync=True, option=True)
+    selected_unit = traitlets.Int(None, allow_none=True).tag(sync=True, option=True)
+    # the image explained by methods that explain one image (resampling_*)
+    image = traitlets.Int(0, min=0).tag(sync=True, option=True)
+    methods = traitlets.List(traitlets.Dict()).tag(sync=True)  # method_info() of each method offered
     classes = traitlets.List(traitlets.Unicode()).tag(sync=True)
     layers = traitlets.List(traitlets.Unicode()).tag(sync=True)
     interactive = traitlets.Bool(False).tag(sync=True)  # False for a fixed Ranking: pickers disabled
-    scores = traitlets.Bytes(b"").tag(sync=True)  # float32 per unit
-    order = traitlets.Bytes(b"").tag(sync=True)  # int32 unit indices, most important first
+    scores = array_trait("float64", help="score of each unit")
+    order = array_trait("int32", help="unit indices, most important first")
     info = traitlets.Dict().tag(sync=True)  # method, layer, target, units, provisional, seconds, engine
     ranking = traitlets.Instance(Ranking, allow_none=True)  # the Ranking shown (not synced)
 
@@ -61,7 +63,7 @@ class RankedList(Widget):
     }
 
     def __init__(self, ranking_or_probe: Ranking | Probe, **kwargs: Any) -> None:
-        check_kwargs(type(self), kwargs, ("method", "target", "layer", "selected_unit", "image"))
+        check_kwargs(type(self), kwargs)
         source = ranking_or_probe
         if not isinstance(source, (Ranking, Probe)):
             raise TypeError(f"RankedList needs a Ranking or a Probe, got {type(source).__name__}")
@@ -71,7 +73,15 @@ class RankedList(Widget):
         self._refresh_callbacks: list[Callable[[], None]] = []
         if isinstance(source, Ranking):
             super().__init__(method=source.method, target=source.target, layer=source.layer, classes=[])
-            self.methods = [[source.method, all_methods().get(source.method, ""), source.target is not None]]
+            known = specs().get(source.method)
+            self.methods = [
+                {
+                    "name": source.method,
+                    "description": known.description if known else "",
+                    "takes_target": source.target is not None,
+                    "needs_image": False,
+                }
+            ]
             self.layers = [source.layer]
             self._show(source)
             if "selected_unit" in kwargs:
@@ -79,7 +89,7 @@ class RankedList(Widget):
             return
         probe = source
         super().__init__(
-            methods=[[n, d, "target" in method_options(n)] for n, d in all_methods().items()],
+            methods=[method_info(m) for m in specs().values()],
             classes=probe.classes,
             layers=probe.layers,
             interactive=True,
@@ -95,7 +105,7 @@ class RankedList(Widget):
 
     @traitlets.validate("method")
     def _valid_method(self, proposal: dict) -> str:
-        valid = [m[0] for m in self.methods] if self.methods else list(all_methods())
+        valid = [m["name"] for m in self.methods] if self.methods else list(specs())
         if proposal["value"] not in valid:
             raise traitlets.TraitError(f"unknown method {proposal['value']!r}; valid: {', '.join(valid)}")
         return proposal["value"]
@@ -125,18 +135,19 @@ class RankedList(Widget):
     # -- ranking ------------------------------------------------------------------------------------------
 
     def _on_request(self, change: dict) -> None:
-        if change["name"] == "image" and "image" not in method_options(self.method):
+        if change["name"] == "image" and not spec(self.method).needs_image:
             return
         if change["name"] == "layer":
             self.selected_unit = None
         self.rerank()
 
     def _options(self) -> dict[str, Any]:
-        accepted = method_options(self.method)
+        """The options the current method takes, as its declaration says (class, image)."""
+        method = spec(self.method)
         options: dict[str, Any] = {}
-        if self.target is not None and "target" in accepted:
+        if self.target is not None and method.takes_target:
             options["target"] = self.target
-        if "image" in accepted:
+        if method.needs_image:
             options["image"] = self.image
         return options
 
@@ -152,16 +163,17 @@ class RankedList(Widget):
             self._settle("idle")
             return
         probe, method, layer = self._probe, self.method, self.layer
-        estimate = FAST_ESTIMATES.get(method) if "target" not in options else None
+        # the declared cheaper estimate of the same quantity, shown while the ranking runs (not per class)
+        preview = spec(method).preview if "target" not in options else None
 
         def run(job: Job) -> Ranking:
-            with at_layer(probe, layer):
-                if estimate is not None:
-                    first = probe.rank(estimate, progress=False, cancel=job.cancel)
-                    if job.current:
-                        with self.hold_sync():
-                            self._show(first, provisional=True)
-                return probe.rank(method, progress=self._progress_callback(job), cancel=job.cancel, **options)
+            if preview is not None:
+                first = probe.rank(preview, layer=layer, progress=False, cancel=job.cancel)
+                if job.current:
+                    with self.hold_sync():
+                        self._show(first, provisional=True)
+            progress = self._progress_callback(job)
+            return probe.rank(method, layer=layer, progress=progress, cancel=job.cancel, **options)
 
         def done(ranking: Ranking) -> None:
             self._cache[key] = ranking
@@ -194,8 +206,8 @@ class RankedList(Widget):
     def _show(self, ranking: Ranking, provisional: bool = False) -> None:
         if self.selected_unit is not None and self.selected_unit >= ranking.units:
             self.selected_unit = None
-        self.scores = ranking.scores.astype("<f4").tobytes()
-        self.order = np.asarray(ranking.order, dtype="<i4").tobytes()
+        self.scores = ranking.scores
+        self.order = ranking.order
         self.info = {
             "method": ranking.method,
             "layer": ranking.layer,
@@ -225,8 +237,7 @@ class RankedList(Widget):
         probe, layer = self._probe, self.layer
 
         def run(job: Job) -> bytes:
-            with at_layer(probe, layer):
-                return thumbnail(probe, unit)
+            return thumbnail(probe, unit, layer)
 
         def done(png: bytes) -> None:
             self.send({"type": "thumbnail", "unit": unit, "layer": layer}, buffers=[png])
