@@ -72,6 +72,11 @@ class RankedList(Widget):
         self._cache: dict[tuple, Ranking] = {}
         self._refresh_callbacks: list[Callable[[], None]] = []
         if isinstance(source, Ranking):
+            if set(kwargs) - {"selected_unit"}:
+                raise TypeError(
+                    f"RankedList(ranking) shows a finished Ranking: only selected_unit applies, got "
+                    f"{', '.join(sorted(set(kwargs) - {'selected_unit'}))}; pass a Probe to rank by them"
+                )
             super().__init__(method=source.method, target=source.target, layer=source.layer, classes=[])
             known = specs().get(source.method)
             self.methods = [
