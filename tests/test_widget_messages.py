@@ -268,3 +268,18 @@ def test_a_fixed_rankings_list_refuses_options_it_would_ignore(probe):
     with pytest.raises(TypeError, match="only selected_unit applies, got layer, method; pass a Probe"):
         nw.RankedList(ranking, method="ablation", layer="relu2")  # would have shown weight_l1 on relu3
     assert nw.RankedList(ranking, selected_unit=2).selected_unit == 2
+
+
+def test_bools_are_not_indices(probe):
+    ranked = nw.RankedList(probe, method="weight_l1")
+    ranked.wait(30)
+    sent = outbox(ranked)
+    update(ranked, selected_unit=True)  # JSON true from a front end: not unit 1
+    assert errors(sent) and ranked.selected_unit is None
+    with pytest.raises(traitlets.TraitError, match="expected an int, not the bool True"):
+        nw.ActivationOverlay(probe, unit=True)
+    panel = nw.AblationPanel(probe, ranking=probe.rank("weight_l1"))
+    with pytest.raises(traitlets.TraitError):
+        panel.toggled = [False]
+    panel.k = np.int64(2)
+    assert type(panel.k) is int and panel.wait(30)

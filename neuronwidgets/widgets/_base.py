@@ -40,6 +40,17 @@ class Choice(traitlets.Enum):
         return f"[{text}, ... ({len(choices)} in all)]" if len(choices) > self.SHOWN else f"[{text}]"
 
 
+class StrictInt(traitlets.Int):
+    """`traitlets.Int` that refuses bools (``True`` is not unit 1) and takes numpy integers as ints."""
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        if isinstance(value, (bool, np.bool_)):
+            self.error(obj, value)
+        if isinstance(value, np.integer):
+            value = int(value)
+        return super().validate(obj, value)
+
+
 def check_kwargs(cls: type, kwargs: dict[str, Any], options_of: type[traitlets.HasTraits] | None = None) -> None:
     """Reject keyword arguments that are not option traits (tagged ``option=True``) of ``options_of``
     (default ``cls``), with a TypeError that names the valid ones."""

@@ -14,7 +14,16 @@ from neuronwidgets.evaluation import Evaluation
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
 from neuronwidgets.widgets._arrays import array_trait
-from neuronwidgets.widgets._base import Choice, Widget, asset, check_kwargs, figure_png, index_or_none, nan_to_none
+from neuronwidgets.widgets._base import (
+    Choice,
+    StrictInt,
+    Widget,
+    asset,
+    check_kwargs,
+    figure_png,
+    index_or_none,
+    nan_to_none,
+)
 from neuronwidgets.widgets._images import display_images
 from neuronwidgets.widgets._worker import Job, worker_for
 
@@ -33,10 +42,10 @@ class AblationPanel(Widget):
     _esm = asset("ablation-panel.js")
     _css = asset("widgets.css")
 
-    k = traitlets.Int(0, min=0).tag(sync=True, option=True)
-    toggled = traitlets.List(traitlets.Int()).tag(sync=True, option=True)
+    k = StrictInt(0, min=0).tag(sync=True, option=True)
+    toggled = traitlets.List(StrictInt()).tag(sync=True, option=True)
     mode = Choice(ABLATION_MODES, "zero").tag(sync=True, option=True)
-    selected_unit = traitlets.Int(None, allow_none=True).tag(sync=True, option=True)
+    selected_unit = StrictInt(None, allow_none=True).tag(sync=True, option=True)
     layer = traitlets.Unicode("").tag(sync=True)
     units = traitlets.Int(0).tag(sync=True)  # number of units in the layer
     order = array_trait("int32", help="the ranking's units, most important first")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from neuronwidgets import render
 from neuronwidgets.probe import Probe
-from neuronwidgets.widgets._base import Choice, Widget, asset, check_kwargs, index_or_none, titled
+from neuronwidgets.widgets._base import Choice, StrictInt, Widget, asset, check_kwargs, index_or_none, titled
 from neuronwidgets.widgets._images import display_images, labels_of
 from neuronwidgets.widgets._worker import Job, worker_for
 
@@ -30,10 +30,10 @@ class ActivationOverlay(Widget):
     _esm = asset("activation-overlay.js")
     _css = asset("widgets.css")
 
-    unit = traitlets.Int(0, min=0).tag(sync=True, option=True)
+    unit = StrictInt(0, min=0).tag(sync=True, option=True)
     layer = traitlets.Unicode("").tag(sync=True, option=True)
-    k = traitlets.Int(8, min=1, max=MAX_IMAGES).tag(sync=True, option=True)
-    image = traitlets.Int(None, allow_none=True, min=0).tag(sync=True, option=True)
+    k = StrictInt(8, min=1, max=MAX_IMAGES).tag(sync=True, option=True)
+    image = StrictInt(None, allow_none=True, min=0).tag(sync=True, option=True)
     colormap = Choice(render.colormap_names(), "magma").tag(sync=True, option=True)
     colormaps = traitlets.List(traitlets.Unicode()).tag(sync=True)
     opacity = traitlets.Float(0.6, min=0.0, max=1.0).tag(sync=True, option=True)

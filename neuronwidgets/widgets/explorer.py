@@ -10,7 +10,7 @@ from PIL import Image
 
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
-from neuronwidgets.widgets._base import check_kwargs
+from neuronwidgets.widgets._base import StrictInt, check_kwargs
 from neuronwidgets.widgets._picture import Pictured
 from neuronwidgets.widgets.ablation_panel import AblationPanel
 from neuronwidgets.widgets.activation_overlay import ActivationOverlay
@@ -21,7 +21,7 @@ class Explorer(Pictured, ipywidgets.GridBox):
     """Select a unit in the list and the overlay and the ablation panel follow; the list's layer picker and
     refresh button drive all three. ``selected_unit`` mirrors the list's (observe or link it)."""
 
-    selected_unit = traitlets.Int(None, allow_none=True)
+    selected_unit = StrictInt(None, allow_none=True)
 
     def __init__(self, probe: Probe, **kwargs: Any) -> None:
         check_kwargs(type(self), kwargs, options_of=RankedList)  # the options go to the list

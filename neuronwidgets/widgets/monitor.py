@@ -14,7 +14,7 @@ from PIL import Image
 
 from neuronwidgets.monitor import Monitor, Snapshot
 from neuronwidgets.ranking import compare
-from neuronwidgets.widgets._base import Widget, asset, check_kwargs, figure_png, nan_to_none
+from neuronwidgets.widgets._base import StrictInt, Widget, asset, check_kwargs, figure_png, nan_to_none
 
 
 class MonitorView(Widget):
@@ -28,7 +28,7 @@ class MonitorView(Widget):
     _esm = asset("monitor.js")
     _css = asset("widgets.css")
 
-    top = traitlets.Int(8, min=1).tag(sync=True, option=True)
+    top = StrictInt(8, min=1).tag(sync=True, option=True)
     steps = traitlets.List(traitlets.Int()).tag(sync=True)
     lines = traitlets.List().tag(sync=True)  # [{"unit": u, "ranks": [rank at each step, 0 = most important]}]
     stability = traitlets.List().tag(sync=True)  # Spearman of each snapshot with the previous one (None: NaN)

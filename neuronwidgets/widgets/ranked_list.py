@@ -12,7 +12,7 @@ from neuronwidgets.methods import MethodSpec, spec, specs
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
 from neuronwidgets.widgets._arrays import array_trait
-from neuronwidgets.widgets._base import Widget, asset, check_kwargs, figure_png, index_or_none
+from neuronwidgets.widgets._base import StrictInt, Widget, asset, check_kwargs, figure_png, index_or_none
 from neuronwidgets.widgets._images import thumbnail
 from neuronwidgets.widgets._worker import Job, worker_for
 
@@ -40,11 +40,11 @@ class RankedList(Widget):
     _css = asset("widgets.css")
 
     method = traitlets.Unicode(DEFAULT_METHOD).tag(sync=True, option=True)
-    target = traitlets.Int(None, allow_none=True).tag(sync=True, option=True)
+    target = StrictInt(None, allow_none=True).tag(sync=True, option=True)
     layer = traitlets.Unicode("").tag(sync=True, option=True)
-    selected_unit = traitlets.Int(None, allow_none=True).tag(sync=True, option=True)
+    selected_unit = StrictInt(None, allow_none=True).tag(sync=True, option=True)
     # the image explained by methods that explain one image (resampling_*)
-    image = traitlets.Int(0, min=0).tag(sync=True, option=True)
+    image = StrictInt(0, min=0).tag(sync=True, option=True)
     methods = traitlets.List(traitlets.Dict()).tag(sync=True)  # method_info() of each method offered
     classes = traitlets.List(traitlets.Unicode()).tag(sync=True)
     layers = traitlets.List(traitlets.Unicode()).tag(sync=True)
