@@ -283,3 +283,16 @@ def test_bools_are_not_indices(probe):
         panel.toggled = [False]
     panel.k = np.int64(2)
     assert type(panel.k) is int and panel.wait(30)
+
+
+def test_a_panel_without_a_ranking_ranks_its_own_layer(watched):
+    panel = nw.AblationPanel(watched, layer="relu2")
+    assert panel.wait(30)
+    assert panel.layer == "relu2" and panel.units == 32 and panel.ranking.layer == "relu2"
+    explorer = nw.Explorer(watched, method="weight_l1", layer="relu1")
+    assert explorer.wait(60) and explorer.panel.layer == "relu1" and explorer.overlay.layer == "relu1"
+    assert watched._layer_sets == [] and watched.layer == "relu3"
+    with pytest.raises(ValueError, match="differs from the ranking's layer 'relu3'"):
+        nw.AblationPanel(watched, ranking=watched.rank("weight_l1"), layer="relu2")
+    with pytest.raises(ValueError, match="unknown layer 'nope'"):
+        nw.AblationPanel(watched, layer="nope")

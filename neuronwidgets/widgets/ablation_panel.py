@@ -46,7 +46,7 @@ class AblationPanel(Widget):
     toggled = traitlets.List(StrictInt()).tag(sync=True, option=True)
     mode = Choice(ABLATION_MODES, "zero").tag(sync=True, option=True)
     selected_unit = StrictInt(None, allow_none=True).tag(sync=True, option=True)
-    layer = traitlets.Unicode("").tag(sync=True)
+    layer = traitlets.Unicode("").tag(sync=True, option=True)  # the ranking's layer
     units = traitlets.Int(0).tag(sync=True)  # number of units in the layer
     order = array_trait("int32", help="the ranking's units, most important first")
     method = traitlets.Unicode("").tag(sync=True)  # the ranking's method, for the label
@@ -68,11 +68,11 @@ class AblationPanel(Widget):
             raise TypeError(f"AblationPanel needs a Probe, got {type(probe).__name__}")
         self._probe = probe
         self._worker = worker_for(probe)
-        self._images: dict[int, bytes] = {}
+        self._pngs: dict[int, bytes] = {}  # image index -> PNG, for the changed predictions
         ranking = kwargs.pop("ranking", None)
         if ranking is not None and not isinstance(ranking, Ranking):
             raise TypeError(f"ranking must be a Ranking, got {type(ranking).__name__}")
-        layer = probe.layer  # without a ranking, the panel ranks the probe's layer as it is now
+        layer = _layer_of(probe, ranking, kwargs.pop("layer", None))
         super().__init__(classes=probe.classes)
         self.observe(self._on_change, names=["k", "toggled", "mode"])
         if ranking is not None:
@@ -139,7 +139,7 @@ class AblationPanel(Widget):
     def refresh(self) -> None:
         """Evaluate again from scratch (after the model changed)."""
         self.before = {}
-        self._images.clear()
+        self._pngs.clear()
         self.evaluate()
 
     def evaluate(self) -> None:
@@ -169,10 +169,10 @@ class AblationPanel(Widget):
         self._submit("evaluate", run, done)
 
     def _changed(self, indices: np.ndarray, after: Evaluation) -> list[dict]:
-        missing = [int(i) for i in indices if int(i) not in self._images]
+        missing = [int(i) for i in indices if int(i) not in self._pngs]
         if missing:
             pictures = display_images(self._probe, missing)
-            self._images.update({i: render.png(p) for i, p in zip(missing, pictures)})
+            self._pngs.update({i: render.png(p) for i, p in zip(missing, pictures)})
         names = self.classes
         out = []
         for i in (int(i) for i in indices):
@@ -184,7 +184,7 @@ class AblationPanel(Widget):
                     "before": names[was],
                     "after": names[now],
                     "fixed": now == label,
-                    "image": self._images[i],
+                    "image": self._pngs[i],
                 }
             )
         return out
@@ -211,6 +211,18 @@ class AblationPanel(Widget):
                 fontsize=9,
             )
         return figure_png(fig)
+
+
+def _layer_of(probe: Probe, ranking: Ranking | None, layer: str | None) -> str:
+    """The panel's layer: the ranking's; without one, ``layer`` or else the probe's layer as it is now."""
+    if ranking is not None:
+        if layer is not None and layer != ranking.layer:
+            raise ValueError(f"layer={layer!r} differs from the ranking's layer {ranking.layer!r}; pass one of them")
+        return ranking.layer
+    layer = probe.layer if layer is None else layer
+    if layer not in probe.layers:
+        raise ValueError(f"unknown layer {layer!r}; valid: {', '.join(probe.layers)}")
+    return layer
 
 
 def _short(name: str, width: int = 8) -> str:

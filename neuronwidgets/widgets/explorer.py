@@ -30,7 +30,9 @@ class Explorer(Pictured, ipywidgets.GridBox):
         self.ranked_list = RankedList(probe, **kwargs)
         unit = self.ranked_list.selected_unit
         self.overlay = ActivationOverlay(probe, layer=self.ranked_list.layer, unit=unit or 0)
-        self.panel = AblationPanel(probe, ranking=self.ranked_list.ranking, selected_unit=unit)
+        ranking = self.ranked_list.ranking
+        layer = None if ranking is not None else self.ranked_list.layer  # until the list's ranking lands
+        self.panel = AblationPanel(probe, ranking=ranking, layer=layer, selected_unit=unit)
         super().__init__(
             children=[self.ranked_list, self.overlay, self.panel],
             layout=ipywidgets.Layout(
