@@ -121,6 +121,8 @@ def test_a_users_on_msg_callback_is_called_and_owns_unknown_types(probe):
         {"content": {"data": {"method": "update", "state": None}}},
         {"content": {"data": {"method": "update", "state": ["k"]}}},
         {"content": {"data": {"method": "custom", "content": None}}},  # no buffers key either
+        {"content": {"data": {"method": "custom", "content": {"type": []}}}, "buffers": []},
+        {"content": {"data": {"method": "custom", "content": {"type": "toggle", "unit": 1, "extra": 2}}}},
     ],
 )
 def test_malformed_messages_never_raise_out(probe, msg):
@@ -129,6 +131,7 @@ def test_malformed_messages_never_raise_out(probe, msg):
     sent = outbox(panel)
     panel._handle_msg(msg)
     assert errors(sent) and panel.error
+    assert "unhashable" not in panel.error and "Traceback" not in panel.error
     assert panel.k == 0 and probe.layer == "relu3"
 
 

@@ -181,14 +181,15 @@ class Widget(Pictured, anywidget.AnyWidget):
         """Run the handler of a custom message's ``type``; unknown types are left to user callbacks."""
         try:
             kind = content.get("type") if isinstance(content, dict) else None
-            if kind not in self._handlers:
+            handler = self._handlers.get(kind) if isinstance(kind, str) else None
+            if handler is None:
                 if self._user_callbacks:
                     return
                 if not isinstance(kind, str):
                     raise BadMessage("a custom message must be an object with a string 'type'")
                 raise BadMessage(f"unknown message type {kind!r}; valid: {', '.join(sorted(self._handlers))}")
             params = {k: v for k, v in content.items() if k != "type"}
-            getattr(self, self._handlers[kind])(**params)
+            getattr(self, handler)(**params)
         except Exception as err:  # shown in the widget, not as a traceback in some output area
             self.report(err)
 
