@@ -1,9 +1,14 @@
-"""The ``neuronwidgets`` command: rank the units of a layer from the shell (the demo model by default)."""
+"""The ``neuronwidgets`` command: rank the units of a layer from the shell (the demo model by default).
+
+A problem with the input (a missing or unreadable file, a factory that raises, bad data, a bad option) is one
+line ``error: ...`` on stderr and exit code 2, without a traceback; ``--debug`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import operator
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,27 +22,68 @@ from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
 
 
+class CliError(Exception):
+    """A problem with the command's input: reported as one line ``error: ...`` and exit code 2."""
+
+
+def _cause(err: BaseException) -> str:
+    """An exception as one line, ``Type: message``, for the cause part of an error line."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def _load_object(spec: str, what: str) -> Any:
     """``module:callable`` (called with no arguments) or a file saved with ``torch.save``."""
     if ":" in spec and not Path(spec).exists():
-        module_name, _, attr = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise SystemExit(f"error: cannot load {what} {spec!r}: {err}") from err
-        return factory() if callable(factory) else factory
+        return _from_factory(spec, what)
     path = Path(spec)
-    if not path.exists():
-        raise SystemExit(f"error: {what} {spec!r} is neither an existing file nor 'module:callable'")
-    # A pickled model is code: only load files you trust (your own checkpoints).
-    return torch.load(path, map_location="cpu", weights_only=False)
+    if not path.is_file():
+        raise CliError(f"{what} {spec!r} is neither an existing file nor 'module:callable'")
+    return _from_file(path, what)
+
+
+def _from_factory(spec: str, what: str) -> Any:
+    """The object ``module:attr`` names, called with no arguments if it is callable."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr or ":" in attr:
+        raise CliError(f"{what} {spec!r} is not 'module:callable' (e.g. 'mypackage.models:make_model')")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # not found, or the module's own code failed
+        raise CliError(f"cannot import module {module_name!r} for {what} {spec!r} ({_cause(err)})") from err
+    try:
+        factory = operator.attrgetter(attr)(module)
+    except AttributeError as err:
+        raise CliError(f"module {module_name!r} has no attribute {attr!r} (for {what} {spec!r})") from err
+    if not callable(factory):
+        return factory
+    try:
+        return factory()
+    except Exception as err:
+        raise CliError(f"the {what} factory {spec!r} raised {_cause(err)}") from err
+
+
+def _from_file(path: Path, what: str) -> Any:
+    """An object saved by ``torch.save``; a pickled model is code, so only load files you trust."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (ImportError, AttributeError) as err:  # the pickle names a module or class not importable here
+        raise CliError(
+            f"cannot load {what} {str(path)!r}: it was pickled with a class that cannot be imported here "
+            f"({_cause(err)}). Make the module that defines it importable (run from its folder or add it to "
+            "PYTHONPATH), or save model.state_dict() and pass a 'module:factory' that builds and loads the model"
+        ) from err
+    except Exception as err:
+        raise CliError(
+            f"cannot load {what} {str(path)!r} with torch.load ({_cause(err)}): is it a file written by torch.save?"
+        ) from err
 
 
 def _first(data: Any, n: int | None) -> Any:
     if n is None:
         return data
     if n < 1:
-        raise SystemExit("error: --images must be at least 1")
+        raise CliError("--images must be at least 1")
     if isinstance(data, torch.Tensor):
         return data[:n]
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
@@ -46,7 +92,7 @@ def _first(data: Any, n: int | None) -> Any:
         subset = Subset(data, range(min(n, len(data))))  # type: ignore[arg-type]
         subset.classes = getattr(data, "classes", None)  # type: ignore[attr-defined]
         return subset
-    raise SystemExit(f"error: --images cannot subsample data of type {type(data).__name__}")
+    raise CliError(f"--images cannot subsample data of type {type(data).__name__}")
 
 
 def _table(ranking: Ranking, probe: Probe, top: int, model_name: str) -> str:
@@ -70,10 +116,13 @@ def _table(ranking: Ranking, probe: Probe, top: int, model_name: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuronwidgets", description="Rank the neurons (channels) of a CNN layer.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command")
     rank = commands.add_parser("rank", help="rank the units of a layer (the default command)")
     layers = commands.add_parser("layers", help="list the inspectable layers of a model")
-    commands.add_parser("methods", help="list the ranking methods")
+    listing = commands.add_parser("methods", help="list the ranking methods")
+    for sub in (rank, layers, listing):  # SUPPRESS: a subcommand's default must not undo 'neuronwidgets --debug'
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show an error's traceback")
     for sub in (rank, layers):
         sub.add_argument("--model", default="demo", help="'demo', 'module:factory' or a file saved by torch.save")
         sub.add_argument("--data", help="'module:factory' or a torch.save file: a Dataset or (images, labels)")
@@ -93,9 +142,9 @@ def _probe(args: argparse.Namespace, layer: str | None = None) -> tuple[Probe, s
     else:
         model = _load_object(args.model, "model")
         if not isinstance(model, torch.nn.Module):
-            raise SystemExit(f"error: --model {args.model!r} gave a {type(model).__name__}, not a torch.nn.Module")
+            raise CliError(f"--model {args.model!r} gave a {type(model).__name__}, not a torch.nn.Module")
         if args.data is None:
-            raise SystemExit("error: --data is required with a model other than the demo")
+            raise CliError("--data is required with a model other than the demo")
         data = None
         name = type(model).__name__
     if args.data is not None:
@@ -103,13 +152,31 @@ def _probe(args: argparse.Namespace, layer: str | None = None) -> tuple[Probe, s
     try:
         return Probe(model, _first(data, args.images), layer=layer), name
     except (ValueError, TypeError) as err:
-        raise SystemExit(f"error: {err}") from err
+        raise CliError(str(err)) from err
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; 0 on success, 2 (with one line ``error: ...`` on stderr) for bad input."""
     args = _parser().parse_args(argv if argv is not None else sys.argv[1:] or ["rank"])
     if args.command is None:
         args = _parser().parse_args(["rank", *(argv or [])])
+    try:
+        return _run(args)
+    except Exception as err:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {_message(err)}", file=sys.stderr)
+        return 2
+
+
+def _message(err: Exception) -> str:
+    """The error line: our own and the library's input errors as they are, anything else with its type."""
+    if isinstance(err, (CliError, ValueError, TypeError)):
+        return " ".join(str(err).split())
+    return f"{_cause(err)} (run with --debug for the traceback)"
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "methods":
         for name, description in methods().items():
             print(f"{name:<14} {description}")
@@ -122,10 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     probe, name = _probe(args, args.layer)
     options = {} if args.target is None else {"target": args.target}
-    try:
-        ranking = probe.rank(args.method, **options)
-    except (ValueError, TypeError) as err:
-        raise SystemExit(f"error: {err}") from err
+    ranking = probe.rank(args.method, **options)
     if args.format == "csv":
         sys.stdout.write(ranking.to_csv())
     elif args.format == "json":

@@ -2,6 +2,21 @@
 
 Everything downstream sees `Chunk`s of at most ``chunk_size`` images, so memory is bounded by the chunk
 size and never by the size of the dataset.
+
+Order: image ``i`` must always be the same image, so a DataLoader must read its dataset in order (the default
+``SequentialSampler``, or a ``BatchSampler`` over one); shuffling and other samplers are refused. With
+``drop_last=True`` the data is exactly the images the loader yields: its last incomplete batch is left out of
+``len``, of every ranking and evaluation, and of the indices that ``take`` accepts.
+
+Images: floating-point images are used as given. ``uint8`` images (tensors, numpy arrays, or a Dataset's
+items) are pixel values 0..255 and are divided by 255 into [0, 1], as torchvision's ``ToTensor`` and
+``ConvertImageDtype`` do; any normalisation the model expects is still yours to apply (in the Dataset's
+transform). Images of any other integer dtype, bool or complex are refused: convert them to float in the scale
+your model was trained on.
+
+Labels: one class index per image, as integers or as whole-number floats; an ``(N, 1)`` column counts as
+``N`` labels. Non-integer floats, bools, one-hot or probability rows ``(N, classes)`` and non-numbers are
+refused, from tensors, Datasets and DataLoaders alike.
 """
 
 from __future__ import annotations
@@ -12,7 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +59,19 @@ def _as_tensor(value: Any, what: str) -> torch.Tensor:
     raise TypeError(f"{what} must be a torch tensor or a numpy array, got {type(value).__name__}")
 
 
+def as_float_images(images: torch.Tensor, what: str = "images") -> torch.Tensor:
+    """``images`` as floats by the module's rule: uint8 pixel values are divided by 255 into [0, 1], floats
+    are kept as they are, other dtypes are refused (their scale is unknown)."""
+    if images.is_floating_point():
+        return images
+    if images.dtype == torch.uint8:
+        return images.float() / 255
+    raise TypeError(
+        f"{what} have dtype {images.dtype}, whose pixel scale is unknown: give float images in the scale the "
+        "model was trained on, or uint8 pixel values 0..255 (divided by 255 here, as torchvision's ToTensor does)"
+    )
+
+
 def _split_item(item: Any) -> tuple[Any, Any]:
     """An item or batch is either images alone or a (images, labels, ...) pair."""
     if isinstance(item, (tuple, list)):
@@ -51,14 +86,25 @@ def _split_item(item: Any) -> tuple[Any, Any]:
     return item, None
 
 
+def _check_chunk_size(chunk_size: Any) -> int:
+    """``chunk_size`` as an int >= 1, checked when the data is given rather than on the first pass."""
+    if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(chunk_size, (int, np.integer)):
+        raise TypeError(
+            f"chunk_size must be an int (images per forward pass), got {chunk_size!r} "
+            f"({type(chunk_size).__name__}); e.g. chunk_size=128"
+        )
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    return int(chunk_size)
+
+
 class DataSource:
     """Chunked, ordered access to images and optional labels; image ``i`` always means the same image."""
 
     def __init__(self, data: Any, chunk_size: int = 128) -> None:
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-        self.chunk_size = chunk_size
+        self.chunk_size = _check_chunk_size(chunk_size)
         self._loader: DataLoader | None = None
+        self._loader_images = 0
         self._dataset: Dataset | None = None
         self._images: torch.Tensor | None = None
         self._labels: torch.Tensor | None = None
@@ -69,28 +115,21 @@ class DataSource:
 
     def _setup(self, data: Any) -> None:
         if isinstance(data, DataLoader):
-            if isinstance(data.sampler, RandomSampler):
-                raise ValueError(
-                    "the DataLoader shuffles its data, so image indices would change between passes. "
-                    "Pass DataLoader(..., shuffle=False) or the dataset itself."
-                )
+            _check_in_order(data)
             self._loader = data
+            self._loader_images = _yielded_images(data)
             self.classes = _classes_of(data.dataset)
         elif isinstance(data, IterableDataset):
-            raise TypeError("an IterableDataset has no fixed length or order; wrap it in a DataLoader or a list")
+            raise TypeError(
+                "an IterableDataset has no fixed length or order; make a list of its items, or give it a "
+                "__len__ and wrap it in a DataLoader"
+            )
         elif _is_images_labels_pair(data):
             images = _as_tensor(data[0], "images")
-            labels = _as_tensor(data[1], "labels")
             if images.ndim == 3:
                 images = images.unsqueeze(0)
-            if labels.ndim == 0:
-                labels = labels.reshape(1)
-            if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-                raise ValueError(
-                    f"labels must be a 1-D array with one label per image: got labels of shape "
-                    f"{tuple(labels.shape)} for {images.shape[0]} images"
-                )
-            self._images, self._labels = images, _check_label_dtype(labels)
+            self._images = images
+            self._labels = _check_labels(_label_tensor(data[1], "labels"), images.shape[0], 0)
         elif isinstance(data, (torch.Tensor, np.ndarray)):
             images = _as_tensor(data, "images")
             self._images = images.unsqueeze(0) if images.ndim == 3 else images
@@ -104,6 +143,8 @@ class DataSource:
             )
         if self._images is not None and self._images.ndim != 4:
             raise ValueError(f"images must have shape (N, C, H, W) or (C, H, W), got {tuple(self._images.shape)}")
+        if self._images is not None:
+            as_float_images(self._images[:0])  # refuse an unusable dtype now, not on the first pass
 
     @property
     def dataset(self) -> Any:
@@ -118,8 +159,7 @@ class DataSource:
             return self._images.shape[0]
         if self._dataset is not None:
             return len(self._dataset)
-        assert self._loader is not None
-        return len(self._loader.dataset)  # type: ignore[arg-type]
+        return self._loader_images
 
     @property
     def num_chunks(self) -> int:
@@ -130,16 +170,29 @@ class DataSource:
     def chunks(self) -> Iterator[Chunk]:
         """Every image once, in order, as validated chunks."""
         if self._loader is not None:
-            start = 0
-            for batch in self._loader:
-                images, labels = _split_item(batch)
-                chunk = _make_chunk(start, images, labels)
-                start += len(chunk)
-                yield chunk
+            yield from self._loader_chunks()
             return
         for start in range(0, len(self), self.chunk_size):
             stop = min(start + self.chunk_size, len(self))
             yield self._slice(start, stop)
+
+    def _loader_chunks(self) -> Iterator[Chunk]:
+        """The loader's batches as chunks, checking that it yields the number of images counted up front."""
+        assert self._loader is not None
+        start, expected = 0, self._loader_images
+        for batch in self._loader:
+            images, labels = _split_item(batch)
+            chunk = _make_chunk(start, images, labels)
+            start += len(chunk)
+            if start > expected:
+                break
+            yield chunk
+        if start != expected:
+            raise ValueError(
+                f"the DataLoader yielded {'more than ' if start > expected else ''}{start} images, but its "
+                f"dataset and batch size give {expected}: a collate_fn or dataset that drops or adds images "
+                "changes what image i means. Pass a DataLoader that yields each image of its dataset once."
+            )
 
     def _slice(self, start: int, stop: int) -> Chunk:
         if self._images is not None:
@@ -161,14 +214,27 @@ class DataSource:
         n = len(self)
         bad = [i for i in idx if not -n <= i < n]
         if bad:
-            raise IndexError(f"image indices {bad[:5]} are out of range for {n} images")
+            raise IndexError(f"image indices {bad[:5]} are out of range for {n} images{self._dropped_note()}")
         idx = [i % n for i in idx]
         if self._images is not None:
             labels = None if self._labels is None else self._labels[idx]
             return _make_chunk(0, self._images[idx], labels)
         if self._dataset is not None:
             return _collate(0, [self._dataset[i] for i in idx])
-        wanted = {i: None for i in idx}
+        return self._take_from_loader(idx)
+
+    def _dropped_note(self) -> str:
+        """Why a DataLoader's data has fewer images than its dataset, where it does."""
+        if self._loader is None or self._loader_images == len(self._loader.dataset):  # type: ignore[arg-type]
+            return ""
+        return (
+            f" (the DataLoader's drop_last=True leaves out the last incomplete batch of its dataset's "
+            f"{len(self._loader.dataset)} images)"  # type: ignore[arg-type]
+        )
+
+    def _take_from_loader(self, idx: list[int]) -> Chunk:
+        """Images at ``idx`` (each in range) read in one pass over the loader, stopping once all are found."""
+        wanted = set(idx)
         found: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         for chunk in self.chunks():
             for j in range(len(chunk)):
@@ -182,14 +248,70 @@ class DataSource:
         return _make_chunk(0, images, labels)
 
 
+def _check_in_order(loader: DataLoader) -> None:
+    """Refuse a DataLoader that does not read its dataset in order: image indices would change between passes."""
+    if isinstance(loader.dataset, IterableDataset):
+        if not hasattr(loader.dataset, "__len__"):
+            raise TypeError(
+                "the DataLoader reads an IterableDataset without __len__, so the number of images is unknown: "
+                "give the dataset a __len__, or pass a list of its items"
+            )
+        return  # it yields in its own order; `_loader_chunks` checks the count
+    sampler = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
+    if _reads_in_order(sampler, len(loader.dataset)):  # type: ignore[arg-type]
+        return
+    if isinstance(loader.sampler, RandomSampler):
+        raise ValueError(
+            "the DataLoader shuffles its data, so image indices would change between passes. "
+            "Pass DataLoader(..., shuffle=False) or the dataset itself."
+        )
+    raise ValueError(
+        f"the DataLoader's {_sampler_name(loader)} does not read the dataset in order, so image i would not "
+        "always be the same image. Pass a DataLoader with the default sampler (shuffle=False, no sampler or "
+        "batch_sampler) or the dataset itself; for a subset, pass torch.utils.data.Subset(dataset, indices)."
+    )
+
+
+def _reads_in_order(sampler: Any, size: int) -> bool:
+    """A `SequentialSampler` over all ``size`` items, or a `BatchSampler` over one (subclasses that keep their
+    iteration count too); any other sampler's order is unknown, so it does not."""
+    if isinstance(sampler, BatchSampler) and type(sampler).__iter__ is BatchSampler.__iter__:
+        return _reads_in_order(sampler.sampler, size)
+    if isinstance(sampler, SequentialSampler) and type(sampler).__iter__ is SequentialSampler.__iter__:
+        return len(sampler) == size
+    return False
+
+
+def _sampler_name(loader: DataLoader) -> str:
+    if loader.batch_sampler is not None and type(loader.batch_sampler) is not BatchSampler:
+        return f"batch_sampler ({type(loader.batch_sampler).__name__})"
+    sampler = loader.batch_sampler.sampler if loader.batch_sampler is not None else loader.sampler
+    return f"sampler ({type(sampler).__name__})"
+
+
+def _yielded_images(loader: DataLoader) -> int:
+    """How many images the (in-order) loader yields: all of its dataset, less the last incomplete batch where
+    ``drop_last`` leaves it out."""
+    size = len(loader.dataset)  # type: ignore[arg-type]
+    batches = loader.batch_sampler
+    if batches is None or not getattr(batches, "drop_last", False):
+        return size
+    batch_size = int(batches.batch_size)  # type: ignore[attr-defined]
+    return size // batch_size * batch_size
+
+
 def _is_images_labels_pair(data: Any) -> bool:
-    """``(images, labels)`` with array images, as opposed to a sequence of (image, label) samples."""
+    """``(images, labels)`` with array images, as opposed to a sequence of (image, label) samples; labels of
+    shape (N, k) beside (N, C, H, W) images count too, so that their error is about the labels."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         return False
     images, labels = data
     arrays = (torch.Tensor, np.ndarray)
-    labels_like = isinstance(labels, list) or (isinstance(labels, arrays) and labels.ndim <= 1)
-    return isinstance(images, arrays) and labels_like
+    if not isinstance(images, arrays):
+        return False
+    if isinstance(labels, arrays):
+        return labels.ndim <= 1 or (labels.ndim == 2 and images.ndim == 4)
+    return isinstance(labels, list)
 
 
 def _classes_of(data: Any) -> list[str] | None:
@@ -199,14 +321,57 @@ def _classes_of(data: Any) -> list[str] | None:
     return None
 
 
-def _check_label_dtype(labels: torch.Tensor) -> torch.Tensor:
-    if labels.is_floating_point():
-        if not torch.equal(labels, labels.round()):
-            raise ValueError("labels must be integer class indices, got non-integer floats")
-        labels = labels.long()
-    elif labels.dtype == torch.bool:
-        raise ValueError("labels must be integer class indices, got booleans")
+def _label_tensor(value: Any, what: str) -> torch.Tensor:
+    """Labels given as a tensor, an array, a number or a (nested) list, as a tensor; anything else refused.
+    Python floats stay float64 (through numpy), so that a refused label is shown as it was given."""
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.from_numpy(np.asarray(value))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{what} must be integer class indices, got {type(value).__name__} {value!r:.60}") from err
+
+
+def _check_labels(labels: torch.Tensor, images: int, start: int) -> torch.Tensor:
+    """``labels`` of images ``start..`` as a 1-D int64 tensor with one class index per image, by the module's
+    rule."""
+    where = f"images {start}.."
+    labels = _label_shape(labels, images, where)
+    if labels.dtype == torch.bool:
+        raise ValueError(
+            f"labels must be integer class indices, got booleans in {where}: pass class indices "
+            "(e.g. labels.long() if True means class 1)"
+        )
+    if labels.is_complex():
+        raise ValueError(f"labels must be integer class indices, got complex numbers in {where}")
+    if labels.is_floating_point() and not torch.equal(labels, labels.round()):
+        bad = (labels != labels.round()).nonzero().flatten()[:3]
+        raise ValueError(
+            f"labels must be integer class indices, got non-integer floats: images {(bad + start).tolist()} have "
+            f"labels {labels[bad].tolist()}; pass class indices, not scores or regression targets"
+        )
     return labels.long()
+
+
+def _label_shape(labels: torch.Tensor, images: int, where: str) -> torch.Tensor:
+    """One label per image: a scalar for one image and an (N, 1) column are fine, (N, k) rows are not."""
+    if labels.ndim == 0:
+        labels = labels.reshape(1)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim == 2:
+        raise ValueError(
+            f"labels of shape {tuple(labels.shape)} in {where} have {labels.shape[1]} values per image: they "
+            "look one-hot or like class probabilities. Pass one class index per image, e.g. labels.argmax(1)"
+        )
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be one class index per image, shape (N,); got {tuple(labels.shape)} in {where}")
+    if labels.shape[0] != images:
+        raise ValueError(
+            f"labels must be a 1-D array with one label per image: got {labels.shape[0]} labels for {images} "
+            f"images in {where}"
+        )
+    return labels
 
 
 def _make_chunk(start: int, images: Any, labels: Any) -> Chunk:
@@ -215,15 +380,12 @@ def _make_chunk(start: int, images: Any, labels: Any) -> Chunk:
         images = images.unsqueeze(0)
     if images.ndim != 4:
         raise ValueError(f"images {start}..: expected a batch of shape (N, C, H, W), got shape {tuple(images.shape)}")
-    if not images.is_floating_point():
-        images = images.float()
+    images = as_float_images(images, f"images {start}..")
     if not torch.isfinite(images).all():
         bad = (~torch.isfinite(images.flatten(1))).any(dim=1).nonzero().flatten()[:5] + start
         raise ValueError(f"the data contains NaN or infinite values (images {bad.tolist()}, ...)")
     if labels is not None:
-        labels = _check_label_dtype(_as_tensor(labels, "labels").reshape(-1))
-        if labels.shape[0] != images.shape[0]:
-            raise ValueError(f"images {start}..: {images.shape[0]} images but {labels.shape[0]} labels")
+        labels = _check_labels(_label_tensor(labels, "labels"), images.shape[0], start)
     return Chunk(start, images, labels)
 
 
@@ -237,5 +399,14 @@ def _collate(start: int, items: list[Any]) -> Chunk:
     has_labels = [y is not None for _, y in pairs]
     if any(has_labels) and not all(has_labels):
         raise ValueError(f"some items among images {start}.. have labels and some do not")
-    labels = torch.as_tensor([int(y) for _, y in pairs]) if all(has_labels) else None
+    labels = _stack_labels([y for _, y in pairs], start) if all(has_labels) else None
     return _make_chunk(start, images, labels)
+
+
+def _stack_labels(values: list[Any], start: int) -> torch.Tensor:
+    """The labels of a Dataset's items as one tensor (checked by `_check_labels` like any other labels)."""
+    tensors = [_label_tensor(y, f"labels of images {start}..") for y in values]
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise ValueError(f"the items among images {start}.. have labels of different shapes {sorted(shapes)[:4]}")
+    return torch.stack(tensors)

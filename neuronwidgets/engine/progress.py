@@ -41,6 +41,27 @@ CancelFlag = threading.Event | Callable[[], bool] | None
 ProgressOption = bool | ProgressCallback | None
 
 
+def check_progress(progress: object) -> None:
+    """Refuse a ``progress`` option other than None, a bool or a callable, before any work starts."""
+    if progress is None or isinstance(progress, bool) or callable(progress):
+        return
+    raise TypeError(
+        f"progress must be None or True (a tqdm bar on long work), False (none) or a callable receiving "
+        f"ProgressInfo, got {progress!r:.60} ({type(progress).__name__})"
+    )
+
+
+def check_cancel(cancel: object) -> None:
+    """Refuse a ``cancel`` option other than None, a threading.Event or a callable, before any work starts
+    (a flag that cannot be read would otherwise fail only when the first chunk is done)."""
+    if cancel is None or isinstance(cancel, threading.Event) or callable(cancel):
+        return
+    raise TypeError(
+        f"cancel must be None, a threading.Event (set it to stop) or a callable returning True to stop, got "
+        f"{cancel!r:.60} ({type(cancel).__name__})"
+    )
+
+
 class Progress:
     """Counts steps, forwards them to a callback or a tqdm bar, and raises `Cancelled` when asked to.
 
@@ -52,6 +73,8 @@ class Progress:
     def __init__(
         self, description: str, total: int | None, progress: ProgressOption = None, cancel: CancelFlag = None
     ) -> None:
+        check_progress(progress)
+        check_cancel(cancel)
         self.description = description
         self.total = total
         self.done = 0
@@ -102,6 +125,7 @@ class Progress:
     ) -> Progress:
         """A new `Progress`, or ``progress`` itself when the caller already counts a larger piece of work
         (then closing this one is left to that caller)."""
+        check_cancel(cancel)
         if isinstance(progress, Progress):
             return _Shared(progress)
         return cls(description, total, progress, cancel)
