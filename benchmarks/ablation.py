@@ -210,11 +210,11 @@ def captum_drops(
 
 def suffix_pass_seconds(probe: nw.Probe, repeats: int = 3) -> float:
     """Fastest of ``repeats`` unablated passes of the network after the layer over the probe's cached cut values."""
-    ablator, best = probe.ablator(), math.inf
+    ablator, best = probe.site().ablator(), math.inf
     with torch.no_grad():
         for _ in range(repeats):
             begin = time.perf_counter()
-            for values, _chunk, _bar in probe.crossings("suffix", progress=False):
+            for values, _chunk, _bar in probe.site().crossings("suffix", progress=False):
                 ablator.scores(values)
             best = min(best, time.perf_counter() - begin)
     return best
@@ -226,10 +226,10 @@ CALL_SIZES = (8, 16, 32, 64, 128, 256)  # images per call of the network after t
 def call_size_profile(probe: nw.Probe, repeats: int = 3) -> dict[int, float]:
     """Seconds per image of one call of the network after the frontier (pushdown path), by images per call
     (best of ``repeats``); calls larger than the chunk repeat its images, as batching units together would."""
-    ablator = probe.ablator()
+    ablator = probe.site().ablator()
     assert ablator.split is not None and ablator.split.frontier is not None
     frontier = ablator.split.frontier
-    values = next(probe.crossings("profile", progress=False))[0]
+    values = next(probe.site().crossings("profile", progress=False))[0]
     profile = {}
     with torch.no_grad():
         xs = frontier.chain(values[0].clone())
@@ -249,10 +249,10 @@ def call_size_profile(probe: nw.Probe, repeats: int = 3) -> dict[int, float]:
 
 def ours_class_scores(probe: nw.Probe, units: Sequence[int]) -> np.ndarray:
     """Class scores (units, images, classes) with each unit zeroed, from the engine's cached cut values."""
-    ablator, fill, units = probe.ablator(), probe.fill("zero"), list(units)
+    ablator, fill, units = probe.site().ablator(), probe.site().fill("zero"), list(units)
     parts = []
     with torch.no_grad():
-        for values, chunk, _bar in probe.crossings("bench", progress=False):
+        for values, chunk, _bar in probe.site().crossings("bench", progress=False):
             part = torch.empty(len(units), len(chunk.images), probe.num_classes)
             for block, images, scores in ablator.each_unit(values, units, fill):
                 part[[units.index(u) for u in block], images] = scores
@@ -286,7 +286,7 @@ def way_worker(job: dict[str, Any]) -> dict[str, Any]:
         out["drops"] = timing.result
     else:
         small = nw.Probe(model, (images[:4], labels[:4]), layer=layer, chunk_size=CHUNK)  # warm-up
-        small.ablation_outcomes(units=[0, 1], progress=False)
+        small.site().ablation_outcomes(units=[0, 1], progress=False)
         small.rank("taylor", progress=False)
         del small
         setup: list[float] = []
@@ -306,7 +306,7 @@ def way_worker(job: dict[str, Any]) -> dict[str, Any]:
         logits = ours_class_scores(probe, units)
         loop_extra = loop_memory.extra()
         crossing_bytes = sum(
-            v.numel() * v.element_size() for values, _, _ in probe.crossings("size", progress=False) for v in values
+            v.numel() * v.element_size() for values, _, _ in probe.site().crossings("size", progress=False) for v in values
         )
         out.update(
             call_profile=call_size_profile(probe) if job["profile_calls"] else None,
@@ -344,7 +344,7 @@ def rounds_worker(job: dict[str, Any]) -> dict[str, list[Any]]:
     module = model.get_submodule(layer)
     naive_outcomes(model, module, images[:4], labels[:4], units[:1])  # warm-up
     captum_drops(model, module, images[:4], labels[:4], units[:1], channels, ppe)
-    nw.Probe(model, (images[:4], labels[:4]), layer=layer, chunk_size=CHUNK).ablation_outcomes([0, 1], progress=False)
+    nw.Probe(model, (images[:4], labels[:4]), layer=layer, chunk_size=CHUNK).site().ablation_outcomes([0, 1], progress=False)
     out: dict[str, list[Any]] = {"naive": [], "captum": [], "ours": []}
     for _ in range(job["rounds"]):
         result = naive_outcomes(model, module, images, labels, units)
@@ -437,7 +437,7 @@ def layer_facts(case: str, layers: Sequence[str], labels: Sequence[int] | None) 
     facts = {}
     for layer in layers:
         probe.layer = layer
-        ablator = probe.ablator()
+        ablator = probe.site().ablator()
         if ablator.split is not None:
             with torch.no_grad():
                 values = ablator.crossing(few)
@@ -807,7 +807,7 @@ what the engine adds to one forward pass. It takes each chunk's images in slices
 per unit stay within 1/8 of the cached values (see `Ablator.work_slices`). Cached activations = the layer's \
 output for all images in float32. Part of every figure is fixed: oneDNN reorders a conv's weights on every \
 call (9.4 MB for one of resnet18's 512x512x3x3 convs), whatever the batch size.
-- **FLOP floor** = FLOPs of the network after the layer (`FlopCounterMode` on `probe.ablator().split.suffix`, \
+- **FLOP floor** = FLOPs of the network after the layer (`FlopCounterMode` on `probe.site().ablator().split.suffix`, \
 conv/matmul FLOPs, 2 per multiply-add) x images x units / the machine's conv FLOP rate. Rate: full \
 {rate["model"]} forwards on {rate["images"]} images ({rate["flops"] / 1e9:.1f} GFLOP), best of a few, measured \
 before and after the runs ({rates} GFLOP/s); the faster is used: {rate["rate"] / 1e9:.1f} GFLOP/s. The demo \

@@ -8,9 +8,10 @@ from neuronwidgets.attributes import attribute_correlations
 from neuronwidgets.components import Components
 from neuronwidgets.curves import Curves, completeness, faithfulness
 from neuronwidgets.engine.progress import Cancelled, ProgressInfo
+from neuronwidgets.evaluation import Evaluation
 from neuronwidgets.methods import methods
 from neuronwidgets.monitor import Monitor, compare_models
-from neuronwidgets.probe import Evaluation, Probe
+from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking, compare
 
 __all__ = [

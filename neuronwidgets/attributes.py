@@ -15,6 +15,7 @@ from scipy.stats import spearmanr
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
 
 if TYPE_CHECKING:
+    from neuronwidgets.engine.site import Site
     from neuronwidgets.probe import Probe
 
 
@@ -42,6 +43,7 @@ def attribute_correlations(
     *,
     mode: str = "zero",
     threshold: float = 0.1,
+    layer: str | None = None,
     progress: ProgressOption = None,
     cancel: CancelFlag = None,
 ) -> dict[str, Any]:
@@ -53,23 +55,24 @@ def attribute_correlations(
     correlation of class correlation with the class drop. Returns ``{"correlations": {attribute: {damage: rho}},
     "pairs": {...}, "units": {per-unit arrays}, "notes": [...]}``. Cost: one ablation ranking.
     """
-    ablation = probe.rank("ablation", mode=mode, progress=progress, cancel=cancel)
+    site = probe.site(layer)
+    ablation = probe.rank("ablation", layer=site.layer, mode=mode, progress=progress, cancel=cancel)
     drops = ablation.meta["drop_matrix"]
     damage = {
         "overall_drop": ablation.scores,
         "max_class_drop": ablation.meta["max_class_drop"],
         "classes_hurt": (np.nan_to_num(drops, nan=0.0) > threshold).sum(1).astype(float),
     }
-    summary = probe.summary()
-    probabilities = np.concatenate([p.numpy() for p in _probabilities(probe, cancel)])
+    summary = site.summary()
+    probabilities = np.concatenate([p.numpy() for p in _probabilities(site, cancel)])
     correlation = class_correlation(summary.image_mean.astype(np.float64), probabilities)
     attributes = {
-        "selectivity": probe.rank("selectivity", progress=False).scores,
+        "selectivity": probe.rank("selectivity", layer=site.layer, progress=False).scores,
         "max_class_correlation": correlation.max(1),
     }
     notes = []
     try:
-        attributes["weight_l1"] = probe.rank("weight_l1").scores
+        attributes["weight_l1"] = probe.rank("weight_l1", layer=site.layer).scores
     except ValueError as err:
         notes.append(f"weight_l1 left out: {err}")
     table = {name: {what: _spearman(values, d) for what, d in damage.items()} for name, values in attributes.items()}
@@ -85,8 +88,8 @@ def attribute_correlations(
     }
 
 
-def _probabilities(probe: Probe, cancel: CancelFlag):
-    ablator = probe.ablator()
-    for values, _chunk, bar in probe.crossings("class probabilities", False, cancel):
+def _probabilities(site: Site, cancel: CancelFlag):
+    ablator = site.ablator()
+    for values, _chunk, bar in site.crossings("class probabilities", False, cancel):
         yield ablator.scores(values).double().softmax(1).cpu()
         bar.advance()

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from neuronwidgets.engine.capture import capture
+from neuronwidgets.engine.guard import evaluating
+from neuronwidgets.engine.progress import CancelFlag, ProgressOption
+from neuronwidgets.engine.site import Site
 from neuronwidgets.engine.stats import Moments
 
 SAMPLINGS = ("position", "pooled")
@@ -87,3 +91,29 @@ def from_moments(moments: Moments, k: int | None, sampling: str) -> Components:
         samples=moments.count,
         sampling=sampling,
     )
+
+
+def layer_components(
+    site: Site,
+    k: int | None = None,
+    sampling: str = "position",
+    progress: ProgressOption = None,
+    cancel: CancelFlag = None,
+) -> Components:
+    """Principal components of ``site``'s channel vectors, from one streamed pass (cached per layer)."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown sampling {sampling!r}; valid samplings: {', '.join(SAMPLINGS)}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= site.units):
+        raise ValueError(f"k must be between 1 and {site.units} (the layer's units), an int, or None; got {k!r}")
+
+    def compute() -> Moments:
+        total: Moments | None = None
+        with evaluating(site.model), torch.no_grad():
+            for chunk, bar in site.chunks(f"components of {site.layer}", progress, cancel):
+                part = Moments.of(channel_samples(capture(site.model, site.module, chunk.images), sampling))
+                total = part if total is None else total.merge(part)
+                bar.advance()
+        assert total is not None
+        return total
+
+    return from_moments(site.cached(("moments", sampling), compute), None if k is None else int(k), sampling)

@@ -7,7 +7,7 @@ the accuracy fastest, and its least important ones first the slowest, compared w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,7 @@ from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
 from neuronwidgets.ranking import Ranking
 
 if TYPE_CHECKING:
+    from neuronwidgets.evaluation import Evaluation
     from neuronwidgets.probe import Probe
 
 
@@ -108,13 +109,17 @@ def faithfulness(
     network after the layer per point and curve.
     """
     rankings = [rankings] if isinstance(rankings, Ranking) else list(rankings)
+    if not rankings:
+        raise ValueError("faithfulness needs at least one Ranking")
+    layer = rankings[0].layer
+    units = probe.layer_info(layer).units
     for ranking in rankings:
-        if ranking.layer != probe.layer or ranking.units != probe.units:
+        if ranking.layer != layer or ranking.units != units:
             raise ValueError(
                 f"the {ranking.method} ranking is of layer {ranking.layer!r} ({ranking.units} units), but the "
-                f"probe is on {probe.layer!r} ({probe.units} units)"
+                f"curves are of layer {layer!r} ({units} units): compare rankings of one layer"
             )
-    ks = _check_steps(steps, probe.units, default_steps(probe.units))
+    ks = _check_steps(steps, units, default_steps(units))
     rng = np.random.default_rng(seed)
     orders: dict[str, list[np.ndarray]] = {}
     for ranking in rankings:
@@ -122,23 +127,29 @@ def faithfulness(
         orders[f"{name}, ranked"] = [ranking.order]
         orders[f"{name}, reverse"] = [ranking.order[::-1]]
     if random_orders > 0:
-        orders["random"] = [rng.permutation(probe.units) for _ in range(random_orders)]
+        orders["random"] = [rng.permutation(units) for _ in range(random_orders)]
     total = sum(len(o) for o in orders.values()) * len(ks)
+    evaluate = partial(probe.evaluate, layer=layer, mode=mode, cancel=cancel)
     with Progress("faithfulness", total, progress, cancel) as bar:
-        curves = {label: _curve(probe, label, ks, sequences, mode, bar, cancel) for label, sequences in orders.items()}
-    baseline = probe.evaluate().accuracy
-    return Curves("faithfulness", probe.layer, baseline, curves, {"mode": mode, "seed": seed})
+        curves = {label: _curve(evaluate, label, ks, sequences, units, bar) for label, sequences in orders.items()}
+    baseline = probe.evaluate(layer=layer).accuracy
+    return Curves("faithfulness", layer, baseline, curves, {"mode": mode, "seed": seed})
 
 
 def _curve(
-    probe: Probe, label: str, ks: np.ndarray, sequences: list[np.ndarray], mode: str, bar: Progress, cancel: CancelFlag
+    evaluate: Callable[..., Evaluation],
+    label: str,
+    ks: np.ndarray,
+    sequences: list[np.ndarray],
+    units: int,
+    bar: Progress,
 ) -> Curve:
     accuracy = np.zeros(len(ks))
     for sequence in sequences:
         for i, k in enumerate(ks):
-            accuracy[i] += probe.evaluate(sequence[:k].tolist(), mode=mode, cancel=cancel).accuracy
+            accuracy[i] += evaluate(sequence[:k].tolist()).accuracy
             bar.advance()
-    return Curve(label, ks, accuracy / len(sequences), probe.units)
+    return Curve(label, ks, accuracy / len(sequences), units)
 
 
 def completeness(
@@ -148,6 +159,7 @@ def completeness(
     sampling: str = "position",
     component_mode: str = "mean",
     neuron_mode: str = "mean",
+    layer: str | None = None,
     progress: ProgressOption = None,
     cancel: CancelFlag = None,
 ) -> Curves:
@@ -159,14 +171,15 @@ def completeness(
     positions) or to zero. ``extra["variance"]`` holds the variance-explained curves of both bases.
     Default steps: 0 and a log-spaced grid up to all units.
     """
-    basis = probe.components(sampling=sampling, progress=progress, cancel=cancel)
-    units = probe.units
+    layer = probe.layer if layer is None else layer
+    basis = probe.components(sampling=sampling, layer=layer, progress=progress, cancel=cancel)
+    units = probe.layer_info(layer).units
     grid = np.unique(np.concatenate([[0], np.round(np.geomspace(1, units, min(units, 8))).astype(int)]))
     ks = _check_steps(steps, units, grid)
     by_variance = np.argsort(-basis.neuron_variances, kind="stable")
     if neuron_mode not in ("mean", "zero") or component_mode not in ("mean", "zero"):
         raise ValueError("component_mode and neuron_mode must be 'mean' or 'zero'")
-    layer_shape = probe.layer_info().shape
+    layer_shape = probe.layer_info(layer).shape
     fill = torch.zeros(layer_shape, dtype=probe.dtype, device=probe.device)
     if neuron_mode == "mean":  # each channel at its mean over images and positions, as the PCA sees it
         fill += torch.as_tensor(basis.mean, dtype=probe.dtype, device=probe.device).reshape(
@@ -183,15 +196,17 @@ def completeness(
                     if kind == "components":
                         picked = component_order[:k].tolist()
                         ev = probe.evaluate(
-                            ablate_components=picked, mode=component_mode, sampling=sampling, cancel=cancel
+                            ablate_components=picked, mode=component_mode, sampling=sampling, layer=layer, cancel=cancel
                         )
                     else:
                         picked = neuron_order[:k].tolist()
-                        ev = probe.evaluate(transform=partial(with_units, units=picked, fill=fill), cancel=cancel)
+                        ev = probe.evaluate(
+                            transform=partial(with_units, units=picked, fill=fill), layer=layer, cancel=cancel
+                        )
                     accuracy.append(ev.accuracy)
                     bar.advance()
                 curves[f"{kind}, {direction}"] = Curve(f"{kind}, {direction}", ks, np.array(accuracy), units)
-    baseline = probe.evaluate().accuracy
+    baseline = probe.evaluate(layer=layer).accuracy
     extra = {
         "variance": basis.variance_curves(),
         "needed_80": basis.needed(0.8),
@@ -200,4 +215,4 @@ def completeness(
         "component_mode": component_mode,
         "neuron_mode": neuron_mode,
     }
-    return Curves("completeness", probe.layer, baseline, curves, extra)
+    return Curves("completeness", layer, baseline, curves, extra)

@@ -43,14 +43,20 @@ def test_faithfulness_points_are_cumulative_ablations(probe_and_data):
     assert len(curves.plot().axes[0].lines) == 3 + 1
 
 
-def test_faithfulness_rejects_a_ranking_of_another_layer_and_bad_steps(probe_and_data):
+def test_faithfulness_follows_the_rankings_layer_and_rejects_mixed_layers_and_bad_steps(probe_and_data):
     probe, *_ = probe_and_data
     ranking = probe.rank("activation", progress=False)
-    probe.layer = "relu1"
-    with pytest.raises(ValueError, match=r"ranking is of layer 'relu2'.*probe is on 'relu1'"):
-        nw.faithfulness(probe, ranking)
+    on_own_layer = nw.faithfulness(probe, ranking, steps=[0, 3], random_orders=0, progress=False)
+    probe.layer = "relu1"  # the probe's default layer does not matter: the ranking says which layer
+    elsewhere = nw.faithfulness(probe, ranking, steps=[0, 3], random_orders=0, progress=False)
+    assert elsewhere.layer == on_own_layer.layer == "relu2"
+    for label, curve in on_own_layer.curves.items():
+        np.testing.assert_array_equal(elsewhere.curves[label].accuracy, curve.accuracy)
+    other = probe.rank("activation", progress=False)
+    with pytest.raises(ValueError, match=r"ranking is of layer 'relu1'.*curves are of layer 'relu2'"):
+        nw.faithfulness(probe, [ranking, other])
     with pytest.raises(ValueError, match="steps must be counts between 0 and 6"):
-        nw.faithfulness(probe, probe.rank("activation", progress=False), steps=[0, 9])
+        nw.faithfulness(probe, other, steps=[0, 9])
 
 
 def test_completeness_curves(probe_and_data):

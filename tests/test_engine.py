@@ -29,12 +29,12 @@ EXPECTED_PATHS = {
 
 def engine_scores(probe: nw.Probe, mode: str, units: list[int] | None = None) -> torch.Tensor:
     """(units, N, classes) class scores from the engine, one unit ablated at a time."""
-    ablator = probe.ablator()
-    fill = probe.fill(mode)
+    ablator = probe.site().ablator()
+    fill = probe.site().fill(mode)
     units = list(range(probe.units)) if units is None else units
     parts = []
     with torch.no_grad():
-        for values, chunk, _bar in probe.crossings("test", progress=False):
+        for values, chunk, _bar in probe.site().crossings("test", progress=False):
             part = torch.full((len(units), len(chunk.images), probe.num_classes), torch.nan, dtype=values[0].dtype)
             for block, images, scores in ablator.each_unit(values, units, fill):
                 part[[units.index(u) for u in block], images] = scores
@@ -53,10 +53,10 @@ def test_every_layer_matches_the_naive_loop(small_model, mode):
         probe.layer = layer
         _, expected = reference.ablation_table(model, layer, images, labels, mode)
         got = engine_scores(probe, mode)
-        paths.add(probe.ablator().path)
+        paths.add(probe.site().ablator().path)
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9, msg=f"{name} {layer} {mode}")
         if (name, layer) in EXPECTED_PATHS:
-            assert probe.ablator().path == EXPECTED_PATHS[(name, layer)], (layer, probe.ablator().reason)
+            assert probe.site().ablator().path == EXPECTED_PATHS[(name, layer)], (layer, probe.site().ablator().reason)
     expected_paths = {
         "plain": {"pushdown", "closed_form"},
         "residual": {"pushdown", "closed_form", "suffix"},
@@ -82,9 +82,9 @@ def test_slicing_the_images_of_a_chunk_changes_nothing(small_model, monkeypatch)
         probe.layer = layer
         _, expected = reference.ablation_table(model, layer, images, labels, "zero")
         torch.testing.assert_close(engine_scores(probe, "zero"), expected, rtol=1e-9, atol=1e-9, msg=f"{layer}")
-        values = next(probe.crossings("test", progress=False))[0]
-        sliced.add(len(probe.ablator().work_slices(values)) > 1)
-        assert probe.ablator().images_independent
+        values = next(probe.site().crossings("test", progress=False))[0]
+        sliced.add(len(probe.site().ablator().work_slices(values)) > 1)
+        assert probe.site().ablator().images_independent
     assert True in sliced
 
 
@@ -111,7 +111,7 @@ def test_the_unit_loop_stays_whole_where_the_network_mixes_images(monkeypatch):
     probe = nw.Probe(model, (images, labels), layer="relu", chunk_size=16)
     _, expected = reference.ablation_table(model, "relu", images, labels, "zero")
     torch.testing.assert_close(engine_scores(probe, "zero"), expected, rtol=1e-9, atol=1e-9)
-    ablator = probe.ablator()
+    ablator = probe.site().ablator()
     assert not ablator.images_independent and "not score images independently" in ablator.reason
     ranking = probe.rank("ablation", progress=False)
     assert "not score images independently" in ranking.meta["engine_note"]
@@ -124,8 +124,8 @@ def test_progress_adds_up_to_the_total_when_chunks_are_sliced(monkeypatch):
     probe = nw.Probe(model, (images, labels), layer="relu2", chunk_size=9)
     seen: list[nw.ProgressInfo] = []
     probe.rank("ablation", progress=seen.append)
-    values = next(probe.crossings("test", progress=False))[0]
-    assert len(probe.ablator().work_slices(values)) > 1
+    values = next(probe.site().crossings("test", progress=False))[0]
+    assert len(probe.site().ablator().work_slices(values)) > 1
     assert seen[-1].done == seen[-1].total
     assert all(a.done <= b.done for a, b in itertools.pairwise(seen))
 
@@ -147,7 +147,7 @@ def test_torchvision_models_match_the_naive_loop(name, layers):
         expected = reference.ablation_table(model, layer, images, labels, "zero", units)[1]
         torch.testing.assert_close(engine_scores(probe, "zero", units), expected, rtol=1e-8, atol=1e-8, msg=layer)
     probe.layer = "layer4" if name == "resnet18" else "features.18"
-    assert probe.ablator().path == "closed_form"
+    assert probe.site().ablator().path == "closed_form"
 
 
 def test_ablation_ranking_equals_accuracy_drops_of_the_naive_loop(small_model):
@@ -171,7 +171,7 @@ def test_ablation_ranking_equals_accuracy_drops_of_the_naive_loop(small_model):
         np.testing.assert_allclose(
             probe.rank("ablation", target=target, progress=False).scores, matrix[:, target], atol=1e-12
         )
-        assert ranking.meta["engine"] == probe.ablator().path
+        assert ranking.meta["engine"] == probe.site().ablator().path
 
 
 def test_float32_agrees_up_to_prediction_flips_at_float_boundaries():

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from neuronwidgets.engine.graph import Frontier, Split, TraceError, split
+from neuronwidgets.engine.hooks import forward_hooks
 
 # The unit loop builds at most 1/_WORK_SHARE of the cut's values kept in memory at once (at least
 # _MIN_WORK_BYTES), but each call of the network after the layer does at least _MIN_CALL_FLOPS of work: smaller
@@ -51,7 +52,11 @@ class UnitScores(NamedTuple):
 class Ablator:
     """Ablation of the units (channels) of ``layer``; all methods take cached ``crossing`` values per chunk."""
 
-    def __init__(self, model: nn.Module, layer: str, layer_module: nn.Module, *, use_split: bool = True) -> None:
+    def __init__(
+        self, model: nn.Module, layer: str, layer_module: nn.Module, *, untraced_because: str | None = None
+    ) -> None:
+        """``untraced_because``: skip tracing and take the hook path for this reason (e.g. a trace that did
+        not reproduce the model's output)."""
         self.model = model
         self.layer = layer
         self.layer_module = layer_module
@@ -61,8 +66,8 @@ class Ablator:
         self._slices_checked = False
         self._layout_checked = False
         self._per_image_cost: tuple[int, int] | None = None
-        if not use_split:
-            self.path, self.reason = "hook", "splitting was turned off"
+        if untraced_because is not None:
+            self.path, self.reason = "hook", untraced_because
             return
         try:
             self.split = split(model, layer)
@@ -76,6 +81,16 @@ class Ablator:
             self.path = "closed_form"
         else:
             self.path = "pushdown"
+
+    def reproduces(self, images: torch.Tensor) -> bool:
+        """Whether the traced graph gives the model's own class scores on ``images``: false after a change to
+        the model that its parameters do not show (e.g. a Python flag its ``forward`` reads)."""
+        if self.split is None:
+            return True
+        expected = self.model(images)
+        got = self.scores(self.crossing(images))
+        scale = float(expected.abs().max()) if expected.numel() else 0.0
+        return got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * scale + 1e-7)
 
     def describe(self) -> dict[str, str | None]:
         """For `Ranking.meta`: the path the engine took and why no faster one (None if none was passed over)."""
@@ -105,11 +120,8 @@ class Ablator:
         """Class scores with the layer's output replaced by ``transform(output)`` (which must not modify its
         argument), e.g. a projection that removes principal components."""
         if self.split is None:
-            handle = self.layer_module.register_forward_hook(lambda module, inputs, output: transform(output))
-            try:
+            with forward_hooks([(self.layer_module, lambda module, inputs, output: transform(output))]):
                 return self.model(crossing[0])
-            finally:
-                handle.remove()
         values = self._fresh(crossing)
         values[0] = transform(values[0])
         return self.split.suffix(*values)[0]

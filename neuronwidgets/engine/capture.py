@@ -1,9 +1,11 @@
-"""Read one layer's output with a forward hook that is removed on every exit path."""
+"""Read one layer's output, skipping the rest of the network."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from neuronwidgets.engine.hooks import forward_hooks, recorder
 
 
 class _StopForward(Exception):
@@ -16,18 +18,17 @@ def capture(model: nn.Module, module: nn.Module, images: torch.Tensor) -> torch.
     The output is cloned inside the hook, before any in-place op later in the network can change it.
     """
     captured: list[torch.Tensor] = []
+    record = recorder(captured)
 
-    def hook(mod: nn.Module, inputs: object, output: torch.Tensor) -> None:
-        captured.append(output.detach().clone())
+    def record_and_stop(mod: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        record(mod, inputs, output)
         raise _StopForward
 
-    handle = module.register_forward_hook(hook)
     try:
-        model(images)
+        with forward_hooks([(module, record_and_stop)]):
+            model(images)
     except _StopForward:
         pass
-    finally:
-        handle.remove()
     if not captured:
         raise RuntimeError("the layer did not run during the forward pass")
     return captured[0]

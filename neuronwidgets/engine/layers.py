@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from neuronwidgets.engine.hooks import forward_hooks
+
 
 @dataclass(frozen=True)
 class LayerInfo:
@@ -40,22 +42,16 @@ def discover(model: nn.Module, image: torch.Tensor) -> tuple[dict[str, LayerInfo
     calls: dict[str, int] = {}
     outputs: dict[str, object] = {}
     modules = {name: module for name, module in model.named_modules() if name}
-    handles = []
 
-    def recorder(name: str):
+    def counter(name: str):
         def hook(module: nn.Module, inputs: object, output: object) -> None:
             calls[name] = calls.get(name, 0) + 1
             outputs.setdefault(name, output)
 
         return hook
 
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_hook(recorder(name)))
+    with forward_hooks((module, counter(name)) for name, module in modules.items()):
         result = model(image)
-    finally:
-        for handle in handles:
-            handle.remove()
     infos = {}
     for name in calls:
         out = outputs[name]

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
+from neuronwidgets.engine.site import Site
 from neuronwidgets.ranking import Ranking
-
-if TYPE_CHECKING:
-    from neuronwidgets.probe import Probe
 
 
 def rank(
-    probe: Probe,
+    site: Site,
     *,
     target: int | None = None,
     mode: str = "zero",
@@ -28,11 +24,11 @@ def rank(
     mean cross-entropy. ``meta["drop_matrix"]`` holds the accuracy drop of every unit on every class.
     Cost: one pass for the cut, then one re-run per unit of only what follows the layer.
     """
-    base, per_unit = probe.ablation_outcomes(mode=mode, progress=progress, cancel=cancel)
+    base, per_unit = site.ablation_outcomes(mode=mode, progress=progress, cancel=cancel)
     class_drop = base.class_accuracy[0] - per_unit.class_accuracy
     overall_drop = base.accuracy[0] - per_unit.accuracy
     loss_increase = per_unit.mean_loss - base.mean_loss[0]
-    probe.require_class(target, base.images)
+    site.require_class(target, base.images)
     scores = overall_drop if target is None else class_drop[:, target]
     with np.errstate(invalid="ignore"):
         max_class_drop = np.nanmax(class_drop, axis=1) if np.isfinite(class_drop).any() else class_drop[:, 0]
@@ -40,11 +36,11 @@ def rank(
         scores=scores,
         tiebreak=loss_increase,
         method="ablation",
-        layer=probe.layer,
+        layer=site.layer,
         target=target,
         meta={
             "mode": mode,
-            **probe.ablator().describe(),
+            **site.ablator().describe(),
             "base_accuracy": float(base.accuracy[0]),
             "base_class_accuracy": base.class_accuracy[0],
             "ablated_accuracy": per_unit.accuracy,

@@ -2,35 +2,31 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
+from neuronwidgets.engine.site import Site
 from neuronwidgets.ranking import Ranking
-
-if TYPE_CHECKING:
-    from neuronwidgets.probe import Probe
 
 
 def rank(
-    probe: Probe, *, target: int | None = None, progress: ProgressOption = None, cancel: CancelFlag = None
+    site: Site, *, target: int | None = None, progress: ProgressOption = None, cancel: CancelFlag = None
 ) -> Ranking:
     """Mean activation of the unit over images and positions; over class ``target``'s images if given.
 
     Needs one forward pass up to the layer (shared with `selectivity` and `top_images`).
     """
-    summary = probe.summary(progress=progress, cancel=cancel)
+    summary = site.summary(progress=progress, cancel=cancel)
     images = summary.image_mean
     if target is not None:
-        probe.require_labels("activation with target=")
+        site.require_labels("activation with target=")
         assert summary.labels is not None
-        probe.require_class(target, np.bincount(summary.labels, minlength=probe.num_classes))
+        site.require_class(target, np.bincount(summary.labels, minlength=site.num_classes))
         images = images[summary.labels == target]
     return Ranking(
         scores=images.astype("float64").mean(0),
         method="activation",
-        layer=probe.layer,
+        layer=site.layer,
         target=target,
         meta={"variance": summary.variance, "images_used": len(images)},
     )

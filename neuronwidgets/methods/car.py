@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
+from neuronwidgets.engine.site import Site
 from neuronwidgets.ranking import Ranking
-
-if TYPE_CHECKING:
-    from neuronwidgets.probe import Probe
 
 
 def _accuracy(counts, target: int | None) -> np.ndarray:
@@ -18,7 +14,7 @@ def _accuracy(counts, target: int | None) -> np.ndarray:
 
 
 def rank(
-    probe: Probe,
+    site: Site,
     *,
     target: int | None = None,
     prune: int | None = None,
@@ -39,8 +35,8 @@ def rank(
     class-wise CAR (each unit's most and least dependent classes) from the first round. No fine-tuning.
     Cost: about ``prune x units x images`` re-runs of the network after the layer.
     """
-    probe.require_labels("car")
-    units = probe.units
+    site.require_labels("car")
+    units = site.units
     prune = units - 1 if prune is None else int(prune)
     if not 1 <= prune <= units - 1:
         raise ValueError(f"prune must be between 1 and {units - 1} (the layer has {units} units), got {prune}")
@@ -51,7 +47,7 @@ def rank(
         rounds.append(min(per_step, prune - sum(rounds)))
     total_steps = 0
     for size in rounds:
-        total_steps += remaining * probe.source.num_chunks
+        total_steps += remaining * site.source.num_chunks
         remaining -= size
     pruned: list[int] = []
     accuracy_curve: list[float] = []
@@ -60,10 +56,10 @@ def rank(
     with Progress("greedy CAR", total_steps, progress, cancel) as bar:
         for round_index, size in enumerate(rounds):
             candidates = [u for u in range(units) if u not in set(pruned)]
-            before, after = probe.ablation_outcomes(candidates, mode=mode, base=pruned, progress=bar, cancel=cancel)
+            before, after = site.ablation_outcomes(candidates, mode=mode, base=pruned, progress=bar, cancel=cancel)
             base_accuracy = float(_accuracy(before, target)[0])
             if round_index == 0:
-                probe.require_class(target, before.images)
+                site.require_class(target, before.images)
                 if floor is not None and floor > base_accuracy:
                     raise ValueError(
                         f"floor={floor} is above the model's accuracy {base_accuracy:.4f}: nothing can be pruned"
@@ -77,7 +73,7 @@ def rank(
             new_accuracy = float(_accuracy(after, target)[chosen[0]]) if size == 1 else None
             if size > 1:
                 removed = pruned + [candidates[i] for i in chosen]
-                together, _ = probe.ablation_outcomes([], mode=mode, base=removed, progress=False, cancel=cancel)
+                together, _ = site.ablation_outcomes([], mode=mode, base=removed, progress=False, cancel=cancel)
                 new_accuracy = float(_accuracy(together, target)[0])
             if floor is not None and new_accuracy < floor:
                 break
@@ -94,11 +90,11 @@ def rank(
     return Ranking(
         scores=scores,
         method="car",
-        layer=probe.layer,
+        layer=site.layer,
         target=target,
         meta={
             "mode": mode,
-            **probe.ablator().describe(),
+            **site.ablator().describe(),
             "pruning_order": pruned,
             "car_at_removal": car_at_removal,
             "accuracy_curve": accuracy_curve,

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
 from neuronwidgets.engine.guard import evaluating
+from neuronwidgets.engine.hooks import forward_hooks, recorder
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
+from neuronwidgets.engine.site import Site
 from neuronwidgets.methods.ace import DELRSQ, MAX_ITERATIONS, SPANS, WINDOW, ace
 from neuronwidgets.ranking import Ranking
-
-if TYPE_CHECKING:
-    from neuronwidgets.probe import Probe
 
 VARIANTS = ("maximal", "reference")
 MIN_IMAGES = 10
@@ -22,7 +21,7 @@ _UNITS_PER_PCA_BLOCK = 32
 
 
 def collect(
-    probe: Probe, target: int, images: int | None, progress: ProgressOption, cancel: CancelFlag
+    site: Site, target: int, images: int | None, progress: ProgressOption, cancel: CancelFlag
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One streamed pass over the images of class ``target`` (at most ``images``, in data order): the
     layer's output (N, units, positions), the class-``target`` logit (N,) and the image indices (N,)."""
@@ -33,34 +32,27 @@ def collect(
     found = 0
     channels_last = True  # until the model shows that it cannot take that layout
 
-    def hook(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
-        captured.append(output.detach().clone())  # a later in-place op must not change what we keep
-
-    handle = probe.module.register_forward_hook(hook)
-    try:
-        with evaluating(probe.model), torch.no_grad():
-            for chunk, bar in probe.chunks(f"pcace: reading {probe.layer}", progress, cancel):
-                assert chunk.labels is not None
-                where = torch.nonzero(chunk.labels == target).flatten()
-                if images is not None:
-                    where = where[: images - found]
-                if len(where):
-                    scores, channels_last = _forward(probe.model, chunk.images[where], captured, channels_last)
-                    if not captured:
-                        raise RuntimeError(f"the layer {probe.layer!r} did not run during the forward pass")
-                    out = captured[0]
-                    maps.append(out.reshape(out.shape[0], out.shape[1], -1).cpu())
-                    logits.append(scores[:, target].cpu())
-                    indices.append(where.cpu() + chunk.start)
-                    found += len(where)
-                bar.advance()
-                if images is not None and found >= images:
-                    break
-    finally:
-        handle.remove()
+    with evaluating(site.model), forward_hooks([(site.module, recorder(captured))]), torch.no_grad():
+        for chunk, bar in site.chunks(f"pcace: reading {site.layer}", progress, cancel):
+            assert chunk.labels is not None
+            where = torch.nonzero(chunk.labels == target).flatten()
+            if images is not None:
+                where = where[: images - found]
+            if len(where):
+                scores, channels_last = _forward(site.model, chunk.images[where], captured, channels_last)
+                if not captured:
+                    raise RuntimeError(f"the layer {site.layer!r} did not run during the forward pass")
+                out = captured[0]
+                maps.append(out.reshape(out.shape[0], out.shape[1], -1).cpu())
+                logits.append(scores[:, target].cpu())
+                indices.append(where.cpu() + chunk.start)
+                found += len(where)
+            bar.advance()
+            if images is not None and found >= images:
+                break
     if found < MIN_IMAGES:
         raise ValueError(
-            f"pcace needs at least {MIN_IMAGES} images of class {target} ({probe.classes[target]!r}), "
+            f"pcace needs at least {MIN_IMAGES} images of class {target} ({site.classes[target]!r}), "
             f"the data has {found}"
         )
     layer_maps = torch.cat(maps)
@@ -121,7 +113,7 @@ def principal_scores(maps: np.ndarray, components: int) -> tuple[np.ndarray, np.
 
 
 def rank(
-    probe: Probe,
+    site: Site,
     *,
     target: int | None = None,
     components: int = 3,
@@ -144,10 +136,6 @@ def rank(
     gives a per-unit null in ``meta`` ("null_mean", "null_p95", "above_null"). Cost: one forward pass over
     those images, then ACE for units x (permutations + 1) problems.
     """
-    if target is None:
-        raise ValueError("pcace needs target=<class index>")
-    if not (isinstance(target, (int, np.integer)) and 0 <= target < probe.num_classes):
-        raise ValueError(f"target must be a class index in 0..{probe.num_classes - 1}, got {target!r}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
     if components < 1:
@@ -156,9 +144,8 @@ def rank(
         raise ValueError(f"images must be at least {MIN_IMAGES} (or None for all), got {images}")
     if permutations < 0:
         raise ValueError(f"permutations must be 0 or more, got {permutations}")
-    probe.require_labels("pcace")
     target = int(target)
-    maps, logits, indices = collect(probe, target, images, progress, cancel)
+    maps, logits, indices = collect(site, target, images, progress, cancel)
     n, units, positions = maps.shape
     used = min(components, positions, n - 1)
     scores, shares = principal_scores(maps, used)
@@ -176,9 +163,9 @@ def rank(
         "explained_variance": shares,
         "images_used": n,
         "image_indices": indices,
-        "response": f"logit of class {target} ({probe.classes[target]!r})",
-        "site": probe.layer,
-        "layer_type": probe.layer_info().type,
+        "response": f"logit of class {target} ({site.classes[target]!r})",
+        "site": site.layer,
+        "layer_type": site.info.type,
         "positions": positions,
         "seed": seed,
         "permutations": permutations,
@@ -194,4 +181,4 @@ def rank(
     meta["null_mean"] = null.mean(0) if permutations else None
     meta["null_p95"] = np.percentile(null, 95, axis=0) if permutations else None
     meta["above_null"] = values[0] > meta["null_p95"] if permutations else None
-    return Ranking(scores=values[0], method="pcace", layer=probe.layer, target=target, meta=meta)
+    return Ranking(scores=values[0], method="pcace", layer=site.layer, target=target, meta=meta)

@@ -6,18 +6,18 @@ perturbed copies (correlation), and how stable it stays (precision, the inverse 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from neuronwidgets.engine.guard import evaluating
+from neuronwidgets.engine.hooks import forward_hooks, recorder
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
+from neuronwidgets.engine.site import Site
 from neuronwidgets.ranking import Ranking
-
-if TYPE_CHECKING:
-    from neuronwidgets.probe import Probe
 
 SCHEDULES = ("growing", "fixed")
 OUTPUTS = ("probability", "logit")
@@ -44,6 +44,44 @@ def perturbations(
 
 
 @dataclass(frozen=True)
+class Resampling:
+    """How one image is resampled, shared by both rankings; checked when made, before any forward pass."""
+
+    copies: int = 50
+    sigma: float = 0.1
+    schedule: str = "growing"
+    output: str = "probability"
+    target: int | None = None
+    threshold: float = 0.1
+    top_k: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if _not_int(self.copies) or self.copies < 3:
+            raise ValueError(f"copies must be an int of at least 3 to estimate a correlation, got {self.copies!r}")
+        if _not_real(self.sigma) or not math.isfinite(self.sigma) or self.sigma <= 0:
+            raise ValueError(f"sigma must be a finite number above 0 (the noise scale), got {self.sigma!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"unknown output {self.output!r}; valid outputs: {', '.join(OUTPUTS)}")
+        if _not_real(self.threshold) or math.isnan(self.threshold):
+            raise ValueError(f"threshold must be a number (-inf makes every unit eligible), got {self.threshold!r}")
+        if _not_int(self.top_k) or self.top_k < 1:
+            raise ValueError(f"top_k must be an int of at least 1, got {self.top_k!r}")
+        if _not_int(self.seed):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+
+
+def _not_int(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+
+
+def _not_real(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating))
+
+
+@dataclass(frozen=True)
 class _Resampled:
     correlation: np.ndarray
     precision: np.ndarray
@@ -52,37 +90,27 @@ class _Resampled:
     output_class: int
 
 
-def _run(
-    probe: Probe,
-    image: torch.Tensor,
-    copies: int,
-    sigma: float,
-    schedule: str,
-    output: str,
-    target: int | None,
-    seed: int,
-    progress: ProgressOption,
-    cancel: CancelFlag,
-    threshold: float,
-) -> _Resampled:
-    generator = torch.Generator().manual_seed(seed)
-    batch = perturbations(image.to(probe.dtype).cpu(), copies, sigma, schedule, generator)
+def _run(site: Site, image: torch.Tensor, how: Resampling, progress: ProgressOption, cancel: CancelFlag) -> _Resampled:
+    generator = torch.Generator().manual_seed(int(how.seed))
+    batch = perturbations(image.to(site.dtype).cpu(), how.copies, how.sigma, how.schedule, generator)
     activations, scores = [], []
     captured: list[torch.Tensor] = []
-    step = probe.source.chunk_size
-    with evaluating(probe.model), torch.no_grad(), Progress("resampling", -(-copies // step), progress, cancel) as bar:
-        handle = probe.module.register_forward_hook(lambda m, i, o: captured.append(o.detach().clone()))
-        try:
-            for start in range(0, copies, step):
-                captured.clear()
-                scores.append(probe.model(batch[start : start + step].to(probe.device)).double().cpu())
-                activations.append(captured[0].double().cpu())
-                bar.advance()
-        finally:
-            handle.remove()
+    step = site.source.chunk_size
+    steps = -(-how.copies // step)
+    hooks = forward_hooks([(site.module, recorder(captured))])
+    with evaluating(site.model), hooks, torch.no_grad(), Progress("resampling", steps, progress, cancel) as bar:
+        for start in range(0, how.copies, step):
+            captured.clear()
+            scores.append(site.model(batch[start : start + step].to(site.device)).double().cpu())
+            activations.append(captured[0].double().cpu())
+            bar.advance()
     logits = torch.cat(scores)
-    klass = int(logits[0].argmax()) if target is None else target
-    y = (logits.softmax(1) if output == "probability" else logits)[:, klass].numpy()
+    if not torch.isfinite(logits).all():
+        raise ValueError(
+            "the model's scores on the noisy copies are not all finite (NaN or inf): lower sigma, or check the image"
+        )
+    klass = int(logits[0].argmax()) if how.target is None else how.target
+    y = (logits.softmax(1) if how.output == "probability" else logits)[:, klass].numpy()
     a = torch.cat(activations).numpy()
     a = a.reshape(a.shape[0], a.shape[1], -1)  # (copies, units, positions)
     centred = a - a.mean(0)
@@ -93,63 +121,53 @@ def _run(
         counts = defined.sum(1)
         correlation = np.where(counts > 0, np.where(defined, np.abs(r), 0).sum(1) / np.maximum(counts, 1), 0.0)
         variance = a.var(0).mean(1)
-        eligible = a.mean((0, 2)) >= threshold
+        eligible = a.mean((0, 2)) >= how.threshold
         precision = np.where(eligible, 1.0 / variance, 0.0)
     return _Resampled(correlation, precision, eligible, y, klass)
 
 
-def _image(probe: Probe, image: Any) -> tuple[torch.Tensor, Any]:
+def _image(site: Site, image: Any) -> tuple[torch.Tensor, Any]:
+    """The image to explain, from an index into the data or a tensor, and how ``meta`` names it."""
     if image is None:
         raise ValueError("input resampling explains one image: pass image=<index into the data> or an image tensor")
-    if isinstance(image, (int, np.integer)):
-        return probe.images([int(image)])[0], int(image)
-    tensor = torch.as_tensor(image)
-    if tensor.ndim == 4 and tensor.shape[0] == 1:
-        tensor = tensor[0]
-    if tensor.ndim != 3:
-        raise ValueError(f"image must be an index or one image of shape (C, H, W), got shape {tuple(tensor.shape)}")
-    return tensor, "tensor"
+    if isinstance(image, (int, np.integer)) and not isinstance(image, (bool, np.bool_)):
+        tensor, source = site.images([image])[0], int(image)
+    elif isinstance(image, (torch.Tensor, np.ndarray)):
+        tensor, source = torch.as_tensor(image), "tensor"
+        if tensor.ndim == 4 and tensor.shape[0] == 1:
+            tensor = tensor[0]
+        if tensor.ndim != 3:
+            raise ValueError(f"image must be an index or one image of shape (C, H, W), got shape {tuple(tensor.shape)}")
+        if not tensor.is_floating_point():
+            raise TypeError(f"an image tensor must be floating point (as the model sees it), got {tensor.dtype}")
+    else:
+        raise TypeError(f"image must be an int index into the data or an image tensor (C, H, W), got {image!r}")
+    if not torch.isfinite(tensor).all():
+        raise ValueError("the image contains NaN or inf values; resampling needs a finite image")
+    return tensor, source
 
 
-def _rank(
-    which: str,
-    probe: Probe,
-    image: Any,
-    target: int | None,
-    copies: int,
-    sigma: float,
-    schedule: str,
-    output: str,
-    top_k: int,
-    threshold: float,
-    seed: int,
-    progress: ProgressOption,
-    cancel: CancelFlag,
-) -> Ranking:
-    if output not in OUTPUTS:
-        raise ValueError(f"unknown output {output!r}; valid outputs: {', '.join(OUTPUTS)}")
-    if copies < 3:
-        raise ValueError(f"copies must be at least 3 to estimate a correlation, got {copies}")
-    tensor, source = _image(probe, image)
-    result = _run(probe, tensor, copies, sigma, schedule, output, target, seed, progress, cancel, threshold)
-    k = min(top_k, probe.units)
+def _rank(which: str, site: Site, image: Any, how: Resampling, progress: ProgressOption, cancel: CancelFlag) -> Ranking:
+    tensor, source = _image(site, image)
+    result = _run(site, tensor, how, progress, cancel)
+    k = min(how.top_k, site.units)
     by_correlation = set(np.argsort(-result.correlation, kind="stable")[:k].tolist())
     by_precision = set(np.argsort(-result.precision, kind="stable")[:k].tolist())
     scores = result.correlation if which == "correlation" else result.precision
     return Ranking(
         scores=scores,
         method=f"resampling_{which}",
-        layer=probe.layer,
-        target=target,
+        layer=site.layer,
+        target=how.target,
         meta={
             "image": source,
-            "output": output,
+            "output": how.output,
             "output_class": result.output_class,
-            "copies": copies,
-            "sigma": sigma,
-            "schedule": schedule,
-            "seed": seed,
-            "eligibility_threshold": threshold,
+            "copies": how.copies,
+            "sigma": how.sigma,
+            "schedule": how.schedule,
+            "seed": how.seed,
+            "eligibility_threshold": how.threshold,
             "eligible": result.eligible,
             "correlation": result.correlation,
             "precision": result.precision,
@@ -162,7 +180,7 @@ def _rank(
 
 
 def rank_correlation(
-    probe: Probe,
+    site: Site,
     *,
     image: Any = None,
     target: int | None = None,
@@ -181,13 +199,12 @@ def rank_correlation(
     ``target``. Positions where the unit does not vary are left out. Cost: ``copies`` forward passes.
     ``meta["overlap"]`` compares the top-``top_k`` sets of correlation and precision.
     """
-    return _rank(
-        "correlation", probe, image, target, copies, sigma, schedule, output, top_k, 0.1, seed, progress, cancel
-    )
+    how = Resampling(copies, sigma, schedule, output, target, top_k=top_k, seed=seed)
+    return _rank("correlation", site, image, how, progress, cancel)
 
 
 def rank_precision(
-    probe: Probe,
+    site: Site,
     *,
     image: Any = None,
     target: int | None = None,
@@ -205,18 +222,5 @@ def rank_precision(
     Only units whose mean activation is at least ``threshold`` are eligible (others score 0), as in the
     authors' code; a perfectly stable eligible unit scores infinity. Cost: ``copies`` forward passes.
     """
-    return _rank(
-        "precision",
-        probe,
-        image,
-        target,
-        copies,
-        sigma,
-        schedule,
-        "probability",
-        top_k,
-        threshold,
-        seed,
-        progress,
-        cancel,
-    )
+    how = Resampling(copies, sigma, schedule, target=target, threshold=threshold, top_k=top_k, seed=seed)
+    return _rank("precision", site, image, how, progress, cancel)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
+from neuronwidgets.engine.site import Site
 from neuronwidgets.ranking import Ranking
-
-if TYPE_CHECKING:
-    from neuronwidgets.probe import Probe
 
 
 def class_means(image_mean: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
@@ -24,7 +20,7 @@ def class_means(image_mean: np.ndarray, labels: np.ndarray, classes: int) -> np.
 
 
 def rank(
-    probe: Probe, *, target: int | None = None, progress: ProgressOption = None, cancel: CancelFlag = None
+    site: Site, *, target: int | None = None, progress: ProgressOption = None, cancel: CancelFlag = None
 ) -> Ranking:
     """Class selectivity index: (mean on the preferred class - mean on the others) / (their sum).
 
@@ -33,14 +29,14 @@ def rank(
     (0/0) score 0. The index lies in [-1, 1] only for non-negative activations: read it at a
     post-ReLU site (``meta["negative_mean_activation"]`` flags a negative mean on some image).
     """
-    probe.require_labels("selectivity")
-    summary = probe.summary(progress=progress, cancel=cancel)
+    site.require_labels("selectivity")
+    summary = site.summary(progress=progress, cancel=cancel)
     assert summary.labels is not None
-    means = class_means(summary.image_mean, summary.labels, probe.num_classes)
+    means = class_means(summary.image_mean, summary.labels, site.num_classes)
     present = ~np.isnan(means[:, 0])
     if present.sum() < 2:
         raise ValueError("selectivity needs images of at least two classes")
-    probe.require_class(target, present)
+    site.require_class(target, present)
     m = means[present]
     preferred = np.argmax(m, axis=0) if target is None else np.full(m.shape[1], int(present[:target].sum()))
     top = m[preferred, np.arange(m.shape[1])]
@@ -51,7 +47,7 @@ def rank(
     return Ranking(
         scores=index,
         method="selectivity",
-        layer=probe.layer,
+        layer=site.layer,
         target=target,
         meta={
             "preferred_class": np.flatnonzero(present)[preferred],

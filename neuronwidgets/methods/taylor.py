@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
 from neuronwidgets.engine.guard import evaluating
+from neuronwidgets.engine.hooks import forward_hooks
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
+from neuronwidgets.engine.site import Site
 from neuronwidgets.ranking import Ranking
 
-if TYPE_CHECKING:
-    from neuronwidgets.probe import Probe
 
-
-def rank(probe: Probe, *, progress: ProgressOption = None, cancel: CancelFlag = None) -> Ranking:
+def rank(site: Site, *, progress: ProgressOption = None, cancel: CancelFlag = None) -> Ranking:
     """|mean over images and positions of activation x d(loss)/d(activation)|, normalised to unit L2 norm.
 
     Zeroing unit c changes the loss by about ``-sum A_c * dL/dA_c`` (first order), so this is a fast
@@ -23,8 +20,8 @@ def rank(probe: Probe, *, progress: ProgressOption = None, cancel: CancelFlag = 
     true labels. Gradients are taken with respect to the activation only: the parameters' ``.grad`` are
     never touched.
     """
-    probe.require_labels("taylor")
-    module = probe.module
+    site.require_labels("taylor")
+    module = site.module
     total: torch.Tensor | None = None
     count = 0
     held: list[torch.Tensor] = []
@@ -34,14 +31,11 @@ def rank(probe: Probe, *, progress: ProgressOption = None, cancel: CancelFlag = 
         held.append(leaf)
         return leaf.clone()  # later in-place ops change the clone, not the leaf we differentiate
 
-    with evaluating(probe.model), torch.enable_grad():
-        for chunk, bar in probe.chunks(f"taylor {probe.layer}", progress, cancel):
+    with evaluating(site.model), torch.enable_grad():
+        for chunk, bar in site.chunks(f"taylor {site.layer}", progress, cancel):
             held.clear()
-            handle = module.register_forward_hook(hold)
-            try:
-                scores = probe.model(chunk.images)
-            finally:
-                handle.remove()
+            with forward_hooks([(module, hold)]):
+                scores = site.model(chunk.images)
             loss = F.cross_entropy(scores, chunk.labels, reduction="sum")
             (grad,) = torch.autograd.grad(loss, held)
             product = (held[0].detach() * grad).double()
@@ -53,4 +47,4 @@ def rank(probe: Probe, *, progress: ProgressOption = None, cancel: CancelFlag = 
     raw = (total / count).abs()
     norm = raw.norm()
     scores = raw / norm if norm > 0 else raw
-    return Ranking(scores=scores.cpu().numpy(), method="taylor", layer=probe.layer, meta={"raw": raw.cpu().numpy()})
+    return Ranking(scores=scores.cpu().numpy(), method="taylor", layer=site.layer, meta={"raw": raw.cpu().numpy()})

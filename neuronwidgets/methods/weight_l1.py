@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import fx, nn
 
 from neuronwidgets.engine.graph import TraceError, is_channelwise, is_linear_op, trace
 from neuronwidgets.engine.guard import evaluating
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
+from neuronwidgets.engine.site import Site
 from neuronwidgets.ranking import Ranking
-
-if TYPE_CHECKING:
-    from neuronwidgets.probe import Probe
 
 
 def incoming_filter(model: nn.Module, layer: str) -> tuple[str, nn.Module]:
@@ -44,20 +40,20 @@ def incoming_filter(model: nn.Module, layer: str) -> tuple[str, nn.Module]:
     return prefix + str(node.target), modules[node.target]
 
 
-def rank(probe: Probe, *, progress: ProgressOption = None, cancel: CancelFlag = None) -> Ranking:
+def rank(site: Site, *, progress: ProgressOption = None, cancel: CancelFlag = None) -> Ranking:
     """L1 norm of the unit's incoming filter (all its input channels and kernel positions).
 
     For a BatchNorm or ReLU site this is the filter of the conv before it. No data needed.
     """
     try:
-        name, module = incoming_filter(probe.model, probe.layer)
+        name, module = incoming_filter(site.model, site.layer)
     except TraceError as err:
-        raise ValueError(f"weight_l1 could not find the filter producing {probe.layer!r}: {err}") from err
+        raise ValueError(f"weight_l1 could not find the filter producing {site.layer!r}: {err}") from err
     weight = module.weight.detach()
-    if weight.shape[0] != probe.units:
+    if weight.shape[0] != site.units:
         raise ValueError(
-            f"{name!r} has {weight.shape[0]} filters but {probe.layer!r} has {probe.units} units; "
+            f"{name!r} has {weight.shape[0]} filters but {site.layer!r} has {site.units} units; "
             "weight_l1 needs the units to be that layer's output channels"
         )
     scores = weight.abs().reshape(weight.shape[0], -1).sum(1).double().cpu().numpy()
-    return Ranking(scores=scores, method="weight_l1", layer=probe.layer, meta={"filter": name})
+    return Ranking(scores=scores, method="weight_l1", layer=site.layer, meta={"filter": name})

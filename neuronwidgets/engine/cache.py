@@ -1,0 +1,55 @@
+"""What rankings of one model share (layer statistics, traced splits, the cut's values), kept per model version."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from torch import nn
+
+from neuronwidgets.engine.guard import model_lock, model_version
+
+T = TypeVar("T")
+
+
+class ResultCache:
+    """Results keyed by what they were computed from; all are dropped once the model's parameters or buffers
+    change (training, an edit). Safe to share between threads: a result is computed under the model's lock,
+    so two threads asking for the same one compute it once."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._model = model
+        self._lock = threading.Lock()
+        self._version: tuple | None = None
+        self._results: dict[Hashable, Any] = {}
+
+    def _current(self) -> dict[Hashable, Any]:
+        version = model_version(self._model)
+        with self._lock:
+            if version != self._version:
+                self._version, self._results = version, {}
+            return self._results
+
+    def get(self, key: Hashable) -> Any | None:
+        return self._current().get(key)
+
+    def put(self, key: Hashable, value: Any) -> None:
+        results = self._current()
+        with self._lock:
+            results[key] = value
+
+    def forget(self, which: Callable[[Hashable], bool]) -> None:
+        """Drop the results whose key ``which`` accepts."""
+        results = self._current()
+        with self._lock:
+            for key in [k for k in results if which(k)]:
+                del results[key]
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
+        with model_lock(self._model):
+            value = self.get(key)
+            if value is None:
+                value = compute()
+                self.put(key, value)
+            return value

@@ -1,0 +1,36 @@
+"""The one way the engine attaches forward hooks: registered for a block, removed on every exit path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+ForwardHook = Callable[[nn.Module, Any, Any], Any]
+
+
+@contextmanager
+def forward_hooks(hooks: Iterable[tuple[nn.Module, ForwardHook]]) -> Iterator[None]:
+    """Register each ``(module, hook)`` pair as a forward hook for the block; every hook registered so far is
+    removed when the block ends, by an error or an interrupt too (also one raised while registering)."""
+    handles = []
+    try:
+        for module, hook in hooks:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def recorder(into: list[torch.Tensor]) -> ForwardHook:
+    """A hook that appends a detached copy of the module's output to ``into``; copied at once, because an
+    in-place op later in the network would otherwise change what was kept."""
+
+    def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        into.append(output.detach().clone())
+
+    return record

@@ -1,0 +1,260 @@
+"""One layer of a model over its data: the passes that rankings and evaluations are built from.
+
+A `Site` is fixed to one layer for its whole life, so work on it never depends on what a shared `Probe`
+points at meanwhile; `Probe` makes one per call. Sites of one probe share its `ResultCache`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from neuronwidgets.data import Chunk, DataSource
+from neuronwidgets.engine.ablate import Ablator
+from neuronwidgets.engine.cache import ResultCache
+from neuronwidgets.engine.capture import capture
+from neuronwidgets.engine.guard import evaluating
+from neuronwidgets.engine.indices import as_indices
+from neuronwidgets.engine.layers import LayerInfo
+from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
+from neuronwidgets.engine.stats import LayerSummary, OutcomeCounts
+
+ABLATION_MODES = ("zero", "mean")
+_CACHE_BYTES = 256 * 2**20  # keep the cut's values of all chunks in memory only below this size
+
+
+class Site:
+    """The units of ``info.name`` in ``model``, over ``source``; what methods are given as their first argument."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        source: DataSource,
+        info: LayerInfo,
+        *,
+        classes: Sequence[str],
+        has_labels: bool,
+        device: torch.device,
+        dtype: torch.dtype,
+        cache: ResultCache,
+    ) -> None:
+        self.model = model
+        self.source = source
+        self.info = info
+        self.classes = list(classes)
+        self.has_labels = has_labels
+        self.device = device
+        self.dtype = dtype
+        self._cache = cache
+        self._ablator_checked = False
+
+    @property
+    def layer(self) -> str:
+        return self.info.name
+
+    @property
+    def module(self) -> nn.Module:
+        return self.model.get_submodule(self.layer)
+
+    @property
+    def units(self) -> int:
+        return self.info.units
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    # -- checks ---------------------------------------------------------------------------------------------
+
+    def require_labels(self, what: str) -> None:
+        """Raise a clear error if the data has no labels and ``what`` needs them."""
+        if not self.has_labels:
+            raise ValueError(
+                f"{what} needs labels, but the data has none: pass a labelled Dataset, a DataLoader of "
+                "(images, labels) or a pair (images, labels)"
+            )
+
+    def require_class(self, target: int | None, images_per_class: np.ndarray) -> None:
+        """Raise a clear error if ``target`` is a class with no image in the data (``images_per_class``)."""
+        if target is not None and images_per_class[target] == 0:
+            raise ValueError(f"no image of class {target} ({self.classes[target]!r}) in the data")
+
+    def check_units(self, units: Any) -> list[int]:
+        """Unit indices of this layer (ints only) as a sorted list without repeats."""
+        return sorted(set(as_indices(units, "units", self.units, f"layer {self.layer!r}")))
+
+    # -- data -----------------------------------------------------------------------------------------------
+
+    def chunks(
+        self,
+        description: str,
+        progress: ProgressOption | Progress = None,
+        cancel: CancelFlag = None,
+        steps_per_chunk: int = 1,
+    ) -> Iterator[tuple[Chunk, Progress]]:
+        """Every chunk of the data on the model's device, with a `Progress` counting ``steps_per_chunk``
+        steps per chunk (the caller advances it)."""
+        total = self.source.num_chunks * steps_per_chunk
+        with Progress.within(description, total, progress, cancel) as bar:
+            for chunk in self.source.chunks():
+                yield self._to_device(chunk), bar
+
+    def _to_device(self, chunk: Chunk) -> Chunk:
+        labels = chunk.labels
+        if labels is not None:
+            bad = (labels < 0) | (labels >= self.num_classes)
+            if bad.any():
+                where = (bad.nonzero().flatten()[:5] + chunk.start).tolist()
+                raise ValueError(
+                    f"labels must lie in 0..{self.num_classes - 1} (the model has {self.num_classes} outputs); "
+                    f"images {where} have labels {labels[bad][:5].tolist()}"
+                )
+            labels = labels.to(self.device)
+        return Chunk(chunk.start, chunk.images.to(self.device, self.dtype), labels)
+
+    def images(self, indices: Any) -> torch.Tensor:
+        """The images at ``indices`` (ints, in the order given) as the model sees them (a CPU tensor)."""
+        return self.source.take(as_indices(indices, "images", len(self.source), "the data")).images
+
+    def output(self, images: torch.Tensor) -> torch.Tensor:
+        """The layer's output for a batch of images (N, C, H, W) or one image (C, H, W)."""
+        batch = images.unsqueeze(0) if images.ndim == 3 else images
+        with evaluating(self.model), torch.no_grad():
+            return capture(self.model, self.module, batch.to(self.device, self.dtype))
+
+    # -- shared, cached passes ------------------------------------------------------------------------------
+
+    def cached(self, key: tuple, compute: Any) -> Any:
+        """``compute()`` once per layer and model version; ``key`` names what it is."""
+        return self._cache.get_or_compute((*key, self.layer), compute)
+
+    def ablator(self) -> Ablator:
+        """The ablation engine for the layer, traced once per model version. Once per site it is checked to
+        give the model's own scores on one image; a trace that went stale (the model's Python changed, say a
+        flag its ``forward`` reads) is traced again, and where even a new trace differs, the engine runs the
+        whole model with a hook instead."""
+        ablator = self.cached(("ablator",), self._trace)
+        if not self._ablator_checked:
+            self._ablator_checked = True
+            with evaluating(self.model), torch.no_grad():
+                image = self._cache.get_or_compute(("first image",), lambda: self.source.first().images)
+                image = image.to(self.device, self.dtype)
+                if not ablator.reproduces(image):
+                    self._cache.forget(lambda key: key[-1] == self.layer and key[0] in ("ablator", "crossings"))
+                    ablator = self.cached(("ablator",), self._trace)
+                    if not ablator.reproduces(image):
+                        ablator = Ablator(
+                            self.model,
+                            self.layer,
+                            self.module,
+                            untraced_because="the traced graph does not reproduce the model's output",
+                        )
+                        self._cache.put(("ablator", self.layer), ablator)
+        return ablator
+
+    def _trace(self) -> Ablator:
+        with evaluating(self.model):
+            return Ablator(self.model, self.layer, self.module)
+
+    def summary(self, progress: ProgressOption = None, cancel: CancelFlag = None) -> LayerSummary:
+        """Per-image and summed statistics of the layer's output over all the data (one pass, cached)."""
+
+        def compute() -> LayerSummary:
+            total: LayerSummary | None = None
+            with evaluating(self.model), torch.no_grad():
+                for chunk, bar in self.chunks(f"reading {self.layer}", progress, cancel):
+                    part = LayerSummary.of(capture(self.model, self.module, chunk.images), chunk.labels)
+                    total = part if total is None else total.merge(part)
+                    bar.advance()
+            assert total is not None
+            return total
+
+        return self.cached(("summary",), compute)
+
+    def fill(self, mode: str) -> torch.Tensor:
+        """What an ablated unit's output is set to: zeros, or its mean map over the data."""
+        if mode not in ABLATION_MODES:
+            raise ValueError(f"unknown ablation mode {mode!r}; valid modes: {', '.join(ABLATION_MODES)}")
+        if mode == "zero":
+            return torch.zeros(self.info.shape, device=self.device, dtype=self.dtype)
+        return torch.from_numpy(self.summary().mean_map).to(self.device, self.dtype)
+
+    def crossings(
+        self,
+        description: str,
+        progress: ProgressOption | Progress = None,
+        cancel: CancelFlag = None,
+        steps_per_chunk: int = 1,
+    ) -> Iterator[tuple[list[torch.Tensor], Chunk, Progress]]:
+        """The values at the cut after the layer, per chunk; kept in memory between calls when small."""
+        ablator = self.ablator()
+        key = ("crossings", id(ablator), self.layer)
+        with evaluating(self.model), torch.no_grad():
+            cached = self._cache.get(key)
+            if cached is not None:
+                with Progress.within(description, len(cached) * steps_per_chunk, progress, cancel) as bar:
+                    for values, chunk in cached:
+                        yield values, chunk, bar
+                return
+            collected: list | None = []
+            size = 0
+            for chunk, bar in self.chunks(description, progress, cancel, steps_per_chunk):
+                values = ablator.crossing(chunk.images)
+                if collected is not None:
+                    kept = {id(t): t for t in (*values, chunk.images)}.values()
+                    size += sum(t.numel() * t.element_size() for t in kept)
+                    collected = collected if size <= _CACHE_BYTES else None
+                    if collected is not None:
+                        collected.append((values, chunk))
+                yield values, chunk, bar
+            if collected is not None:
+                self._cache.put(key, collected)
+
+    def _kept_cut_bytes(self, values: list[torch.Tensor], chunk: Chunk) -> int | None:
+        """Bytes of the cut's values of all chunks, estimated from one chunk, where `crossings` keeps them in
+        memory; None where it streams them."""
+        per_image = sum(v.numel() * v.element_size() for v in values) / max(1, len(chunk.images))
+        total = int(per_image * len(self.source))
+        return total if total <= _CACHE_BYTES else None
+
+    # -- ablation -------------------------------------------------------------------------------------------
+
+    def ablation_outcomes(
+        self,
+        units: Sequence[int] | None = None,
+        mode: str = "zero",
+        base: Sequence[int] = (),
+        progress: ProgressOption | Progress = None,
+        cancel: CancelFlag = None,
+    ) -> tuple[OutcomeCounts, OutcomeCounts]:
+        """Outcomes with the ``base`` units replaced, and with each of ``units`` replaced on top of them:
+        ``(base, per_unit)``, one variant per entry of ``units`` (default: all units not in ``base``).
+
+        ``progress`` may be an outer `Progress` that counts one step per unit and chunk.
+        """
+        self.require_labels("ablation")
+        base = self.check_units(base) if len(base) else []
+        rest = [u for u in range(self.units) if u not in set(base)]
+        units = rest if units is None else self.check_units(units)
+        fill = self.fill(mode)
+        ablator = self.ablator()
+        before = OutcomeCounts.zeros(1, self.num_classes)
+        per_unit = OutcomeCounts.zeros(len(units), self.num_classes)
+        position = {u: i for i, u in enumerate(units)}
+        for values, chunk, bar in self.crossings(f"ablating {self.layer}", progress, cancel, len(units)):
+            assert chunk.labels is not None
+            before.count_images(chunk.labels)
+            per_unit.count_images(chunk.labels)
+            scores = ablator.replaced(values, base, fill) if base else ablator.scores(values)
+            before.add([0], scores.unsqueeze(0), chunk.labels)
+            chunk_images = len(chunk.labels)
+            kept = self._kept_cut_bytes(values, chunk)
+            for block, images, scores in ablator.each_unit(values, units, fill, base, cached_bytes=kept):
+                labels = chunk.labels[images]
+                per_unit.add([position[u] for u in block], scores, labels)
+                bar.advance(len(block) * len(labels) / chunk_images)
+        return before, per_unit
