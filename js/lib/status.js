@@ -2,6 +2,7 @@
 /** The status strip every widget shares: progress bar with ETA and cancel, and errors from the kernel. */
 import { h, listen } from "./dom.js";
 import { seconds } from "./format.js";
+import { teardown } from "./model.js";
 
 /**
  * Build the strip and keep it in sync with the model's status, progress and error traits.
@@ -66,13 +67,9 @@ export function statusStrip(model, { cancellable = false } = {}) {
   }
 
   update();
-  const offTraits = listen(model, ["change:status", "change:progress", "change:error"], update);
-  model.on("msg:custom", onMessage);
-  return {
-    el,
-    cleanup() {
-      offTraits();
-      model.off("msg:custom", onMessage);
-    },
-  };
+  const cleanup = teardown([
+    listen(model, ["change:status", "change:progress", "change:error"], update),
+    listen(model, ["msg:custom"], onMessage),
+  ]);
+  return { el, cleanup };
 }
