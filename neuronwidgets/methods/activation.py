@@ -19,7 +19,6 @@ def rank(
     summary = site.summary(progress=progress, cancel=cancel)
     images = summary.image_mean
     if target is not None:
-        site.require_labels("activation with target=")
         assert summary.labels is not None
         site.require_class(target, np.bincount(summary.labels, minlength=site.num_classes))
         images = images[summary.labels == target]

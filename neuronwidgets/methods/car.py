@@ -35,8 +35,16 @@ def rank(
     class-wise CAR (each unit's most and least dependent classes) from the first round. No fine-tuning.
     Cost: about ``prune x units x images`` re-runs of the network after the layer.
     """
-    site.require_labels("car")
     units = site.units
+    if units < 2:
+        raise ValueError(
+            f"car has nothing to prune: layer {site.layer!r} has {units} unit, and greedy pruning needs at least "
+            "2 (it keeps one); rank a layer with more units, or use 'ablation'"
+        )
+    if prune is not None and (isinstance(prune, bool) or not isinstance(prune, (int, np.integer))):
+        raise TypeError(f"prune must be an int or None, got {prune!r}")
+    if isinstance(per_step, bool) or not isinstance(per_step, (int, np.integer)):
+        raise TypeError(f"per_step must be an int, got {per_step!r}")
     prune = units - 1 if prune is None else int(prune)
     if not 1 <= prune <= units - 1:
         raise ValueError(f"prune must be between 1 and {units - 1} (the layer has {units} units), got {prune}")

@@ -29,7 +29,6 @@ def rank(
     (0/0) score 0. The index lies in [-1, 1] only for non-negative activations: read it at a
     post-ReLU site (``meta["negative_mean_activation"]`` flags a negative mean on some image).
     """
-    site.require_labels("selectivity")
     summary = site.summary(progress=progress, cancel=cancel)
     assert summary.labels is not None
     means = class_means(summary.image_mean, summary.labels, site.num_classes)

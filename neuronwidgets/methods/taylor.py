@@ -20,7 +20,6 @@ def rank(site: Site, *, progress: ProgressOption = None, cancel: CancelFlag = No
     true labels. Gradients are taken with respect to the activation only: the parameters' ``.grad`` are
     never touched.
     """
-    site.require_labels("taylor")
     module = site.module
     total: torch.Tensor | None = None
     count = 0
