@@ -4,6 +4,10 @@
 monitoring images and keeps the history. Training is unaffected: rankings run in eval mode without touching
 gradients or BatchNorm statistics (the engine's guarantees), and the random number generators are restored
 afterwards (iterating a DataLoader draws a seed from torch's global generator).
+
+Everything a snapshot needs (``every``, the method, its options, the layer) is checked when the Monitor is
+made, so that a typo fails before training starts rather than at step ``every`` inside the loop. The
+Monitor owns its probe and passes its layer on every call: it never changes ``probe.layer``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from neuronwidgets.methods import MethodSpec, check_options
+from neuronwidgets.methods import spec as method_spec
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking, compare
 
@@ -30,6 +36,26 @@ class Snapshot:
     ranking: Ranking
     alive: np.ndarray  # (units,) fraction of monitoring images where the unit's peak activation is > 0
     seconds: float
+
+
+def _check_every(every: Any) -> int:
+    """``every`` as an int >= 1 (bools refused: ``every=True`` is a slip, not one step)."""
+    if isinstance(every, (bool, np.bool_)) or not isinstance(every, (int, np.integer)):
+        raise TypeError(f"every must be an int (rank every N training steps), got {every!r} ({type(every).__name__})")
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
+    return int(every)
+
+
+def _check_options(spec: MethodSpec, options: Any, probe: Probe) -> dict[str, Any]:
+    """``options`` as a dict of keyword options that method ``spec`` takes on ``probe``'s data (names, target,
+    labels: the checks `Probe.rank` makes, made once up front)."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict of keyword options for {spec.name!r}, got {type(options).__name__}")
+    check_options(spec, options, num_classes=probe.num_classes, has_labels=probe.site().has_labels)
+    return dict(options)
 
 
 @contextmanager
@@ -58,13 +84,15 @@ class Monitor:
         options: dict[str, Any] | None = None,
         on_update: Callable[[Snapshot], None] | None = None,
     ) -> None:
-        if every < 1:
-            raise ValueError(f"every must be at least 1, got {every}")
+        self.every = _check_every(every)
+        spec = method_spec(method)  # an unknown name lists the valid methods
+        self.method = spec.name
+        if on_update is not None and not callable(on_update):
+            raise TypeError(f"on_update must be a callable taking a Snapshot, or None; got {type(on_update).__name__}")
         with _rng_preserved(model):
             self.probe = Probe(model, data, layer)
-        self.every = every
-        self.method = method
-        self.options = dict(options or {})
+        self.layer = self.probe.layer  # every snapshot ranks this layer, whatever probe.layer is set to later
+        self.options = _check_options(spec, options, self.probe)
         self.on_update = on_update
         self.history: list[Snapshot] = []
         self._steps = 0
@@ -72,6 +100,8 @@ class Monitor:
     def step(self, step: int | None = None) -> Snapshot | None:
         """Count one training step (or set the count to ``step``); rank when the count is a multiple of
         ``every``. Returns the new snapshot, if one was taken."""
+        if step is not None and (isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer))):
+            raise TypeError(f"step must be an int (the training step) or None, got {step!r}")
         self._steps = self._steps + 1 if step is None else int(step)
         if self._steps % self.every:
             return None
@@ -81,8 +111,8 @@ class Monitor:
         """Rank now, whatever the step count."""
         start = time.perf_counter()
         with _rng_preserved(self.probe.model):
-            ranking = self.probe.rank(self.method, progress=False, **self.options)
-            alive = (self.probe.summary().image_max > 0).mean(0)
+            ranking = self.probe.rank(self.method, layer=self.layer, progress=False, **self.options)
+            alive = (self.probe.site(self.layer).summary().image_max > 0).mean(0)
         snapshot = Snapshot(self._steps, ranking, alive, time.perf_counter() - start)
         self.history.append(snapshot)
         if self.on_update is not None:
@@ -127,8 +157,11 @@ def compare_models(
 
     Returns both rankings, their agreement (`compare`), and the units whose rank moved most.
     """
-    a = Probe(model_a, data, layer).rank(method, progress=False, **options)
-    b = Probe(model_b, data, layer).rank(method, progress=False, **options)
+    spec = method_spec(method)
+    probe_a, probe_b = Probe(model_a, data, layer), Probe(model_b, data, layer)
+    _check_options(spec, options, probe_a)  # before either model is ranked
+    a = probe_a.rank(method, layer=layer, progress=False, **options)
+    b = probe_b.rank(method, layer=layer, progress=False, **options)
     if a.units != b.units:
         raise ValueError(f"layer {layer!r} has {a.units} units in model_a but {b.units} in model_b")
     rank_a, rank_b = np.argsort(a.order), np.argsort(b.order)

@@ -73,3 +73,41 @@ def test_compare_models_reports_agreement_and_movers():
     same = compare_models(model, copy.deepcopy(model), data, "relu3", method="weight_l1")
     assert same["agreement"]["spearman"] == pytest.approx(1.0)
     np.testing.assert_array_equal(same["a"].scores, same["b"].scores)
+
+
+def test_monitor_checks_its_settings_when_made_not_at_step_every():
+    model, shape = build("plain")
+    images, labels = make_data(model, 8, shape, seed=0)
+    data = (images, labels)
+    with pytest.raises(ValueError, match=r"unknown method 'taylr'\. Did you mean 'taylor'\? Valid methods: ablation"):
+        Monitor(model, data, method="taylr")
+    with pytest.raises(TypeError, match="a method name must be a str, got int; valid methods: ablation"):
+        Monitor(model, data, method=3)
+    with pytest.raises(TypeError, match=r"method 'taylor' got unknown option\(s\) target; valid options: none"):
+        Monitor(model, data, options={"target": 1})
+    with pytest.raises(TypeError, match=r"unknown option.*progress; valid options: target, mode"):
+        Monitor(model, data, method="ablation", options={"progress": True})
+    with pytest.raises(ValueError, match=r"target must be a class index.* in 0\.\.4"):
+        Monitor(model, data, method="ablation", options={"target": 7})
+    with pytest.raises(ValueError, match="taylor needs labels"):
+        Monitor(model, images)
+    with pytest.raises(TypeError, match="options must be a dict"):
+        Monitor(model, data, options=["mode"])
+    for every in (True, 2.5, "100"):
+        with pytest.raises(TypeError, match="every must be an int"):
+            Monitor(model, data, every=every)
+    with pytest.raises(TypeError, match="on_update must be a callable"):
+        Monitor(model, data, on_update="print")
+    monitor = Monitor(model, data, every=np.int64(2), method="ablation", options={"mode": "mean"})
+    with pytest.raises(TypeError, match="step must be an int"):
+        monitor.step(1.5)
+    assert monitor.step() is None and monitor.step().ranking.method == "ablation"
+
+
+def test_monitor_ranks_its_own_layer_and_leaves_probe_layer_alone():
+    model, shape = build("plain")
+    monitor = Monitor(model, make_data(model, 8, shape, seed=0), layer="relu2", every=1)
+    monitor.probe.layer = "relu3"  # someone else's choice on the probe: the monitor neither follows nor undoes it
+    snapshot = monitor.step()
+    assert snapshot.ranking.layer == "relu2" and snapshot.ranking.units == 8 and len(snapshot.alive) == 8
+    assert monitor.layer == "relu2" and monitor.probe.layer == "relu3"
