@@ -73,7 +73,8 @@ class AblationPanel(Widget):
         if ranking is not None and not isinstance(ranking, Ranking):
             raise TypeError(f"ranking must be a Ranking, got {type(ranking).__name__}")
         layer = _layer_of(probe, ranking, kwargs.pop("layer", None))
-        super().__init__(classes=probe.classes)
+        # the layer and its unit count are known now, so k and toggles can be set before the ranking lands
+        super().__init__(classes=probe.classes, layer=layer, units=probe.layer_info(layer).units)
         self.observe(self._on_change, names=["k", "toggled", "mode"])
         if ranking is not None:
             self.set_ranking(ranking, **kwargs)
