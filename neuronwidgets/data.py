@@ -29,11 +29,13 @@ import numpy as np
 import torch
 from torch.utils.data import (
     BatchSampler,
+    ConcatDataset,
     DataLoader,
     Dataset,
     IterableDataset,
     RandomSampler,
     SequentialSampler,
+    Subset,
 )
 
 
@@ -314,11 +316,29 @@ def _is_images_labels_pair(data: Any) -> bool:
     return isinstance(labels, list)
 
 
+def inner_datasets(data: Any, attribute: str) -> list[Any]:
+    """The datasets that say what ``attribute`` (e.g. ``classes``, ``transform``) of ``data`` is: itself, or
+    what a ``Subset`` (nested) or the parts of a ``ConcatDataset`` wrap, unless the wrapper has that attribute
+    itself (as the CLI's Subset has ``classes``); [] for None."""
+    if data is None:
+        return []
+    if getattr(data, attribute, None) is None and isinstance(data, Subset):
+        return inner_datasets(data.dataset, attribute)
+    if getattr(data, attribute, None) is None and isinstance(data, ConcatDataset):
+        return [d for part in data.datasets for d in inner_datasets(part, attribute)]
+    return [data]
+
+
 def _classes_of(data: Any) -> list[str] | None:
-    classes = getattr(data, "classes", None)
-    if isinstance(classes, (list, tuple)) and classes:
-        return [str(c) for c in classes]
-    return None
+    """The class names of ``data`` (``dataset.classes``, through Subset/ConcatDataset wrappers whose parts
+    agree), None where there are none."""
+    found = []
+    for part in inner_datasets(data, "classes"):
+        classes = getattr(part, "classes", None)
+        if not isinstance(classes, (list, tuple)) or not classes:
+            return None
+        found.append([str(c) for c in classes])
+    return found[0] if found and all(f == found[0] for f in found) else None
 
 
 def _label_tensor(value: Any, what: str) -> torch.Tensor:
@@ -410,3 +430,51 @@ def _stack_labels(values: list[Any], start: int) -> torch.Tensor:
     if len(shapes) > 1:
         raise ValueError(f"the items among images {start}.. have labels of different shapes {sorted(shapes)[:4]}")
     return torch.stack(tensors)
+
+
+def class_names(classes: Any) -> tuple[list[str], str]:
+    """Explicit ``classes=``: a sequence of names, or a torchvision weights enum member (its
+    ``meta["categories"]``), as a list of str and where it came from; anything else refused."""
+    if isinstance(classes, type) and hasattr(classes, "DEFAULT"):
+        raise TypeError(
+            f"classes={classes.__name__} is a weights enum; pass one of its members, e.g. {classes.__name__}.DEFAULT"
+        )
+    meta = getattr(classes, "meta", None)
+    if isinstance(meta, dict):
+        if not meta.get("categories"):
+            raise ValueError(f"classes={classes!r} has no meta['categories'] to take the class names from")
+        return [str(c) for c in meta["categories"]], f"{classes}.meta['categories']"
+    if isinstance(classes, (str, bytes, dict)) or not isinstance(classes, Sequence | np.ndarray):
+        raise TypeError(
+            f"classes must be a sequence of names (one per model output) or a torchvision weights enum member "
+            f"such as ResNet18_Weights.DEFAULT; got {type(classes).__name__}"
+        )
+    return [str(c) for c in classes], "classes= given"
+
+
+def choose_classes(given: Any, from_data: list[str] | None, outputs: int) -> tuple[list[str], str]:
+    """The probe's class names and a note saying where they came from (and why the dataset's were not used).
+
+    Names given explicitly must match the model's ``outputs`` (a ValueError otherwise); the dataset's
+    ``classes`` are only a default, used when their number matches and ignored (with the reason in the note)
+    when it does not. Without names the classes are "0", "1", ...
+    """
+    if given is not None:
+        names, source = class_names(given)
+        if len(names) != outputs:
+            raise ValueError(
+                f"{len(names)} class names given ({source}), but the model has {outputs} outputs: give one name "
+                "per output, in the order of the outputs"
+            )
+        return names, f"from {source}"
+    if from_data and len(from_data) == outputs:
+        return list(from_data), "from the dataset's classes"
+    default = [str(i) for i in range(outputs)]
+    if from_data:
+        shown = ", ".join(repr(c) for c in from_data[:3]) + (", ..." if len(from_data) > 3 else "")
+        return default, (
+            f"the dataset's {len(from_data)} classes ({shown}) do not match the model's {outputs} outputs, so the "
+            f"classes are named '0'..'{outputs - 1}'; the dataset's labels are still read as the model's output "
+            "indices: check that they are, or pass classes=..."
+        )
+    return default, "default: the data has no class names"

@@ -9,18 +9,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from neuronwidgets.engine.guard import no_yield
+
 ForwardHook = Callable[[nn.Module, Any, Any], Any]
 
 
 @contextmanager
 def forward_hooks(hooks: Iterable[tuple[nn.Module, ForwardHook]]) -> Iterator[None]:
     """Register each ``(module, hook)`` pair as a forward hook for the block; every hook registered so far is
-    removed when the block ends, by an error or an interrupt too (also one raised while registering)."""
+    removed when the block ends, by an error or an interrupt too (also one raised while registering). While
+    the hooks are on, the model is not lent to other work (`no_yield`): its forward would run them."""
     handles = []
     try:
-        for module, hook in hooks:
-            handles.append(module.register_forward_hook(hook))
-        yield
+        with no_yield():
+            for module, hook in hooks:
+                handles.append(module.register_forward_hook(hook))
+            yield
     finally:
         for handle in handles:
             handle.remove()

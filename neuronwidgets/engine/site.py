@@ -17,7 +17,7 @@ from neuronwidgets.data import Chunk, DataSource
 from neuronwidgets.engine.ablate import Ablator
 from neuronwidgets.engine.cache import ResultCache
 from neuronwidgets.engine.capture import capture
-from neuronwidgets.engine.guard import evaluating
+from neuronwidgets.engine.guard import evaluating, yield_model
 from neuronwidgets.engine.indices import as_indices
 from neuronwidgets.engine.layers import LayerInfo
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
@@ -97,11 +97,13 @@ class Site:
         steps_per_chunk: int = 1,
     ) -> Iterator[tuple[Chunk, Progress]]:
         """Every chunk of the data on the model's device, with a `Progress` counting ``steps_per_chunk``
-        steps per chunk (the caller advances it)."""
+        steps per chunk (the caller advances it). Between chunks, work waiting for the model runs first
+        (`yield_model`: a click's overlay need not wait for a whole ranking)."""
         total = self.source.num_chunks * steps_per_chunk
         with Progress.within(description, total, progress, cancel) as bar:
             for chunk in self.source.chunks():
                 yield self._to_device(chunk), bar
+                yield_model(self.model)
 
     def _to_device(self, chunk: Chunk) -> Chunk:
         labels = chunk.labels
@@ -199,6 +201,7 @@ class Site:
                 with Progress.within(description, len(cached) * steps_per_chunk, progress, cancel) as bar:
                     for values, chunk in cached:
                         yield values, chunk, bar
+                        yield_model(self.model)
                 return
             collected: list | None = []
             size = 0
