@@ -8,6 +8,7 @@ default, and only its owner changes it.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,10 +17,12 @@ import torch
 from torch import nn
 
 from neuronwidgets.components import Components, layer_components
-from neuronwidgets.data import DataSource
+from neuronwidgets.data import DataSource, choose_classes
+from neuronwidgets.display import Display
+from neuronwidgets.display import resolve as resolve_display
 from neuronwidgets.engine.cache import ResultCache
 from neuronwidgets.engine.guard import evaluating, model_device, model_dtype
-from neuronwidgets.engine.indices import as_index
+from neuronwidgets.engine.indices import as_index, as_indices
 from neuronwidgets.engine.layers import LayerInfo, default_layer, discover, unknown_layer_message
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
 from neuronwidgets.engine.site import Site
@@ -49,6 +52,11 @@ class Probe:
     (C, H, W), or a pair ``(images, labels)``. The model must return class scores of shape (N, classes).
     It is never changed: rankings run in eval mode and restore every module's train flag, remove their
     hooks and leave weights, buffers and device as they were, also after an error or an interrupt.
+
+    ``classes``: names, one per output, or a torchvision weights enum member (its ``meta["categories"]``);
+    default: the dataset's ``classes`` where their number matches the outputs (else "0", "1", ... with a
+    warning; the reason is kept in `classes_note`). ``display``: how images are shown, see
+    `neuronwidgets.display` (default: un-normalised by the ``Normalize`` found in the dataset's transform).
     """
 
     def __init__(
@@ -57,7 +65,8 @@ class Probe:
         data: Any,
         layer: str | None = None,
         *,
-        classes: Sequence[str] | None = None,
+        classes: Sequence[str] | Any = None,
+        display: Any = None,
         device: str | torch.device | None = None,
         chunk_size: int = 128,
     ) -> None:
@@ -77,11 +86,11 @@ class Probe:
         self.dtype = model_dtype(model)
         self._infos, self.num_classes = self._discover()
         self._classes: list[str] = []
-        from_data = self.source.classes or []
-        # A dataset's own class list is only a default: ignore it if it does not match the model's outputs.
-        self.classes = (
-            list(classes) if classes is not None else (from_data if len(from_data) == self.num_classes else [])
-        )
+        names, self.classes_note = choose_classes(classes, self.source.classes, self.num_classes)
+        if classes is None and self.source.classes and names != self.source.classes:
+            warnings.warn(self.classes_note, stacklevel=2)
+        self.classes = names
+        self.display: Display = resolve_display(display, self.source.dataset, self._channels)
         self._layer = ""
         self.layer = layer if layer is not None else default_layer(self._infos, dict(model.named_modules()))
         self._cache = ResultCache(model)
@@ -91,6 +100,7 @@ class Probe:
     def _discover(self) -> tuple[dict[str, LayerInfo], int]:
         first = self.source.first()
         self._has_labels = first.labels is not None
+        self._channels = int(first.images.shape[1])
         images = first.images.to(self.device, self.dtype)
         try:
             with evaluating(self.model), torch.no_grad():
@@ -186,6 +196,11 @@ class Probe:
     def images(self, indices: Any) -> torch.Tensor:
         """The images at ``indices`` (ints) as the model sees them (a CPU tensor)."""
         return self.site().images(indices)
+
+    def display_images(self, indices: Any) -> np.ndarray:
+        """uint8 (n, H, W, 3) pictures of the images at ``indices`` (ints), by `display`'s rule (its ``rule``
+        says which)."""
+        return self.display.pictures(as_indices(indices, "images", len(self.source), "the data"), self.images)
 
     # -- public analyses ------------------------------------------------------------------------------------
 
