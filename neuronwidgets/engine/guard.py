@@ -1,24 +1,178 @@
-"""Keep the user's model exactly as it was: train/eval flags restored on every exit path."""
+"""Keep the user's model exactly as it was: train/eval flags restored on every exit path, and one pass at a
+time on it.
+
+Every pass over a model takes its `ModelLock`. A long pass (a ranking) calls `yield_model` between chunks:
+where another thread waits for the model (a click's overlay, a slider's evaluation), the long pass lets it
+run, then carries on. The model still never runs on two threads at once, and never while another pass has
+hooks on it: `no_yield` (taken by every hook block, and by interactive work, which must not be overtaken)
+keeps the lock where it is.
+"""
 
 from __future__ import annotations
 
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import torch
 from torch import nn
 
-_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+
+class Suspendable(Protocol):
+    """State a holder keeps in the model (eval flags) that must be undone while the model is lent."""
+
+    def suspend(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+class ModelLock:
+    """A re-entrant lock granted first come, first served, that its holder can lend out between chunks.
+
+    Compared with `threading.RLock`: waiters are served in arrival order (so a yielding pass re-queues behind
+    the work it yields to and cannot grab the lock straight back), and `lend` releases every recursion level
+    at once while someone waits, then takes them all back.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._count = 0
+        self._queue: deque[object] = deque()
+        self._states: list[Suspendable] = []  # the holder's, innermost last
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock (again, if this thread holds it); False if not got within ``timeout`` seconds."""
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._count += 1
+                return True
+            if not blocking and (self._owner is not None or self._queue):
+                return False
+            self._take(me, 1, None if timeout is None or timeout < 0 else timeout)
+            return self._owner == me
+
+    def release(self) -> None:
+        """Release one recursion level; the next waiter in line gets the lock when none is left."""
+        with self._cond:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("cannot release a model lock this thread does not hold")
+            self._count -= 1
+            if self._count == 0:
+                self._owner = None
+                self._cond.notify_all()
+
+    def waiting(self) -> int:
+        """How many threads wait for the lock."""
+        with self._cond:
+            return len(self._queue)
+
+    def held(self) -> bool:
+        """True if the calling thread holds the lock."""
+        with self._cond:
+            return self._owner == threading.get_ident()
+
+    @contextmanager
+    def keeping(self, state: Suspendable) -> Iterator[None]:
+        """While the block runs (the lock held), ``state`` is suspended whenever the lock is lent and resumed
+        when it comes back, so those it is lent to find the model as its user left it."""
+        if not self.held():
+            raise RuntimeError("keeping() needs the model lock held")
+        self._states.append(state)
+        try:
+            yield
+        finally:
+            self._states.remove(state)
+
+    def lend(self) -> bool:
+        """If this thread holds the lock and others wait: undo the holder's states, release every level, let
+        those waiting run first (in their order), then take all levels back and redo the states. True if the
+        lock was lent."""
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner != me or not self._queue:
+                return False
+            states, self._states = self._states, []
+        for state in reversed(states):
+            state.suspend()
+        try:
+            with self._cond:
+                levels, self._owner, self._count = self._count, None, 0
+                self._cond.notify_all()
+                self._take(me, levels, None)
+        finally:
+            self._states = states
+            for state in states:
+                state.resume()
+        return True
+
+    def _take(self, me: int, levels: int, timeout: float | None) -> None:
+        """Join the queue and wait for the lock (the condition is held); on timeout or an interrupt the
+        place in the queue is given up."""
+        token = object()
+        self._queue.append(token)
+        try:
+            got = self._cond.wait_for(lambda: self._owner is None and self._queue[0] is token, timeout)
+        except BaseException:
+            self._leave(token)
+            raise
+        if not got:
+            self._leave(token)
+            return
+        self._queue.popleft()
+        self._owner, self._count = me, levels
+
+    def _leave(self, token: object) -> None:
+        self._queue.remove(token)
+        self._cond.notify_all()
+
+    def __enter__(self) -> ModelLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, ModelLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
+_LOCAL = threading.local()
 
 
-def model_lock(model: nn.Module) -> threading.RLock:
+def model_lock(model: nn.Module) -> ModelLock:
     """One re-entrant lock per model: work on a model from two threads (a widget's worker and a notebook
     cell) runs one after the other, so neither sees the other's eval mode or hooks."""
     with _LOCKS_GUARD:
-        return _LOCKS.setdefault(model, threading.RLock())
+        return _LOCKS.setdefault(model, ModelLock())
+
+
+@contextmanager
+def no_yield() -> Iterator[None]:
+    """While the block runs, this thread lends no model lock it holds: hooks are on the model (a forward of
+    other work would run them), or the work is interactive and must not wait for a long pass."""
+    _LOCAL.pinned = getattr(_LOCAL, "pinned", 0) + 1
+    try:
+        yield
+    finally:
+        _LOCAL.pinned -= 1
+
+
+def yielding() -> bool:
+    """True where `yield_model` may lend the lock (the calling thread is not inside `no_yield`)."""
+    return not getattr(_LOCAL, "pinned", 0)
+
+
+def yield_model(model: nn.Module) -> bool:
+    """A point between chunks of a long pass: let work waiting for ``model`` run now, then continue.
+
+    Call it only where the pass keeps no state in the model (no hooks; eval flags are set again by the
+    waiting work's own `evaluating`). True if the model was lent.
+    """
+    return yielding() and model_lock(model).lend()
 
 
 @contextmanager
@@ -26,16 +180,36 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     """Put every module in eval mode for the block and restore each module's own flag afterwards.
 
     Restoring per module (not just ``model.train(was_training)``) matters: a user may keep a frozen,
-    eval-mode BatchNorm inside a model that is otherwise training. Holds the model's lock meanwhile.
+    eval-mode BatchNorm inside a model that is otherwise training. Holds the model's lock meanwhile; while
+    the lock is lent between chunks (`yield_model`), the flags are the user's again.
     """
-    with model_lock(model):
-        flags = [(module, module.training) for module in model.modules()]
+    lock = model_lock(model)
+    with lock:
+        mode = _EvalMode(model)
         try:
-            model.eval()
-            yield model
+            with lock.keeping(mode):
+                yield model
         finally:
-            for module, flag in flags:
-                module.training = flag
+            mode.suspend()
+
+
+class _EvalMode:
+    """Every module of a model in eval mode, and each module's own flag to give back (`Suspendable`)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._model = model
+        self._flags: list[tuple[nn.Module, bool]] = []
+        self.resume()
+
+    def resume(self) -> None:
+        """Note each module's flag as it is now, then put the model in eval mode."""
+        self._flags = [(module, module.training) for module in self._model.modules()]
+        self._model.eval()
+
+    def suspend(self) -> None:
+        """Give each module its noted flag back."""
+        for module, flag in self._flags:
+            module.training = flag
 
 
 def model_device(model: nn.Module) -> torch.device:
