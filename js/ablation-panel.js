@@ -1,5 +1,6 @@
 // @ts-check
 /** AblationPanel: a top-k slider and per-unit toggles; accuracy before/after, per class, changed predictions. */
+import { ALL_CLASSES_UP_TO, TOP_CLASSES, classChanges, classesToList } from "./lib/classes.js";
 import { h, listen, on, setOptions } from "./lib/dom.js";
 import { percent } from "./lib/format.js";
 import { UrlPool } from "./lib/images.js";
@@ -28,7 +29,16 @@ function render({ model, el }) {
   const title = h("div", { class: "nw-title" });
   const accuracy = h("div", { class: "nw-accuracy", attrs: { "aria-live": "polite" } });
   const toggles = h("div", { class: "nw-toggles" });
+  const warning = h("div", { class: "nw-warnings", attrs: { role: "status" } });
+  const classesTitle = h("span", { class: "nw-subtitle nw-classes-title" });
+  const classSearch = h("input", {
+    class: "nw-search nw-class-filter",
+    attrs: { type: "search", placeholder: "search classes", "aria-label": "search classes", autocomplete: "off", spellcheck: "false" },
+  });
+  const showAll = h("button", { class: "nw-button nw-show-all", attrs: { type: "button", "aria-pressed": "false" } });
+  const classesBar = h("div", { class: "nw-classes-bar" }, [classesTitle, classSearch, showAll]);
   const classes = h("div", { class: "nw-classes" });
+  let listAll = false;
   const changedTitle = h("div", { class: "nw-subtitle" });
   const changed = h("div", { class: "nw-changed" });
   const status = statusStrip(model);
@@ -41,6 +51,8 @@ function render({ model, el }) {
     toggles,
     status.el,
     accuracy,
+    warning,
+    classesBar,
     classes,
     changedTitle,
     changed,
@@ -91,28 +103,15 @@ function render({ model, el }) {
       h("strong", { class: "nw-after", text: percent(after.accuracy), attrs: { "data-k": after.k ?? "" } }),
       h("span", { class: "nw-muted", text: ` (${(after.ablated || []).length} units ${after.mode === "mean" ? "set to their mean" : "zeroed"})` }),
     );
-    /** @type {string[]} */
-    const names = model.get("classes") || [];
-    classes.replaceChildren(
-      ...names.map((name, i) => {
-        const b = before.per_class?.[i];
-        const a = after.per_class?.[i];
-        const row = h("div", { class: "nw-class-row" }, [
-          h("span", { class: "nw-class-name", text: name, attrs: { title: name } }),
-          h("span", { class: "nw-bar-track" }, [h("span", { class: "nw-bar nw-bar-before" }), h("span", { class: "nw-bar nw-bar-after" })]),
-          h("span", { class: "nw-score", text: `${percent(b)} → ${percent(a)}` }),
-        ]);
-        const [beforeBar, afterBar] = /** @type {HTMLElement[]} */ ([...row.querySelectorAll(".nw-bar")]);
-        beforeBar.style.width = `${100 * (b ?? 0)}%`;
-        afterBar.style.width = `${100 * (a ?? 0)}%`;
-        return row;
-      }),
-    );
+    syncWarning(before);
+    syncClasses(before, after);
     urls.revokeAll();
     /** @type {any[]} */
     const items = model.get("changed") || [];
     const count = model.get("changed_count");
-    changedTitle.textContent = count ? `${count} predictions changed${count > items.length ? ` (first ${items.length} shown)` : ""}` : "no prediction changed";
+    changedTitle.textContent = count
+      ? `${count.toLocaleString("en-US")} prediction${count === 1 ? "" : "s"} changed${count > items.length ? ` (first ${items.length} shown)` : ""}`
+      : "no prediction changed";
     changed.replaceChildren(
       ...items.map((item) =>
         h("figure", { class: `nw-change ${item.fixed ? "nw-fixed" : "nw-broken"}`, attrs: { "data-index": item.index } }, [
@@ -122,6 +121,71 @@ function render({ model, el }) {
       ),
     );
   }
+
+  /** Base accuracy at or below chance: the ranking and every drop are meaningless, and the likely reason. */
+  function syncWarning(/** @type {Record<string, any>} */ before) {
+    const count = (model.get("classes") || []).length;
+    const low = typeof before.accuracy === "number" && count > 1 && before.accuracy <= 1 / count;
+    warning.replaceChildren(
+      ...(low
+        ? [h("div", {
+            class: "nw-warning",
+            text: `⚠ accuracy without ablation is ${percent(before.accuracy)}, at or below chance (${percent(1 / count)} for ${count.toLocaleString("en-US")} classes): nothing can drop, so every unit scores alike; the labels may not be the model's class indices`,
+          })]
+        : []),
+    );
+    warning.hidden = !low;
+  }
+
+  /** The per-class rows: all of a few classes; of many, those that changed most (or all, or the matches). */
+  function syncClasses(/** @type {Record<string, any>} */ before, /** @type {Record<string, any>} */ after) {
+    /** @type {string[]} */
+    const names = model.get("classes") || [];
+    const changes = classChanges(names.length, before.per_class, after.per_class);
+    const query = classSearch.value;
+    const { rows, matching, sorted } = classesToList(names, changes, { query, all: listAll });
+    const many = names.length > ALL_CLASSES_UP_TO;
+    classesBar.hidden = !many;
+    classes.classList.toggle("nw-scroll", many);
+    const total = names.length.toLocaleString("en-US");
+    if (query.trim()) classesTitle.textContent = `${matching.toLocaleString("en-US")} of ${total} classes match, most changed first`;
+    else if (listAll) classesTitle.textContent = `all ${total} classes, most changed first`;
+    else classesTitle.textContent = `the ${rows.length} of ${total} classes whose accuracy changed most`;
+    showAll.textContent = listAll ? `top ${TOP_CLASSES} only` : `show all ${total}`;
+    showAll.setAttribute("aria-pressed", String(listAll));
+    showAll.hidden = Boolean(query.trim());
+    classes.dataset.sorted = String(sorted);
+    classes.replaceChildren(
+      ...rows.map(({ index, before: b, after: a, change }) => {
+        const name = names[index];
+        const row = h("div", { class: "nw-class-row", attrs: { "data-class": index } }, [
+          h("span", { class: "nw-class-name", text: name, attrs: { title: name } }),
+          h("span", { class: "nw-bar-track" }, [h("span", { class: "nw-bar nw-bar-before" }), h("span", { class: "nw-bar nw-bar-after" })]),
+          h("span", { class: "nw-score", text: `${percent(b)} → ${percent(a)}`, attrs: { title: change === null ? "no image of this class" : `change ${percent(change)}` } }),
+        ]);
+        const [beforeBar, afterBar] = /** @type {HTMLElement[]} */ ([...row.querySelectorAll(".nw-bar")]);
+        beforeBar.style.width = `${100 * (b ?? 0)}%`;
+        afterBar.style.width = `${100 * (a ?? 0)}%`;
+        return row;
+      }),
+    );
+    if (!rows.length) classes.replaceChildren(h("div", { class: "nw-muted", text: `no class matches “${query.trim()}”` }));
+  }
+
+  const refreshClasses = () => syncClasses(model.get("before") || {}, model.get("after") || {});
+  const onShowAll = () => {
+    listAll = !listAll;
+    refreshClasses();
+  };
+  /** @param {KeyboardEvent} event */
+  const onSearchKey = (event) => {
+    if (event.key === "Escape" && classSearch.value) {
+      classSearch.value = "";
+      refreshClasses();
+      event.preventDefault();
+    }
+    event.stopPropagation(); // typed into the box, not the notebook (whose shortcuts are single letters)
+  };
 
   const onSlide = () => {
     kLabel.textContent = `${slider.value} of ${model.get("units")}`;
@@ -137,6 +201,9 @@ function render({ model, el }) {
     on(slider, "input", onSlide),
     on(mode, "change", onMode),
     on(toggles, "change", onToggle),
+    on(classSearch, "input", refreshClasses),
+    on(classSearch, "keydown", onSearchKey),
+    on(showAll, "click", onShowAll),
     listen(model, ["change:k", "change:units", "change:mode", "change:order", "change:toggled", "change:selected_unit", "change:layer", "change:method"], syncControls),
     listen(model, ["change:before", "change:after", "change:changed", "change:status", "change:classes"], syncResult),
     status.cleanup,

@@ -55,4 +55,53 @@ describe("AblationPanel view", () => {
     expect(model.listenerCount()).toBe(0);
     expect(globalThis.liveBlobUrls.size).toBe(0);
   });
+
+  it("of 1,000 classes lists the 10 that changed most, all on request, and the ones searched for", () => {
+    const classes = Array.from({ length: 1000 }, (_, i) => `class ${i}`);
+    classes[207] = "golden retriever";
+    classes[208] = EVIL;
+    const before = classes.map(() => 0.5);
+    const after = classes.map((_, i) => 0.5 - (i % 97) / 200);
+    const { el } = mount(widget, {
+      k: 3, toggled: [], mode: "zero", selected_unit: null, layer: "layer4", units: 512, order: encoded([...Array(512).keys()], "int32"),
+      method: "ablation", classes, before: { accuracy: 0.5, per_class: before }, after: { accuracy: 0.3, per_class: after, ablated: [0, 1, 2], k: 3 },
+      changed: [], changed_count: 0,
+    });
+    const rows = () => [...el.querySelectorAll(".nw-class-row")].map((r) => Number(r.dataset.class));
+    expect(rows()).toEqual([96, 193, 290, 387, 484, 581, 678, 775, 872, 969]);
+    expect(el.querySelector(".nw-classes-title").textContent).toBe("the 10 of 1,000 classes whose accuracy changed most");
+    const showAll = el.querySelector(".nw-show-all");
+    expect(showAll.textContent).toBe("show all 1,000");
+    showAll.click();
+    expect(rows()).toHaveLength(1000);
+    expect(showAll.getAttribute("aria-pressed")).toBe("true");
+    showAll.click();
+    expect(rows()).toHaveLength(10);
+    const search = el.querySelector(".nw-class-filter");
+    search.value = "retr";
+    search.dispatchEvent(new Event("input"));
+    expect(rows()).toEqual([207]);
+    expect(el.querySelector(".nw-class-name").textContent).toBe("golden retriever");
+    expect(el.querySelector(".nw-classes-title").textContent).toBe("1 of 1,000 classes match, most changed first");
+    search.value = "<img";
+    search.dispatchEvent(new Event("input"));
+    expect(el.querySelector(".nw-class-name").textContent).toBe(EVIL);
+    expect(el.querySelector("img[src='x']")).toBeNull();
+    const escape = new KeyboardEvent("keydown", { key: "Escape", bubbles: true, cancelable: true });
+    search.dispatchEvent(escape);
+    expect(escape.defaultPrevented).toBe(true);
+    expect(rows()).toHaveLength(10);
+  });
+
+  it("lists a few classes in their own order, and says when the accuracy is at chance", () => {
+    const { model, el } = setup();
+    expect(el.querySelector(".nw-classes-bar").hidden).toBe(true);
+    expect([...el.querySelectorAll(".nw-class-name")].map((n) => n.textContent)).toEqual([EVIL, "b"]);
+    expect(el.querySelector(".nw-warnings").hidden).toBe(true);
+    model.pythonSet({ before: { accuracy: 0.5, per_class: [0, 1] } });
+    const warning = el.querySelector(".nw-warnings");
+    expect(warning.hidden).toBe(false);
+    expect(warning.textContent).toContain("at or below chance (50.0% for 2 classes)");
+    expect(warning.textContent).toContain("the labels may not be the model's class indices");
+  });
 });

@@ -5,11 +5,16 @@ import { score } from "./lib/format.js";
 import { UrlPool } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
 import { decodeArray, setTrait, teardown } from "./lib/model.js";
+import { searchNames } from "./lib/search.js";
 import { statusStrip } from "./lib/status.js";
 
 export const ROW_HEIGHT = 24;
 const VIEW_ROWS = 16; // rows visible in the viewport (its CSS height is VIEW_ROWS * ROW_HEIGHT)
 const OVERSCAN = 6;
+/** With more classes than this, the class picker is a search box with a list of matches, not a <select>. */
+export const SEARCH_FROM = 24;
+/** Matches the class search lists at most (type more to narrow them). */
+export const MATCHES_SHOWN = 50;
 
 /** @typedef {import("./lib/model.js").Model} Model */
 /** @typedef {import("./lib/model.js").NumberArray} NumberArray */
@@ -34,7 +39,12 @@ const OVERSCAN = 6;
  * @typedef {Object} Parts
  * @property {HTMLElement} root
  * @property {HTMLSelectElement} method
- * @property {HTMLSelectElement} target
+ * @property {HTMLSelectElement} target the class picker for a few classes
+ * @property {HTMLInputElement} search the class picker for many: a combobox
+ * @property {HTMLElement} matches its list of matching classes
+ * @property {HTMLElement} targetField
+ * @property {HTMLElement} searchField
+ * @property {HTMLElement} warnings
  * @property {HTMLSelectElement} layer
  * @property {HTMLInputElement} image
  * @property {HTMLElement} imageField
@@ -106,6 +116,20 @@ function build(status) {
   const method = h("select", { class: "nw-select", attrs: { "aria-label": "ranking method" } });
   const target = h("select", { class: "nw-select", attrs: { "aria-label": "class" } });
   const layer = h("select", { class: "nw-select", attrs: { "aria-label": "layer" } });
+  const matchesId = `nw-matches-${Math.random().toString(36).slice(2, 8)}`;
+  const search = h("input", {
+    class: "nw-search nw-class-search",
+    attrs: {
+      type: "text", role: "combobox", "aria-label": "class (type to search)", "aria-autocomplete": "list",
+      "aria-expanded": "false", "aria-controls": matchesId, autocomplete: "off", spellcheck: "false", placeholder: "all classes",
+    },
+  });
+  const matches = h("div", { class: "nw-matches", attrs: { role: "listbox", id: matchesId, "aria-label": "matching classes" } });
+  matches.hidden = true;
+  const targetField = field("class", target);
+  const searchField = h("div", { class: "nw-field nw-combo" }, [h("span", { text: "class" }), search, matches]);
+  const warnings = h("div", { class: "nw-warnings", attrs: { role: "status" } });
+  warnings.hidden = true;
   const image = h("input", {
     class: "nw-number nw-image",
     attrs: { type: "number", min: 0, step: 1, "aria-label": "image the method explains" },
@@ -129,12 +153,16 @@ function build(status) {
   const tip = h("div", { class: "nw-tip", attrs: { role: "tooltip" } }, [tipText, tipImage]);
   tip.hidden = true;
   const root = h("div", { class: "nw-root nw-ranked-list" }, [
-    h("div", { class: "nw-controls" }, [field("method", method), field("class", target), field("layer", layer), imageField, refresh]),
+    h("div", { class: "nw-controls" }, [field("method", method), targetField, searchField, field("layer", layer), imageField, refresh]),
     h("div", { class: "nw-heading" }, [title, badge]),
+    warnings,
     status,
     h("div", { class: "nw-list-wrap" }, [viewport, tip]),
   ]);
-  return { root, method, target, layer, image, imageField, refresh, title, badge, spacer, viewport, tip, tipText, tipImage };
+  return {
+    root, method, target, search, matches, targetField, searchField, warnings, layer, image, imageField, refresh, title, badge,
+    spacer, viewport, tip, tipText, tipImage,
+  };
 }
 
 /**
@@ -152,8 +180,11 @@ function syncControls(model, parts) {
   parts.method.title = current?.description ?? "";
   /** @type {string[]} */
   const classes = model.get("classes") || [];
+  const searchable = classes.length > SEARCH_FROM;
+  parts.targetField.hidden = searchable;
+  parts.searchField.hidden = !searchable;
   /** @type {[string, string][]} */
-  const targets = [["", "all classes"], ...classes.map((name, i) => /** @type {[string, string]} */ ([String(i), name]))];
+  const targets = searchable ? [] : [["", "all classes"], ...classes.map((name, i) => /** @type {[string, string]} */ ([String(i), name]))];
   setOptions(parts.target, targets, String(model.get("target") ?? ""));
   /** @type {string[]} */
   const layers = model.get("layers") || [];
@@ -162,6 +193,7 @@ function syncControls(model, parts) {
   if (document.activeElement !== parts.image) parts.image.value = String(model.get("image") ?? 0);
   parts.method.disabled = !interactive;
   parts.target.disabled = !interactive || !current?.takes_target;
+  parts.search.disabled = parts.target.disabled;
   parts.layer.disabled = !interactive;
   parts.image.disabled = !interactive;
   parts.refresh.disabled = !interactive;
@@ -231,6 +263,134 @@ function unitOf(event) {
 }
 
 /**
+ * The options the class search lists for ``query``: "all classes" while nothing is typed, then the matching
+ * classes best first, at most ``limit``; ``more`` counts the matches left out.
+ * @param {readonly string[]} classes @param {string} query @param {number} [limit]
+ * @returns {{ options: { value: number | null, name: string }[], more: number }}
+ */
+export function classOptions(classes, query, limit = MATCHES_SHOWN) {
+  const found = searchNames(classes, query);
+  const options = found.slice(0, limit).map((i) => ({ value: /** @type {number | null} */ (i), name: classes[i] }));
+  if (!query.trim()) options.unshift({ value: null, name: "all classes" });
+  return { options, more: Math.max(0, found.length - limit) };
+}
+
+/**
+ * The class picker for many classes: a text box that lists the matching classes as the user types; arrows
+ * move through them, Enter picks, Escape gives up (the keys it uses go no further, e.g. not to JupyterLab).
+ * @param {Model} model @param {Parts} parts
+ */
+function classSearch(model, parts) {
+  const { search, matches } = parts;
+  /** @type {{ value: number | null, name: string }[]} */
+  let options = [];
+  let active = -1;
+  const idOf = (/** @type {number} */ i) => `${matches.id}-${i}`;
+  /** @type {() => string[]} */
+  const classes = () => model.get("classes") || [];
+  const nameOf = (/** @type {number | null | undefined} */ target) =>
+    target === null || target === undefined ? "" : (classes()[target] ?? String(target));
+
+  /** Show the chosen class in the box (while the user is not typing in it). */
+  function sync() {
+    if (document.activeElement !== search) search.value = nameOf(model.get("target"));
+  }
+
+  function close() {
+    matches.hidden = true;
+    search.setAttribute("aria-expanded", "false");
+    search.removeAttribute("aria-activedescendant");
+  }
+
+  /** @param {number} index */
+  function activate(index) {
+    active = index;
+    for (const el of matches.querySelectorAll(".nw-match")) {
+      const on = Number(/** @type {HTMLElement} */ (el).dataset.position) === index;
+      el.classList.toggle("nw-active", on);
+      el.setAttribute("aria-selected", String(on));
+      if (on) /** @type {HTMLElement} */ (el).scrollIntoView?.({ block: "nearest" });
+    }
+    if (index >= 0) search.setAttribute("aria-activedescendant", idOf(index));
+    else search.removeAttribute("aria-activedescendant");
+  }
+
+  function open() {
+    const query = search.value === nameOf(model.get("target")) ? "" : search.value; // the shown name is no query
+    const found = classOptions(classes(), query);
+    options = found.options;
+    const items = options.map((option, i) =>
+      h("div", {
+        class: `nw-match${option.value === null ? " nw-muted" : ""}`,
+        text: option.name,
+        attrs: { role: "option", id: idOf(i), "data-position": i, "data-class": option.value ?? "", "aria-selected": "false" },
+      }),
+    );
+    if (!options.length) items.push(h("div", { class: "nw-match-note", text: `no class matches “${query.trim()}”` }));
+    if (found.more) items.push(h("div", { class: "nw-match-note", text: `${found.more.toLocaleString("en-US")} more: type more to narrow` }));
+    matches.replaceChildren(...items);
+    matches.hidden = false;
+    search.setAttribute("aria-expanded", "true");
+    activate(query && options.length ? 0 : -1);
+  }
+
+  /** @param {number} index */
+  function pick(index) {
+    const option = options[index];
+    if (!option) return;
+    close();
+    search.value = option.value === null ? "" : option.name;
+    setTrait(model, "target", option.value);
+  }
+
+  /** @param {KeyboardEvent} event */
+  function onKey(event) {
+    const last = options.length - 1;
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      if (matches.hidden) open();
+      else activate(event.key === "ArrowDown" ? Math.min(last, active + 1) : Math.max(0, active - 1));
+    } else if (event.key === "Enter") {
+      if (!matches.hidden && active >= 0) pick(active);
+      else if (!matches.hidden && options.length === 1) pick(0);
+      else return;
+    } else if (event.key === "Escape") {
+      close();
+      search.value = nameOf(model.get("target"));
+    } else {
+      event.stopPropagation(); // typing is ours too (notebook shortcuts such as "a" or "m" must not fire)
+      return;
+    }
+    event.preventDefault();
+    event.stopPropagation();
+  }
+
+  /** @param {MouseEvent} event */
+  function onPointer(event) {
+    const el = /** @type {HTMLElement | null} */ (event.target)?.closest?.(".nw-match");
+    if (!(el instanceof HTMLElement)) return;
+    event.preventDefault(); // keep the focus in the box until the pick is done
+    pick(Number(el.dataset.position));
+  }
+
+  function onBlur() {
+    close();
+    search.value = nameOf(model.get("target"));
+  }
+
+  const cleanup = teardown([
+    on(search, "focus", () => {
+      search.select();
+      open();
+    }),
+    on(search, "input", open),
+    on(search, "keydown", onKey),
+    on(search, "blur", onBlur),
+    on(matches, "mousedown", onPointer),
+  ]);
+  return { sync, cleanup };
+}
+
+/**
  * The hover tooltip: rank and score at once, the unit's thumbnail once the kernel sent it (cached per layer).
  * @param {Model} model @param {Parts} parts @param {() => Shown} shown
  */
@@ -283,6 +443,7 @@ function render({ model, el }) {
   const idPrefix = `nw-unit-${Math.random().toString(36).slice(2, 8)}-`;
   let shown = decodeRanking(model);
   const tip = tooltip(model, parts, () => shown);
+  const picker = classSearch(model, parts);
   el.replaceChildren(parts.root);
 
   const selected = () => model.get("selected_unit") ?? null;
@@ -293,6 +454,10 @@ function render({ model, el }) {
     parts.title.textContent = titleOf(info);
     parts.badge.textContent = info.provisional ? `fast estimate (${info.method}); ${info.estimate_for} on the way` : "";
     parts.badge.hidden = !info.provisional;
+    /** @type {string[]} */
+    const warnings = info.warnings || [];
+    parts.warnings.replaceChildren(...warnings.map((text) => h("div", { class: "nw-warning", text: `⚠ ${text}` })));
+    parts.warnings.hidden = !warnings.length;
     parts.spacer.style.height = `${shown.order.length * ROW_HEIGHT}px`;
     tip.hide(); // a tooltip from the previous ranking would show a stale rank and score
     redraw();
@@ -315,6 +480,7 @@ function render({ model, el }) {
     const rank = rankAfterKey(event.key, unit === null ? -1 : shown.rankOf[unit], shown.order.length);
     if (rank === null || !shown.order.length) return;
     event.preventDefault();
+    event.stopPropagation(); // the notebook must not move between cells too
     scrollToRank(parts.viewport, rank);
     select(shown.order[rank]);
   };
@@ -326,7 +492,10 @@ function render({ model, el }) {
     tip.forget();
     model.send({ type: "refresh" });
   };
-  const syncAll = () => syncControls(model, parts);
+  const syncAll = () => {
+    syncControls(model, parts);
+    picker.sync();
+  };
 
   const cleanup = teardown([
     on(parts.method, "change", () => setTrait(model, "method", parts.method.value)),
@@ -345,6 +514,7 @@ function render({ model, el }) {
     listen(model, ["change:selected_unit"], redraw),
     listen(model, ["change:layer"], tip.forget),
     status.cleanup,
+    picker.cleanup,
     tip.forget,
   ]);
   syncAll();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import widget, { ROW_HEIGHT, rankAfterKey, titleOf } from "./ranked-list.js";
+import widget, { MATCHES_SHOWN, ROW_HEIGHT, SEARCH_FROM, classOptions, rankAfterKey, titleOf } from "./ranked-list.js";
 import { PNG, encoded, mount } from "./testing/fake-model.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
@@ -139,5 +139,86 @@ describe("RankedList view", () => {
     expect(rankAfterKey("ArrowUp", 0, 5)).toBe(0);
     expect(rankAfterKey("x", 2, 5)).toBeNull();
     expect(titleOf({ method: "taylor", layer: "fc", target_name: "cat", units: 3 })).toBe("taylor · layer fc · class cat · 3 units");
+  });
+
+  it("picks one of 1,000 classes by typing: 'ret' lists 'golden retriever', arrows and Enter pick it", () => {
+    const classes = Array.from({ length: 1000 }, (_, i) => `class ${i}`);
+    classes[207] = "golden retriever";
+    classes[208] = "Labrador retriever";
+    classes[5] = EVIL;
+    const { model, el, cleanup } = setup(5, { classes });
+    document.body.append(el); // focus needs a document
+    expect(el.querySelector('select[aria-label="class"]').closest("label").hidden).toBe(true);
+    const search = el.querySelector(".nw-class-search");
+    expect(search.closest(".nw-combo").hidden).toBe(false);
+    expect(search.getAttribute("role")).toBe("combobox");
+    search.focus();
+    const list = el.querySelector(".nw-matches");
+    expect(list.hidden).toBe(false);
+    expect(list.querySelectorAll(".nw-match")).toHaveLength(MATCHES_SHOWN + 1); // "all classes" first
+    expect(list.textContent).toContain("950 more: type more to narrow");
+    search.value = "ret";
+    search.dispatchEvent(new Event("input"));
+    expect([...list.querySelectorAll(".nw-match")].map((o) => o.textContent)).toEqual(["golden retriever", "Labrador retriever"]);
+    expect(search.getAttribute("aria-activedescendant")).toBe(list.querySelector(".nw-match").id);
+    const down = new KeyboardEvent("keydown", { key: "ArrowDown", bubbles: true, cancelable: true });
+    const outside = [];
+    el.addEventListener("keydown", (e) => outside.push(e.key));
+    search.dispatchEvent(down);
+    expect(down.defaultPrevented).toBe(true);
+    expect(list.querySelector(".nw-active").textContent).toBe("Labrador retriever");
+    search.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowUp", bubbles: true }));
+    search.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+    search.dispatchEvent(new KeyboardEvent("keydown", { key: "a", bubbles: true })); // typing: not a notebook shortcut
+    expect(outside).toEqual([]); // the keys it uses stop at the box
+    expect(model.get("target")).toBe(207);
+    expect(model.saved.at(-1)).toEqual({ target: 207 });
+    expect(list.hidden).toBe(true);
+    expect(search.value).toBe("golden retriever");
+
+    // a click on a match picks it; markup in a name is text
+    search.value = "<img";
+    search.dispatchEvent(new Event("input"));
+    const match = list.querySelector(".nw-match");
+    expect(match.textContent).toBe(EVIL);
+    match.dispatchEvent(new MouseEvent("mousedown", { bubbles: true, cancelable: true }));
+    expect(model.get("target")).toBe(5);
+    expect(el.querySelector("img[src='x']")).toBeNull();
+
+    // Escape gives up and shows the chosen class; no match says so; the kernel's choice shows when not typing
+    search.value = "zzz";
+    search.dispatchEvent(new Event("input"));
+    expect(list.textContent).toBe("no class matches “zzz”");
+    search.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape", bubbles: true }));
+    expect(search.value).toBe(EVIL);
+    expect(list.hidden).toBe(true);
+    search.blur();
+    model.pythonSet({ target: null });
+    expect(search.value).toBe("");
+    model.pythonSet({ method: "weight_l1" });
+    expect(search.disabled).toBe(true);
+    cleanup();
+    el.remove();
+  });
+
+  it("keeps a <select> for a few classes", () => {
+    const { el } = setup(5, { classes: Array.from({ length: SEARCH_FROM }, (_, i) => `c${i}`) });
+    expect(el.querySelector('select[aria-label="class"]').closest("label").hidden).toBe(false);
+    expect(el.querySelector(".nw-combo").hidden).toBe(true);
+    expect(classOptions(["a", "ab"], "").options.map((o) => o.value)).toEqual([null, 0, 1]);
+    expect(classOptions(["a", "ab", "b"], "a", 1)).toEqual({ options: [{ value: 0, name: "a" }], more: 1 });
+  });
+
+  it("says why a ranking may mislead, as text", () => {
+    const { model, el } = setup();
+    expect(el.querySelector(".nw-warnings").hidden).toBe(true);
+    model.pythonSet({ info: { method: "ablation", layer: "l", units: 5, warnings: ["base accuracy 0.0%: labels may not be the model's class indices", EVIL] } });
+    const warnings = el.querySelector(".nw-warnings");
+    expect(warnings.hidden).toBe(false);
+    expect([...warnings.children].map((w) => w.textContent)).toEqual([
+      "⚠ base accuracy 0.0%: labels may not be the model's class indices",
+      `⚠ ${EVIL}`,
+    ]);
+    expect(el.querySelector("img[src='x']")).toBeNull();
   });
 });

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import numpy as np
 import traitlets
 from PIL import Image
 
@@ -27,6 +29,20 @@ def method_info(method: MethodSpec) -> dict[str, Any]:
         "takes_target": method.takes_target,
         "needs_image": method.needs_image,
     }
+
+
+def ranking_warnings(ranking: Ranking) -> list[str]:
+    """What the list says about a ranking that may mislead: ``ranking.meta["warnings"]`` where the method
+    gives them; for a ranking without that key, at least whether every unit scored the same."""
+    if "warnings" in ranking.meta:
+        return [str(w) for w in ranking.meta["warnings"]]
+    scores = np.asarray(ranking.scores)
+    if scores.size > 1 and np.all(scores == scores[0]):
+        return [
+            f"every unit scored {scores[0]:.4g}: this ranking does not tell the units apart "
+            "(if the accuracy is at chance, the labels may not be the model's class indices)"
+        ]
+    return []
 
 
 class RankedList(Widget):
@@ -223,6 +239,7 @@ class RankedList(Widget):
             "estimate_for": self.method if provisional else None,
             "seconds": ranking.meta.get("seconds"),
             "engine": ranking.meta.get("engine"),
+            "warnings": ranking_warnings(ranking),
         }
         self.ranking = ranking
 
@@ -255,4 +272,9 @@ class RankedList(Widget):
         if self.ranking is None:
             return Image.new("RGB", (320, 40), "white")
         highlight = [] if self.selected_unit is None else [self.selected_unit]
-        return figure_png(self.ranking.plot(top=min(20, self.ranking.units), highlight=highlight))
+        fig = self.ranking.plot(top=min(20, self.ranking.units), highlight=highlight)
+        warnings = self.info.get("warnings") or []
+        if warnings:  # said in the picture too: a saved notebook should not show a misleading ranking silently
+            text = "\n".join(textwrap.fill(f"⚠ {w}", 90) for w in warnings)
+            fig.suptitle(text, fontsize=7, color="#b35900", ha="left", x=0.01)
+        return figure_png(fig)
