@@ -83,7 +83,8 @@ class AblationPanel(Widget):
         def run(job: Job) -> Ranking:  # on the worker: the probe never runs on two threads at once
             return probe.rank(DEFAULT_METHOD, layer=layer, progress=False, cancel=job.cancel)
 
-        self._submit("evaluate", run, lambda ranking: self.set_ranking(ranking, **kwargs))
+        # its own ranking is long work: the "rank" slot (background lane), not "evaluate" (interactive)
+        self._submit("rank", run, lambda ranking: self.set_ranking(ranking, **kwargs))
 
     # -- validation ---------------------------------------------------------------------------------------
 
