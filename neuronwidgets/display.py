@@ -193,8 +193,8 @@ def find_normalize(transform: Any, where: str = "transform") -> tuple[Unnormaliz
     found: Unnormalize | None = None
     path: list[str] = []
     for step, name in _steps(transform, where):
-        if isinstance(step, str):
-            return None, step
+        if step is None:
+            return None, name
         found = step if found is None else found.then(step)
         path.append(name)
     if found is None:
@@ -203,8 +203,8 @@ def find_normalize(transform: Any, where: str = "transform") -> tuple[Unnormaliz
 
 
 def _steps(transform: Any, where: str):
-    """(Unnormalize, where) for each Normalize-like step of a (nested) transform, depth first; a str (the
-    reason) where a step's effect cannot be known."""
+    """(Unnormalize, where) for each Normalize-like step of a (nested) transform, depth first; (None, why)
+    where a step's effect cannot be known."""
     if transform is None:
         return
     name = type(transform).__name__
@@ -217,7 +217,7 @@ def _steps(transform: Any, where: str):
     if name in ("RandomApply", "RandomChoice", "RandomOrder") and any(
         _is_normalize(t) for t in getattr(transform, "transforms", [])
     ):
-        yield f"a Normalize inside {name} in the {where} may or may not run"
+        yield None, f"a Normalize inside {name} in the {where} may or may not run"
         return
     children = getattr(transform, "transforms", None)
     if isinstance(transform, nn.Sequential):

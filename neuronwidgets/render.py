@@ -13,6 +13,8 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
+from neuronwidgets.display import default_pictures
+
 
 def colormap_names() -> list[str]:
     """Every colormap matplotlib knows, sorted (reversed ``_r`` variants included)."""
@@ -26,23 +28,11 @@ def check_colormap(name: str) -> str:
     return name
 
 
-def to_display(images: np.ndarray) -> np.ndarray:
-    """(n, C, H, W) float images (C = 1 or 3) → uint8 (n, H, W, 3), each min-max scaled on its own.
-
-    Images already in [0, 1] are kept as they are, so un-normalised data keeps its real contrast.
-    """
-    x = np.asarray(images, dtype=np.float64)
-    if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"images must have shape (n, 1 or 3, H, W), got {x.shape}")
-    x = np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
-    out = np.empty_like(x)
-    for i, image in enumerate(x):
-        lo, hi = float(image.min()), float(image.max())
-        if lo >= 0.0 and hi <= 1.0:
-            out[i] = image
-        else:
-            out[i] = (image - lo) / (hi - lo) if hi > lo else 0.0
-    return (out.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)
+def to_display(images: np.ndarray, minmax: bool = False) -> np.ndarray:
+    """(n, C, H, W) float images → uint8 (n, H, W, 3) by the default display rule: images in [0, 1] as they are
+    (unless ``minmax``), any other image min-max scaled with one min and max over all its channels, never per
+    channel. 1 channel is grey; see `neuronwidgets.display` for the whole rule and for un-normalising."""
+    return default_pictures(images, minmax=minmax)
 
 
 def upsample(activation: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -11,17 +11,10 @@ from neuronwidgets.probe import Probe
 
 
 def display_images(probe: Probe, indices: Sequence[int]) -> np.ndarray:
-    """uint8 (n, H, W, 3) images for display.
-
-    Uses the dataset's un-normalised ``raw`` images when it has them (like the demo's); otherwise what
-    the model sees, min-max scaled per image.
-    """
-    raw = getattr(probe.source.dataset, "raw", None)
-    if raw is not None and len(raw) == len(probe.source):
-        images = np.stack([np.asarray(raw[int(i)], dtype=np.float32) for i in indices])
-    else:
-        images = probe.images(indices).float().numpy()
-    return render.to_display(images)
+    """uint8 (n, H, W, 3) pictures of images ``indices`` by the probe's display rule (`Probe.display`: the
+    dataset's ``raw`` images, its transform's ``Normalize`` undone, or ``display=``; see
+    `neuronwidgets.display`)."""
+    return probe.display_images(indices)
 
 
 def labels_of(probe: Probe, indices: Sequence[int]) -> list[int | None]:
