@@ -282,3 +282,56 @@ def test_html_export_shows_the_static_picture(tmp_path):
     assert output["data"]["image/png"]
     html, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
     assert "data:image/png;base64," in html
+
+
+@pytest.fixture(scope="module")
+def wide_probe():
+    """A model with 1,000 classes (named as ImageNet's are) whose accuracy is not 0: labels are its predictions."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 1000)
+    ).eval()
+    images = torch.randn(48, 3, 12, 12)
+    with torch.no_grad():
+        labels = model(images).argmax(1)
+    labels[24:] = torch.randint(0, 1000, (24,))
+    names = [f"class {i}" for i in range(1000)]
+    names[207], names[5] = "golden retriever", EVIL
+    return nw.Probe(model, (images, labels), layer="1", classes=names)
+
+
+def test_ranked_list_says_when_a_ranking_may_mislead(probe):
+    ranking = probe.rank("weight_l1")
+    assert nw.RankedList(ranking).info["warnings"] == []
+    flat = nw.Ranking(np.zeros(5), method="ablation", layer="relu3", meta={})
+    assert "every unit scored 0" in nw.RankedList(flat).info["warnings"][0]
+    said = nw.Ranking(np.zeros(5), method="ablation", layer="relu3", meta={"warnings": ["labels may not be X"]})
+    ranked = nw.RankedList(said)
+    assert ranked.info["warnings"] == ["labels may not be X"]  # the method's own words, not the list's
+    quiet = nw.Ranking(np.zeros(5), method="ablation", layer="relu3", meta={"warnings": []})
+    assert ranked.snapshot().size[1] > nw.RankedList(quiet).snapshot().size[1]  # said in the picture too
+
+
+def test_ablation_panel_of_1000_classes(wide_probe):
+    from neuronwidgets.widgets.ablation_panel import MAX_CHANGED_SHOWN, chance_warning, classes_changed_most
+
+    panel = nw.AblationPanel(wide_probe, ranking=wide_probe.rank("weight_l1"))
+    assert panel.wait(60)
+    update(panel, k=8)
+    assert panel.wait(60)
+    assert len(panel.classes) == 1000 and len(panel.after["per_class"]) == 1000
+    assert len(panel.changed) == min(panel.changed_count, MAX_CHANGED_SHOWN)
+    labels = {item["label"] for item in panel.changed}
+    assert labels <= set(wide_probe.classes)
+    # the picture lists the classes that changed most, by name, and stays small
+    picture = panel.snapshot()
+    assert picture.size[0] <= 600 and picture.size[1] <= 400
+    before = np.array([np.nan, 0.5, 1.0, 0.2, 0.0])
+    after = np.array([0.0, 0.5, 0.1, 0.3, np.nan])
+    assert classes_changed_most(before, after, 3) == [2, 3, 1]  # size of change; ties by class; no images last
+    assert classes_changed_most(before, after, 9) == [2, 3, 1, 0, 4]
+    assert chance_warning(0.001, 1000).startswith("accuracy without ablation is 0.1%, at or below chance (0.1% for 1,000")
+    assert chance_warning(0.5, 1000) is None and chance_warning(0.0, 1) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,6 +29,8 @@ from neuronwidgets.widgets._images import display_images
 from neuronwidgets.widgets._worker import Job, worker_for
 
 MAX_CHANGED_SHOWN = 24  # thumbnails of changed predictions sent to the browser
+ALL_CLASSES_UP_TO = 12  # up to this many classes the picture shows all; beyond, the ones that changed most
+TOP_CLASSES = 10  # (both as in js/lib/classes.js)
 DEFAULT_METHOD = "weight_l1"  # instant and needs no data: the ranking of a panel made without one
 
 
@@ -196,23 +199,56 @@ class AblationPanel(Widget):
     def _draw(self) -> Image.Image:
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(5.0, 2.6), layout="constrained")
+        many = len(self.classes) > ALL_CLASSES_UP_TO
+        fig = Figure(figsize=(5.0, 3.4 if many else 2.6), layout="constrained")
         ax = fig.add_subplot()
         if self.before and self.after:
-            x = np.arange(len(self.classes))
-            before = [np.nan if v is None else v for v in self.before["per_class"]]
-            after = [np.nan if v is None else v for v in self.after["per_class"]]
-            ax.bar(x - 0.2, before, 0.4, label="before", color="0.7")
-            ax.bar(x + 0.2, after, 0.4, label="after", color="C3")
-            ax.set_xticks(x, [_short(name) for name in self.classes])
-            ax.set_ylim(0, 1)
-            ax.legend(loc="lower right", fontsize=8)
-            ax.set_title(
+            before = np.array([np.nan if v is None else v for v in self.before["per_class"]], dtype=float)
+            after = np.array([np.nan if v is None else v for v in self.after["per_class"]], dtype=float)
+            title = (
                 f"{len(self.ablated)} units of {self.layer} ablated ({self.mode}): accuracy "
-                f"{self.before['accuracy']:.1%} → {self.after['accuracy']:.1%}",
-                fontsize=9,
+                f"{self.before['accuracy']:.1%} → {self.after['accuracy']:.1%}"
             )
+            if many:  # the classes that changed most, as the live panel lists them: bars across, names in full
+                shown = classes_changed_most(before, after, TOP_CLASSES)
+                y = np.arange(len(shown))
+                ax.barh(y - 0.2, before[shown], 0.4, label="before", color="0.7")
+                ax.barh(y + 0.2, after[shown], 0.4, label="after", color="C3")
+                ax.set_yticks(y, [_short(self.classes[i], 24) for i in shown], fontsize=8)
+                ax.invert_yaxis()
+                ax.set_xlim(0, 1)
+                fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+                title += f"\nthe {len(shown)} of {len(self.classes):,} classes whose accuracy changed most"
+            else:
+                x = np.arange(len(self.classes))
+                ax.bar(x - 0.2, before, 0.4, label="before", color="0.7")
+                ax.bar(x + 0.2, after, 0.4, label="after", color="C3")
+                ax.set_xticks(x, [_short(name) for name in self.classes])
+                ax.set_ylim(0, 1)
+                ax.legend(loc="lower right", fontsize=8)
+            ax.set_title(title, fontsize=9)
+            warning = chance_warning(self.before["accuracy"], len(self.classes))
+            if warning:
+                fig.suptitle(textwrap.fill(f"⚠ {warning}", 80), fontsize=7, color="#b35900", ha="left", x=0.01)
         return figure_png(fig)
+
+
+def classes_changed_most(before: np.ndarray, after: np.ndarray, top: int) -> list[int]:
+    """The ``top`` classes whose accuracy changed most (by size; ties in class order, classes without images
+    last), as the live panel (js/lib/classes.js) lists them."""
+    change = np.abs(after - before)
+    size = np.where(np.isnan(change), -1.0, change)
+    return [int(i) for i in np.lexsort((np.arange(len(size)), -size))[:top]]
+
+
+def chance_warning(accuracy: float | None, classes: int) -> str | None:
+    """What the panel says when the accuracy without ablation is at or below chance (as its live view does)."""
+    if accuracy is None or classes < 2 or accuracy > 1 / classes:
+        return None
+    return (
+        f"accuracy without ablation is {accuracy:.1%}, at or below chance ({1 / classes:.1%} for {classes:,} "
+        "classes): nothing can drop, so every unit scores alike; the labels may not be the model's class indices"
+    )
 
 
 def _layer_of(probe: Probe, ranking: Ranking | None, layer: str | None) -> str:

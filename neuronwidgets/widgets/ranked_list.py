@@ -276,5 +276,6 @@ class RankedList(Widget):
         warnings = self.info.get("warnings") or []
         if warnings:  # said in the picture too: a saved notebook should not show a misleading ranking silently
             text = "\n".join(textwrap.fill(f"⚠ {w}", 90) for w in warnings)
+            fig.set_figheight(fig.get_figheight() + 0.14 * (text.count("\n") + 1))  # room for it, bars unsquashed
             fig.suptitle(text, fontsize=7, color="#b35900", ha="left", x=0.01)
         return figure_png(fig)
