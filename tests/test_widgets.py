@@ -333,5 +333,6 @@ def test_ablation_panel_of_1000_classes(wide_probe):
     after = np.array([0.0, 0.5, 0.1, 0.3, np.nan])
     assert classes_changed_most(before, after, 3) == [2, 3, 1]  # size of change; ties by class; no images last
     assert classes_changed_most(before, after, 9) == [2, 3, 1, 0, 4]
-    assert chance_warning(0.001, 1000).startswith("accuracy without ablation is 0.1%, at or below chance (0.1% for 1,000")
+    said = chance_warning(0.001, 1000)
+    assert said.startswith("accuracy without ablation is 0.1%, at or below chance (0.1% for 1,000")
     assert chance_warning(0.5, 1000) is None and chance_warning(0.0, 1) is None
