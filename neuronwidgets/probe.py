@@ -24,7 +24,7 @@ from neuronwidgets.engine.cache import ResultCache
 from neuronwidgets.engine.guard import evaluating, model_device, model_dtype
 from neuronwidgets.engine.indices import as_index, as_indices
 from neuronwidgets.engine.layers import LayerInfo, default_layer, discover, unknown_layer_message
-from neuronwidgets.engine.progress import CancelFlag, ProgressOption
+from neuronwidgets.engine.progress import CancelFlag, ProgressOption, check_cancel, check_progress
 from neuronwidgets.engine.site import Site
 from neuronwidgets.evaluation import Evaluation, evaluate
 from neuronwidgets.methods import check_options
@@ -221,6 +221,8 @@ class Probe:
         """
         spec = method_spec(method)
         check_options(spec, options, num_classes=self.num_classes, has_labels=self._has_labels)
+        check_progress(progress)
+        check_cancel(cancel)
         site = self.site(layer)
         start = time.perf_counter()
         ranking = spec.rank(site, progress=progress, cancel=cancel, **options)

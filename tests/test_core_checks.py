@@ -366,3 +366,24 @@ def test_bad_device_types_are_refused_at_construction(plain):
     before = fingerprint(model)
     nw.Probe(model, (images, labels), device="cpu").rank("activation", progress=False)
     assert_same(before, fingerprint(model))
+
+
+def test_uint8_image_tensors_given_directly_follow_the_data_rule(plain):
+    model, _images, _labels = plain
+    pixels = torch.randint(1, 256, (3, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    probe = nw.Probe(model.float(), pixels.float() / 255, layer="relu2")
+    np.testing.assert_array_equal(probe.activation_maps(2, pixels), probe.activation_maps(2, [0, 1, 2]))
+    as_uint8 = probe.rank("resampling_correlation", image=pixels[0], progress=False)
+    by_index = probe.rank("resampling_correlation", image=0, progress=False)
+    np.testing.assert_allclose(as_uint8.scores, by_index.scores)
+    with pytest.raises(TypeError, match="pixel scale is unknown"):
+        probe.activation_maps(2, pixels.int())
+
+
+def test_progress_and_cancel_are_checked_before_a_ranking_starts(plain):
+    model, images, labels = plain
+    probe = nw.Probe(model, (images, labels), layer="relu2")
+    with pytest.raises(TypeError, match="progress must be None or True"):
+        probe.rank("activation", progress="yes")
+    with pytest.raises(TypeError, match=r"cancel must be None, a threading\.Event"):
+        probe.rank("ablation", cancel=1)

@@ -41,11 +41,11 @@ def with_units(activations: torch.Tensor, units: list[int], fill: torch.Tensor) 
 
 
 class UnitScores(NamedTuple):
-    """Class scores of shape (len(units), len(images), classes): each of ``units`` replaced in turn, for the
-    ``images`` slice of the chunk."""
+    """Class scores of shape (len(units), len(rows), classes): each of ``units`` replaced in turn, for the
+    ``rows`` (a slice) of the chunk's images."""
 
     units: list[int]
-    images: slice
+    rows: slice
     scores: torch.Tensor
 
 
@@ -147,9 +147,8 @@ class Ablator:
         if len(slices) > 1 and not self._slices_checked:
             self._check_images_independent(crossing, slices)
             slices = self.work_slices(crossing, budget)
-        for images in slices:
-            part = _sliced(crossing, images)
-            yield from self._each_unit_in(part, images, units, fill, base, budget)
+        for rows in slices:
+            yield from self._each_unit_in(_sliced(crossing, rows), rows, units, fill, base, budget)
 
     def work_slices(self, crossing: list[torch.Tensor], budget: int | None = None) -> list[slice]:
         """Equal slices of the chunk's images for the unit loop: the values it builds per unit (the frontier
@@ -200,7 +199,7 @@ class Ablator:
         self._slices_checked = True
         whole = self.scores(crossing)
         try:
-            parts = torch.cat([self.scores(_sliced(crossing, images)) for images in slices])
+            parts = torch.cat([self.scores(_sliced(crossing, rows)) for rows in slices])
             self.images_independent = parts.shape == whole.shape and torch.allclose(
                 parts, whole, rtol=1e-4, atol=1e-4 * float(whole.abs().max())
             )
@@ -213,7 +212,7 @@ class Ablator:
     def _each_unit_in(
         self,
         crossing: list[torch.Tensor],
-        images: slice,
+        rows: slice,
         units: list[int],
         fill: torch.Tensor,
         base: list[int],
@@ -239,10 +238,10 @@ class Ablator:
                 else:
                     scores = self._pushdown(frontier, crossing, xs, rs, units)
                 for block, block_scores in scores:
-                    yield UnitScores(block, images, block_scores)
+                    yield UnitScores(block, rows, block_scores)
                 return
         for unit in units:
-            yield UnitScores([unit], images, self.replaced(crossing, [unit, *base], fill).unsqueeze(0))
+            yield UnitScores([unit], rows, self.replaced(crossing, [unit, *base], fill).unsqueeze(0))
 
     # -- paths ---------------------------------------------------------------------------------------------
 
@@ -272,12 +271,12 @@ class Ablator:
             yield [unit], frontier.rest(*corrected, *others)[0].unsqueeze(0)
 
 
-def _sliced(values: list[torch.Tensor], images: slice) -> list[torch.Tensor]:
-    """``values`` restricted to ``images``; values without the batch dimension are shared by all images."""
+def _sliced(values: list[torch.Tensor], rows: slice) -> list[torch.Tensor]:
+    """``values`` restricted to the images in ``rows``; values without the batch dimension are shared by all."""
     n = values[0].shape[0]
-    if images == slice(0, n):
+    if rows == slice(0, n):
         return values
-    return [v[images] if v.ndim and v.shape[0] == n else v for v in values]
+    return [v[rows] if v.ndim and v.shape[0] == n else v for v in values]
 
 
 def _bytes(value: torch.Tensor) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from neuronwidgets.data import Chunk, DataSource
+from neuronwidgets.data import Chunk, DataSource, as_float_images
 from neuronwidgets.engine.ablate import Ablator
 from neuronwidgets.engine.cache import ResultCache
 from neuronwidgets.engine.capture import capture
@@ -123,8 +123,9 @@ class Site:
         return self.source.take(as_indices(indices, "images", len(self.source), "the data")).images
 
     def output(self, images: torch.Tensor) -> torch.Tensor:
-        """The layer's output for a batch of images (N, C, H, W) or one image (C, H, W)."""
-        batch = images.unsqueeze(0) if images.ndim == 3 else images
+        """The layer's output for a batch of images (N, C, H, W) or one image (C, H, W); uint8 images are
+        scaled to [0, 1] as the data's are."""
+        batch = as_float_images(images.unsqueeze(0) if images.ndim == 3 else images)
         with evaluating(self.model), torch.no_grad():
             return capture(self.model, self.module, batch.to(self.device, self.dtype))
 
@@ -256,8 +257,8 @@ class Site:
             before.add([0], scores.unsqueeze(0), chunk.labels)
             chunk_images = len(chunk.labels)
             kept = self._kept_cut_bytes(values, chunk)
-            for block, images, scores in ablator.each_unit(values, units, fill, base, cached_bytes=kept):
-                labels = chunk.labels[images]
+            for block, rows, scores in ablator.each_unit(values, units, fill, base, cached_bytes=kept):
+                labels = chunk.labels[rows]
                 per_unit.add([position[u] for u in block], scores, labels)
                 bar.advance(len(block) * len(labels) / chunk_images)
         return before, per_unit

@@ -7,12 +7,14 @@ perturbed copies (correlation), and how stable it stays (precision, the inverse 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from neuronwidgets.data import as_float_images
 from neuronwidgets.engine.guard import evaluating
 from neuronwidgets.engine.hooks import forward_hooks, recorder
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
@@ -88,6 +90,7 @@ class _Resampled:
     eligible: np.ndarray
     outputs: np.ndarray
     output_class: int
+    constant_output: bool  # the output did not vary across the copies: every correlation is undefined
 
 
 def _run(site: Site, image: torch.Tensor, how: Resampling, progress: ProgressOption, cancel: CancelFlag) -> _Resampled:
@@ -111,6 +114,7 @@ def _run(site: Site, image: torch.Tensor, how: Resampling, progress: ProgressOpt
         )
     klass = int(logits[0].argmax()) if how.target is None else how.target
     y = (logits.softmax(1) if how.output == "probability" else logits)[:, klass].numpy()
+    constant = is_constant(y)
     a = torch.cat(activations).numpy()
     a = a.reshape(a.shape[0], a.shape[1], -1)  # (copies, units, positions)
     centred = a - a.mean(0)
@@ -120,10 +124,28 @@ def _run(site: Site, image: torch.Tensor, how: Resampling, progress: ProgressOpt
         defined = np.isfinite(r)
         counts = defined.sum(1)
         correlation = np.where(counts > 0, np.where(defined, np.abs(r), 0).sum(1) / np.maximum(counts, 1), 0.0)
+        if constant:  # a correlation with rounding noise means nothing
+            correlation = np.zeros_like(correlation)
         variance = a.var(0).mean(1)
         eligible = a.mean((0, 2)) >= how.threshold
         precision = np.where(eligible, 1.0 / variance, 0.0)
-    return _Resampled(correlation, precision, eligible, y, klass)
+    return _Resampled(correlation, precision, eligible, y, klass, constant)
+
+
+def is_constant(y: np.ndarray) -> bool:
+    """Whether ``y`` varies by no more than float64 rounding of its largest value (e.g. a softmax probability
+    saturated at 1 on every copy)."""
+    spread = float(np.ptp(y)) if y.size else 0.0
+    return spread <= 64 * np.finfo(np.float64).eps * max(float(np.abs(y).max(initial=0.0)), np.finfo(np.float64).tiny)
+
+
+def _constant_output_message(how: Resampling, result: _Resampled) -> str:
+    what = "probability" if how.output == "probability" else "logit"
+    hint = ' (it saturates): use output="logit"' if how.output == "probability" else ": raise sigma or copies"
+    return (
+        f"the {what} of class {result.output_class} is the same on all {how.copies} noisy copies{hint}; every "
+        "correlation is undefined, so every unit scores 0 and the order is only the unit index"
+    )
 
 
 def _image(site: Site, image: Any) -> tuple[torch.Tensor, Any]:
@@ -138,8 +160,7 @@ def _image(site: Site, image: Any) -> tuple[torch.Tensor, Any]:
             tensor = tensor[0]
         if tensor.ndim != 3:
             raise ValueError(f"image must be an index or one image of shape (C, H, W), got shape {tuple(tensor.shape)}")
-        if not tensor.is_floating_point():
-            raise TypeError(f"an image tensor must be floating point (as the model sees it), got {tensor.dtype}")
+        tensor = as_float_images(tensor, "an image tensor")
     else:
         raise TypeError(f"image must be an int index into the data or an image tensor (C, H, W), got {image!r}")
     if not torch.isfinite(tensor).all():
@@ -154,6 +175,9 @@ def _rank(which: str, site: Site, image: Any, how: Resampling, progress: Progres
     by_correlation = set(np.argsort(-result.correlation, kind="stable")[:k].tolist())
     by_precision = set(np.argsort(-result.precision, kind="stable")[:k].tolist())
     scores = result.correlation if which == "correlation" else result.precision
+    note = _constant_output_message(how, result) if result.constant_output else None
+    if note and which == "correlation":
+        warnings.warn(note, RuntimeWarning, stacklevel=4)
     return Ranking(
         scores=scores,
         method=f"resampling_{which}",
@@ -172,6 +196,8 @@ def _rank(which: str, site: Site, image: Any, how: Resampling, progress: Progres
             "correlation": result.correlation,
             "precision": result.precision,
             "outputs": result.outputs,
+            "constant_output": result.constant_output,
+            **({"warnings": [note]} if note and which == "correlation" else {}),
             "top_k": k,
             # |S_R ∩ S_P| / (|S_R| + |S_P|), as in the authors' code; at most 0.5.
             "overlap": len(by_correlation & by_precision) / (2 * k),
