@@ -268,8 +268,8 @@ def resolve(display: Any, dataset: Any, channels: int) -> Display:
     """The `Display` for ``Probe(..., display=display)`` over ``dataset`` whose images have ``channels``."""
     chosen = _chosen(display, dataset)
     _, note = rgb(np.zeros((channels, 1, 1)))
-    if note:
-        chosen.notes.append(note)
+    if note and (chosen.convert is None or isinstance(chosen.convert, Unnormalize)):
+        chosen.notes.append(note)  # a function of its own decides what to show of the channels
     if isinstance(chosen.convert, Unnormalize):
         try:
             chosen.convert.check_channels(channels)
