@@ -50,8 +50,7 @@ export function statusStrip(model, { cancellable = false } = {}) {
       bar.classList.toggle("nw-indeterminate", fraction === null);
       bar.parentElement?.setAttribute("aria-valuenow", String(fraction === null ? 0 : Math.round(100 * fraction)));
       const what = info.description || "working";
-      label.textContent =
-        fraction === null ? `${what}…` : `${what}: ${Math.round(100 * fraction)}%, ${seconds(info.eta)} left`;
+      label.textContent = fraction === null ? `${what}…` : `${what}: ${Math.round(100 * fraction)}%, ${timeLeft(info.eta)}`;
     }
     const text = model.get("error");
     error.hidden = !text;
@@ -72,4 +71,13 @@ export function statusStrip(model, { cancellable = false } = {}) {
     listen(model, ["msg:custom"], onMessage),
   ]);
   return { el, cleanup };
+}
+
+/**
+ * The time left as the strip shows it; the kernel sends no ETA until a step after the warm-up is timed.
+ * @param {number | null | undefined} eta seconds
+ * @returns {string}
+ */
+export function timeLeft(eta) {
+  return eta === null || eta === undefined ? "estimating time left…" : `${seconds(eta)} left`;
 }

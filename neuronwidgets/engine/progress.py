@@ -17,12 +17,15 @@ class ProgressInfo:
     """A snapshot of long work: steps done out of total, seconds elapsed and the estimated seconds left.
 
     ``done`` may be fractional: a step split into parts (a unit ablated on a slice of a chunk's images)
-    advances by the parts' share."""
+    advances by the parts' share. ``warmup`` is ``(done, elapsed)`` when the first step ended: that step
+    carries one-off costs (tracing, filling caches, oneDNN's first-call set-up) that can make it twenty times
+    slower than the rest, so the rate is measured from its end."""
 
     description: str
     done: float
     total: int | None
     elapsed: float
+    warmup: tuple[float, float] | None = None
 
     @property
     def fraction(self) -> float | None:
@@ -30,10 +33,17 @@ class ProgressInfo:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left, extrapolated from the rate so far; None until something is done."""
+        """Seconds left, extrapolated from the rate since the first step ended (the first *timed* step, not
+        the warm-up); None until a step after the first is done. Without ``warmup``, from the whole time."""
         if not self.total or self.done == 0:
             return None
-        return self.elapsed * (self.total - self.done) / self.done
+        left = max(0.0, self.total - self.done)
+        if self.warmup is None:
+            return self.elapsed * left / self.done
+        done, elapsed = self.warmup
+        if self.done <= done:
+            return None
+        return (self.elapsed - elapsed) * left / (self.done - done)
 
 
 ProgressCallback = Callable[[ProgressInfo], None]
@@ -68,17 +78,25 @@ class Progress:
     ``progress``: ``None``/``True`` shows a tqdm bar on stderr if the work takes more than two seconds,
     ``False`` is silent, a callable receives a `ProgressInfo` after every step.
     ``cancel``: a ``threading.Event`` or a callable returning True to stop at the next step.
+    ``clock``: seconds as a float (tests pass a fake one).
     """
 
     def __init__(
-        self, description: str, total: int | None, progress: ProgressOption = None, cancel: CancelFlag = None
+        self,
+        description: str,
+        total: int | None,
+        progress: ProgressOption = None,
+        cancel: CancelFlag = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         check_progress(progress)
         check_cancel(cancel)
         self.description = description
         self.total = total
-        self.done = 0
-        self._start = time.perf_counter()
+        self.done: float = 0
+        self._clock = clock
+        self._start = clock()
+        self._warmup: tuple[float, float] | None = None
         self._cancel = cancel
         self._callback: ProgressCallback | None = None
         self._bar = None
@@ -105,6 +123,8 @@ class Progress:
         self.done += steps
         if abs(self.done - round(self.done)) < 1e-6:  # parts of steps add up to whole steps despite rounding
             self.done = round(self.done)
+        if self._warmup is None and self.done > 0:
+            self._warmup = (self.done, self._clock() - self._start)
         if self._bar is not None:
             self._bar.update(steps)
         if self._callback is not None:
@@ -112,7 +132,7 @@ class Progress:
         self.check()
 
     def info(self) -> ProgressInfo:
-        return ProgressInfo(self.description, self.done, self.total, time.perf_counter() - self._start)
+        return ProgressInfo(self.description, self.done, self.total, self._clock() - self._start, self._warmup)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -130,6 +131,8 @@ class Widget(Pictured, anywidget.AnyWidget):
         self._version = 0  # counts trait changes: the drawn picture is reused while it stays the same
         self._drawn: tuple[int, Image.Image] | None = None
         self._user_callbacks: list[Callable[..., Any]] = []
+        self._jobs: dict[str, Job] = {}  # slot -> the latest job _submit sent there, until it ends
+        self._jobs_lock = threading.RLock()  # callbacks land from both lanes' threads
         super().on_msg(self._on_custom_msg)
         self.observe(self._bump, names=traitlets.All)
 
@@ -214,39 +217,66 @@ class Widget(Pictured, anywidget.AnyWidget):
         cancel_running: bool = True,
         on_cancel: Callable[[], None] | None = None,
     ) -> Job:
-        """Run ``run`` on the probe's worker; ``status``/``error`` follow it; only the latest result lands."""
+        """Run ``run`` on the probe's worker; ``status``/``error`` follow it; only the latest result lands.
+
+        The widget counts the jobs it submitted this way (``_jobs``, one per slot): ``status`` stays
+        "running" while any of them is live, and settles when the last one ends. Jobs submitted straight to
+        the worker (thumbnails) leave ``status`` alone, so they can never keep it at "running"."""
         assert self._worker is not None
-        slot = self._slot(slot)
-        self.status = "running"
-        self.progress = {}
+        job = Job(self._slot(slot), run, on_done=lambda _: None, on_error=lambda _: None)
+        job.on_done, job.on_error, job.on_cancel = self._landing(job, on_done, on_cancel)
+        with self._jobs_lock:
+            self._jobs[job.slot] = job
+            self.status = "running"
+            self.progress = {}
+        return self._worker.submit(job, cancel_running)
+
+    def _landing(
+        self, job: Job, on_done: Callable[[Any], None], on_cancel: Callable[[], None] | None
+    ) -> tuple[Callable[[Any], None], Callable[[BaseException], None], Callable[[], None]]:
+        """The done, failed and cancelled callbacks of ``job``: each lands its outcome, then settles."""
 
         def done(result: Any) -> None:
             with self.hold_sync():
-                on_done(result)
-                self._settle("idle")
+                try:
+                    on_done(result)
+                finally:
+                    self._finish(job, "idle")
 
         def failed(err: BaseException) -> None:
             with self.hold_sync():
-                self._settle("error")
+                self._finish(job, "error")
                 self.report(err)
 
         def cancelled() -> None:
-            if on_cancel is not None:
-                on_cancel()
-            self._settle("cancelled" if self.status == "running" else self.status)
+            try:
+                if on_cancel is not None:
+                    on_cancel()
+            finally:
+                self._finish(job, "cancelled" if self.status == "running" else self.status)
 
-        job = Job(slot, run, done, failed, cancelled)
-        return self._worker.submit(job, cancel_running)
+        return done, failed, cancelled
 
     def _slot(self, name: str) -> str:
         """Slots are per widget: two widgets of one probe never replace each other's requests."""
         return f"{id(self)}:{name}"
 
+    def _finish(self, job: Job, status: str) -> None:
+        """``job`` has ended (done, failed or cancelled): forget it, then settle ``status``."""
+        with self._jobs_lock:
+            if self._jobs.get(job.slot) is job:
+                del self._jobs[job.slot]
+            self._settle(status)
+
     def _settle(self, status: str) -> None:
-        if self._worker is not None and self._worker.pending(self._slot("")) and status != "error":
-            return  # a newer job of this widget waits; it will settle the status
-        self.status = status
-        self.progress = {}
+        """Show ``status`` unless a live job of this widget still runs or waits (it will settle it); an
+        error is shown at once. Jobs that were cancelled or replaced do not count: they only wind down."""
+        with self._jobs_lock:
+            live = [job for job in self._jobs.values() if job.current]
+            if live and status != "error":
+                return
+            self.status = status
+            self.progress = {}
 
     def _progress_callback(self, job: Job) -> Callable[[ProgressInfo], None]:
         """A `Probe.rank(progress=...)` callback that shows the progress of ``job`` while it is current."""

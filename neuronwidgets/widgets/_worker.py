@@ -1,8 +1,12 @@
-"""One background thread per probe, so the kernel stays usable while rankings and evaluations run.
+"""Background threads per probe, so the kernel stays usable while rankings and evaluations run.
 
-The model is not thread-safe (rankings add hooks to it), so a probe's jobs run one at a time. Jobs are
-grouped in slots ("rank", "evaluate", ...): within a slot the latest request wins, a pending older one is
-dropped without running, and a running older one is asked to cancel (when it can) or has its result dropped.
+Jobs are grouped in slots ("rank", "evaluate", ...): within a slot the latest request wins, a pending older
+one is dropped without running, and a running older one is asked to cancel (when it can) or has its result
+dropped. Each probe's worker has two lanes, each one thread: long work (rankings) runs on the ``background``
+lane, and what a click or a hover asks for (overlays, thumbnails, the slider's evaluation) on the
+``interactive`` lane, so it does not queue behind a ranking. Both lanes run the model, but never at the same
+time: every pass takes the model's lock, which a ranking lends between chunks to interactive work waiting
+for it (`neuronwidgets.engine.guard.yield_model`); interactive work keeps it until done (`no_yield`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from neuronwidgets.engine.guard import no_yield
 from neuronwidgets.engine.progress import Cancelled
+
+BACKGROUND, INTERACTIVE = "background", "interactive"
+LANES = (BACKGROUND, INTERACTIVE)
+# slot names (the part after a widget's "id:" prefix) whose jobs a user waits for with the mouse in hand
+INTERACTIVE_SLOTS = frozenset({"overlay", "thumbnail", "evaluate"})
+IDLE_SECONDS = 30.0  # a lane's thread ends after this long without work (a new one starts on demand)
+
+
+def lane_of(slot: str) -> str:
+    """The lane a slot's jobs run on: interactive for the slots in `INTERACTIVE_SLOTS`, else background."""
+    return INTERACTIVE if slot.rsplit(":", 1)[-1] in INTERACTIVE_SLOTS else BACKGROUND
 
 
 @dataclass(eq=False)
@@ -31,20 +47,26 @@ class Job:
     worker: Worker | None = None
 
     @property
+    def lane(self) -> str:
+        return lane_of(self.slot)
+
+    @property
     def current(self) -> bool:
         """True while no newer job has been submitted to this slot and this one was not cancelled."""
         return self.worker is not None and self.worker.latest(self.slot) is self and not self.cancel.is_set()
 
 
 class Worker:
-    """Runs jobs one at a time on a daemon thread; latest request per slot wins."""
+    """Runs a probe's jobs on two lanes (one daemon thread each, started on demand); latest request per
+    slot wins."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_seconds: float = IDLE_SECONDS) -> None:
+        self.idle_seconds = idle_seconds
         self._cond = threading.Condition()
         self._pending: dict[str, Job] = {}
         self._latest: dict[str, Job] = {}
-        self._running: Job | None = None
-        self._thread: threading.Thread | None = None
+        self._running: dict[str, Job] = {}  # lane -> its running job
+        self._threads: dict[str, threading.Thread] = {}
         self._ids = itertools.count(1)
 
     def latest(self, slot: str) -> Job | None:
@@ -58,12 +80,10 @@ class Worker:
             dropped = self._pending.pop(job.slot, None)
             self._pending[job.slot] = job
             self._latest[job.slot] = job
-            running = self._running
+            running = self._running.get(job.lane)
             if cancel_running and running is not None and running.slot == job.slot:
                 running.cancel.set()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="neuronwidgets-worker", daemon=True)
-                self._thread.start()
+            self._start(job.lane)
             self._cond.notify_all()
         if dropped is not None:
             dropped.on_cancel()
@@ -73,43 +93,76 @@ class Worker:
         """Stop the running job of ``slot`` and drop its pending one; True if there was anything to stop."""
         with self._cond:
             pending = self._pending.pop(slot, None)
-            running = self._running if self._running is not None and self._running.slot == slot else None
+            running = self._running.get(lane_of(slot))
+            running = running if running is not None and running.slot == slot else None
             if running is not None:
                 running.cancel.set()
             self._latest.pop(slot, None)
+            self._cond.notify_all()
         if pending is not None:
             pending.on_cancel()
         return pending is not None or running is not None
 
     def pending(self, prefix: str = "") -> bool:
-        """True if a job whose slot starts with ``prefix`` waits to run (the running one not counted)."""
+        """True if a job whose slot starts with ``prefix`` waits to run (the running ones not counted)."""
         with self._cond:
             return any(slot.startswith(prefix) for slot in self._pending)
+
+    def busy(self, prefix: str = "") -> bool:
+        """True if a job whose slot starts with ``prefix`` waits or runs."""
+        with self._cond:
+            jobs = [*self._pending.values(), *self._running.values()]
+            return any(job.slot.startswith(prefix) for job in jobs)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every queued job has finished; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._pending and self._running is None, timeout)
+            return self._cond.wait_for(lambda: not self._pending and not self._running, timeout)
 
-    def _loop(self) -> None:
+    def threads(self) -> list[threading.Thread]:
+        """The lanes' threads that are alive (for tests: they end after ``idle_seconds`` without work)."""
+        with self._cond:
+            return [t for t in self._threads.values() if t.is_alive()]
+
+    def _start(self, lane: str) -> None:
+        """Start ``lane``'s thread unless it runs (the condition is held)."""
+        thread = self._threads.get(lane)
+        if thread is None or not thread.is_alive():
+            thread = threading.Thread(target=self._loop, args=(lane,), name=f"neuronwidgets-{lane}", daemon=True)
+            self._threads[lane] = thread
+            thread.start()
+
+    def _next(self, lane: str) -> Job | None:
+        """The oldest pending job of ``lane``, taken out of the queue (the condition is held)."""
+        slot = next((s for s, job in self._pending.items() if job.lane == lane), None)
+        return None if slot is None else self._pending.pop(slot)
+
+    def _loop(self, lane: str) -> None:
         while True:
             with self._cond:
-                if not self._cond.wait_for(lambda: bool(self._pending), timeout=30.0):
-                    self._thread = None
+                has_work = lambda: any(job.lane == lane for job in self._pending.values())  # noqa: E731
+                if not self._cond.wait_for(has_work, timeout=self.idle_seconds):
+                    if self._threads.get(lane) is threading.current_thread():
+                        del self._threads[lane]
                     return
-                slot = next(iter(self._pending))
-                job = self._running = self._pending.pop(slot)
+                job = self._next(lane)
+                assert job is not None
+                self._running[lane] = job
             try:
                 self._execute(job)
             finally:
                 with self._cond:
-                    self._running = None
+                    del self._running[lane]
                     self._cond.notify_all()
 
     @staticmethod
     def _execute(job: Job) -> None:
         try:
-            result = job.run(job)
+            if job.lane == INTERACTIVE:
+                with no_yield():  # a click's work keeps the model until done: a ranking waits, not it
+                    result = job.run(job)
+            else:
+                result = job.run(job)
         except Cancelled:
             job.on_cancel()
             return
@@ -128,7 +181,7 @@ _WORKERS_LOCK = threading.Lock()
 
 
 def worker_for(probe: Any) -> Worker:
-    """The worker shared by every widget of ``probe`` (so they never run the model at the same time)."""
+    """The worker shared by every widget of ``probe`` (so its widgets' requests share two lanes)."""
     with _WORKERS_LOCK:
         if probe not in _WORKERS:
             _WORKERS[probe] = Worker()
