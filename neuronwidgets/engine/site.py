@@ -261,4 +261,5 @@ class Site:
                 labels = chunk.labels[rows]
                 per_unit.add([position[u] for u in block], scores, labels)
                 bar.advance(len(block) * len(labels) / chunk_images)
+                yield_model(self.model)  # a chunk of a wide layer is many passes: lend the model between them
         return before, per_unit
