@@ -69,9 +69,10 @@ class MonitorView(Widget):
                 previous = history[len(self._ranks) - 1].ranking
                 self._stability.append(compare(previous, snapshot.ranking)["spearman"])
             self._ranks.append(np.argsort(snapshot.ranking.order))
-        probe = self.monitor.probe
+        layer = self.monitor.layer
+        units = self.monitor.probe.layer_info(layer).units
         shown: list[int] = history[-1].ranking.order[: self.top].tolist() if history else []
-        ranks = np.stack(self._ranks) if self._ranks else np.zeros((0, probe.units), dtype=int)
+        ranks = np.stack(self._ranks) if self._ranks else np.zeros((0, units), dtype=int)
         with self.hold_sync():
             self.steps = [s.step for s in history]
             self.lines = [{"unit": u, "ranks": ranks[:, u].tolist()} for u in shown]
@@ -80,8 +81,8 @@ class MonitorView(Widget):
             self.emerged = self.monitor.emerged()
             self.info = {
                 "method": self.monitor.method,
-                "layer": probe.layer,
-                "units": probe.units,
+                "layer": layer,
+                "units": units,
                 "every": self.monitor.every,
                 "step": history[-1].step if history else None,
                 "snapshots": len(history),
