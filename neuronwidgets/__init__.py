@@ -7,6 +7,7 @@ from neuronwidgets import demo
 from neuronwidgets.attributes import attribute_correlations
 from neuronwidgets.components import Components
 from neuronwidgets.curves import Curves, completeness, faithfulness
+from neuronwidgets.diagnostics import RankingWarning
 from neuronwidgets.engine.progress import Cancelled, ProgressInfo
 from neuronwidgets.evaluation import Evaluation
 from neuronwidgets.methods import methods
@@ -23,6 +24,7 @@ __all__ = [
     "Probe",
     "ProgressInfo",
     "Ranking",
+    "RankingWarning",
     "attribute_correlations",
     "compare",
     "compare_models",

@@ -18,6 +18,7 @@ from torch import nn
 
 from neuronwidgets.components import Components, layer_components
 from neuronwidgets.data import DataSource, choose_classes
+from neuronwidgets.diagnostics import RankingWarning, ranking_warnings
 from neuronwidgets.display import Display
 from neuronwidgets.display import resolve as resolve_display
 from neuronwidgets.engine.cache import ResultCache
@@ -230,6 +231,9 @@ class Probe:
         ranking.meta.setdefault("layer_type", site.info.type)
         ranking.meta.setdefault("images", len(self.source))
         ranking.meta.setdefault("options", {k: v for k, v in options.items() if k != "target"})
+        ranking.meta["warnings"] = ranking_warnings(ranking, self.num_classes)
+        for note in ranking.meta["warnings"]:
+            warnings.warn(f"{spec.name} ranking of {site.layer!r}: {note}", RankingWarning, stacklevel=2)
         return ranking
 
     def evaluate(

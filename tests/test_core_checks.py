@@ -387,3 +387,17 @@ def test_progress_and_cancel_are_checked_before_a_ranking_starts(plain):
         probe.rank("activation", progress="yes")
     with pytest.raises(TypeError, match=r"cancel must be None, a threading\.Event"):
         probe.rank("ablation", cancel=1)
+
+
+def test_a_model_at_chance_or_a_ranking_without_order_says_so():
+    model, data = nw.demo.load()
+    images, labels = data.images[:120], data.labels[:120]
+    probe = nw.Probe(model, (images, (labels + 1) % 10), layer="relu3")  # labels that are not the model's classes
+    for method in ("ablation", "taylor", "car"):
+        with pytest.warns(nw.RankingWarning, match="may not be the model's class indices"):
+            ranking = probe.rank(method, progress=False, **({"prune": 3} if method == "car" else {}))
+        assert any("at or below chance" in note for note in ranking.meta["warnings"]), method
+    with pytest.warns(nw.RankingWarning, match="every unit scored 0: this ranking gives no order"):
+        probe.rank("ablation", progress=False)  # no unit can lower an accuracy of 0
+    good = nw.Probe(model, (images, labels), layer="relu3")
+    assert good.rank("ablation", progress=False).meta["warnings"] == []

@@ -108,6 +108,8 @@ def rank(
             "accuracy_curve": accuracy_curve,
             "per_step": per_step,
             "stopped_by_floor": len(pruned) < prune,
+            "base_accuracy": float(first_before.accuracy[0]),
+            "class_images": first_before.images,
             "one_shot": first_before.accuracy[0] - first_after.accuracy,
             "class_car": class_car,
             "most_dependent_classes": most,

@@ -23,6 +23,8 @@ def rank(site: Site, *, progress: ProgressOption = None, cancel: CancelFlag = No
     module = site.module
     total: torch.Tensor | None = None
     count = 0
+    correct = 0
+    class_images = torch.zeros(site.num_classes, dtype=torch.int64)
     held: list[torch.Tensor] = []
 
     def hold(mod: torch.nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
@@ -35,6 +37,8 @@ def rank(site: Site, *, progress: ProgressOption = None, cancel: CancelFlag = No
             held.clear()
             with forward_hooks([(module, hold)]):
                 scores = site.model(chunk.images)
+            correct += int((scores.argmax(1) == chunk.labels).sum())
+            class_images += torch.bincount(chunk.labels.cpu(), minlength=site.num_classes)
             loss = F.cross_entropy(scores, chunk.labels, reduction="sum")
             (grad,) = torch.autograd.grad(loss, held)
             product = (held[0].detach() * grad).double()
@@ -46,4 +50,9 @@ def rank(site: Site, *, progress: ProgressOption = None, cancel: CancelFlag = No
     raw = (total / count).abs()
     norm = raw.norm()
     scores = raw / norm if norm > 0 else raw
-    return Ranking(scores=scores.cpu().numpy(), method="taylor", layer=site.layer, meta={"raw": raw.cpu().numpy()})
+    meta = {
+        "raw": raw.cpu().numpy(),
+        "base_accuracy": correct / max(1, int(class_images.sum())),
+        "class_images": class_images.numpy(),
+    }
+    return Ranking(scores=scores.cpu().numpy(), method="taylor", layer=site.layer, meta=meta)
