@@ -21,7 +21,7 @@ from neuronwidgets.data import DataSource, choose_classes
 from neuronwidgets.diagnostics import RankingWarning, ranking_warnings
 from neuronwidgets.display import Display
 from neuronwidgets.display import resolve as resolve_display
-from neuronwidgets.engine.cache import ResultCache
+from neuronwidgets.engine.cache import ResultCache, memory_budget
 from neuronwidgets.engine.guard import evaluating, model_device, model_dtype
 from neuronwidgets.engine.indices import as_index, as_indices
 from neuronwidgets.engine.layers import LayerInfo, default_layer, discover, unknown_layer_message
@@ -58,6 +58,10 @@ class Probe:
     default: the dataset's ``classes`` where their number matches the outputs (else "0", "1", ... with a
     warning; the reason is kept in `classes_note`). ``display``: how images are shown, see
     `neuronwidgets.display` (default: un-normalised by the ``Normalize`` found in the dataset's transform).
+    ``memory``: how much of the layer's cut (the values after the layer that ablation re-runs from, all chunks)
+    is kept between passes, in bytes or as ``"512MB"``/``"2GiB"`` (default 256 MiB). Below it, repeated
+    evaluations (the ablation slider) and the unit loop reuse them; above it, each pass streams the data again.
+    The unit loop's working memory is kept to 1/8 of what is cached (at least 1 MiB).
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class Probe:
         display: Any = None,
         device: str | torch.device | None = None,
         chunk_size: int = 128,
+        memory: int | str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -77,6 +82,7 @@ class Probe:
         if device is not None and not isinstance(device, (str, torch.device)):
             raise TypeError(f"device must be a str or torch.device such as 'cpu' or 'cuda:0', got {device!r}")
         self.model = model
+        self.memory = memory_budget(memory)
         self.source = DataSource(data, chunk_size=chunk_size)
         self.device = model_device(model)
         if device is not None and torch.device(device) != self.device:
@@ -192,6 +198,7 @@ class Probe:
             device=self.device,
             dtype=self.dtype,
             cache=self._cache,
+            memory=self.memory,
         )
 
     def images(self, indices: Any) -> torch.Tensor:

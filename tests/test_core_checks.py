@@ -401,3 +401,26 @@ def test_a_model_at_chance_or_a_ranking_without_order_says_so():
         probe.rank("ablation", progress=False)  # no unit can lower an accuracy of 0
     good = nw.Probe(model, (images, labels), layer="relu3")
     assert good.rank("ablation", progress=False).meta["warnings"] == []
+
+
+def test_the_memory_budget_decides_what_is_kept_and_never_changes_the_answer(plain):
+    model, images, labels = plain
+    forwards = []
+    kept = nw.Probe(model, (images, labels), layer="relu2", chunk_size=8, memory="64MB")
+    streamed = nw.Probe(model, (images, labels), layer="relu2", chunk_size=8, memory=0)
+    model.conv1.register_forward_hook(lambda *args: forwards.append(1))
+    try:
+        answers = []
+        for probe in (kept, streamed):
+            forwards.clear()
+            first = probe.evaluate([1]).accuracy
+            second = probe.evaluate([2, 3]).accuracy
+            answers.append((first, second, len(forwards)))
+    finally:
+        model.conv1._forward_hooks.clear()
+    assert answers[0][:2] == answers[1][:2]
+    assert answers[0][2] < answers[1][2]  # the second evaluation reused the kept cut
+    assert kept.memory == 64 * 10**6 and nw.Probe(model, images, memory="1.5 GiB").memory == int(1.5 * 2**30)
+    for bad in ("lots", -1, True, "12 parsecs"):
+        with pytest.raises(ValueError, match="memory must be a number of bytes"):
+            nw.Probe(model, images, memory=bad)

@@ -11,6 +11,30 @@ from torch import nn
 from neuronwidgets.engine.guard import model_lock, model_version
 
 T = TypeVar("T")
+DEFAULT_MEMORY = 256 * 2**20
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def memory_budget(value: int | str | None) -> int:
+    """Bytes from ``value``: an int, a string such as ``"512MB"`` or ``"2 GiB"``, or None for the default
+    (256 MiB); refused when it is not a size."""
+    if value is None:
+        return DEFAULT_MEMORY
+    if isinstance(value, str):
+        text = value.strip().upper().replace(" ", "")
+        number = text.rstrip("KMGIB")
+        unit = text[len(number) :]
+        try:
+            if unit not in _UNITS:
+                raise ValueError(unit)
+            value = int(float(number) * _UNITS[unit])
+        except ValueError:
+            raise ValueError(
+                f"memory must be a number of bytes or a size such as '512MB' or '2GiB', got {value!r}"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"memory must be a number of bytes (0 or more) or a size such as '512MB', got {value!r}")
+    return value
 
 
 class ResultCache:

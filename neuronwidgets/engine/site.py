@@ -24,7 +24,6 @@ from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
 from neuronwidgets.engine.stats import LayerSummary, OutcomeCounts
 
 ABLATION_MODES = ("zero", "mean")
-_CACHE_BYTES = 256 * 2**20  # keep the cut's values of all chunks in memory only below this size
 
 
 class Site:
@@ -41,7 +40,10 @@ class Site:
         device: torch.device,
         dtype: torch.dtype,
         cache: ResultCache,
+        memory: int,
     ) -> None:
+        """``memory``: bytes of the cut's values (all chunks') that may be kept between calls; above it they
+        are streamed, computed again on every pass."""
         self.model = model
         self.source = source
         self.info = info
@@ -50,6 +52,7 @@ class Site:
         self.device = device
         self.dtype = dtype
         self._cache = cache
+        self.memory = memory
         self._ablator_checked = False
 
     @property
@@ -211,7 +214,7 @@ class Site:
                 if collected is not None:
                     kept = {id(t): t for t in (*values, chunk.images)}.values()
                     size += sum(t.numel() * t.element_size() for t in kept)
-                    collected = collected if size <= _CACHE_BYTES else None
+                    collected = collected if size <= self.memory else None
                     if collected is not None:
                         collected.append((values, chunk))
                 yield values, chunk, bar
@@ -223,7 +226,7 @@ class Site:
         memory; None where it streams them."""
         per_image = sum(v.numel() * v.element_size() for v in values) / max(1, len(chunk.images))
         total = int(per_image * len(self.source))
-        return total if total <= _CACHE_BYTES else None
+        return total if total <= self.memory else None
 
     # -- ablation -------------------------------------------------------------------------------------------
 
