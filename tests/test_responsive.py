@@ -305,3 +305,54 @@ def test_random_click_orders_always_settle(seed):
     assert leaked == [], leaked
     assert_same(before, fingerprint(probe.model))
     print(f"[random {seed}] {' '.join(log)} -> list {ranked.status}")
+
+
+def click(overlay: nw.ActivationOverlay, unit: int, timeout: float = 120) -> float:
+    """Seconds from a unit change sent as the front end sends it to that unit's overlay landing."""
+    start = time.perf_counter()
+    update(overlay, unit=unit)
+    while overlay.shown.get("unit") != unit and time.perf_counter() - start < timeout:
+        time.sleep(0.002)
+    assert overlay.shown.get("unit") == unit
+    return time.perf_counter() - start
+
+
+@pytest.mark.slow
+def test_resnet18_224_overlay_while_ranking():
+    """The issue's figure: ResNet-18 (random weights, 1,000 classes) at 224² on the CPU, a unit click while an
+    exact ablation of layer3 runs, once the overlay's layer has had its first pass. Prints the latencies."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    images = torch.randn(32, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # half the labels the model's own predictions, so the accuracy is not 0
+        labels = torch.where(torch.arange(32) % 2 == 0, model(images).argmax(1), torch.arange(32) * 31)
+    probe = nw.Probe(model, (images, labels), layer="layer3", chunk_size=8)
+    before = fingerprint(model)
+    start = time.perf_counter()
+    probe.top_images(0, 8, layer="layer2")  # the layer's first pass
+    first_pass = time.perf_counter() - start
+    overlay = nw.ActivationOverlay(probe, layer="layer2", unit=0, k=8)
+    deadline = time.monotonic() + 300
+    while overlay.shown.get("unit") != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    idle = [click(overlay, unit) for unit in (1, 2)]  # the same click with nothing else running
+    ranked = nw.RankedList(probe, method="ablation", layer="layer3")
+    deadline = time.monotonic() + 300
+    while not ranked.progress and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ranked.status == "running" and ranked.progress, "the ranking never started"
+    latencies = []
+    for unit in (3, 5, 7):
+        latencies.append(click(overlay, unit))
+        assert ranked.status == "running"
+    progress = dict(ranked.progress)
+    custom(ranked, {"type": "cancel"})
+    assert ranked.wait(300) and ranked.status == "cancelled"
+    print(
+        f"[timing] resnet18 224² first pass of layer2 (32 images): {first_pass:.2f} s; overlay while ablating "
+        f"layer3: {', '.join(f'{s:.3f} s' for s in latencies)} (with no ranking: "
+        f"{', '.join(f'{s:.3f} s' for s in idle)}); progress then {progress}"
+    )
+    assert_same(before, fingerprint(model))
