@@ -32,6 +32,7 @@ MAX_CHANGED_SHOWN = 24  # thumbnails of changed predictions sent to the browser
 ALL_CLASSES_UP_TO = 12  # up to this many classes the picture shows all; beyond, the ones that changed most
 TOP_CLASSES = 10  # (both as in js/lib/classes.js)
 DEFAULT_METHOD = "weight_l1"  # instant and needs no data: the ranking of a panel made without one
+FALLBACK_METHOD = "activation"  # where weight_l1 cannot rank the layer (one pass over the data)
 
 
 class AblationPanel(Widget):
@@ -84,10 +85,17 @@ class AblationPanel(Widget):
             return
 
         def run(job: Job) -> Ranking:  # on the worker: the probe never runs on two threads at once
-            return probe.rank(DEFAULT_METHOD, layer=layer, progress=False, cancel=job.cancel)
+            try:
+                return probe.rank(DEFAULT_METHOD, layer=layer, progress=False, cancel=job.cancel)
+            except ValueError:  # weight_l1 refuses a layer made by an add (a ResNet block's output)
+                return probe.rank(FALLBACK_METHOD, layer=layer, progress=False, cancel=job.cancel)
 
         # its own ranking is long work: the "rank" slot (background lane), not "evaluate" (interactive)
-        self._submit("rank", run, lambda ranking: self.set_ranking(ranking, **kwargs))
+        def done(ranking: Ranking) -> None:
+            if self.ranking is None:  # a ranking given meanwhile (the Explorer's list's) wins over this default
+                self.set_ranking(ranking, **kwargs)
+
+        self._submit("rank", run, done)
 
     # -- validation ---------------------------------------------------------------------------------------
 
@@ -115,6 +123,7 @@ class AblationPanel(Widget):
         units = self._probe.layer_info(ranking.layer).units
         if ranking.units != units:
             raise ValueError(f"the ranking has {ranking.units} units but layer {ranking.layer!r} has {units}")
+        self._worker.cancel(self._slot("rank"))  # a ranking given now wins over the panel's own, still running
         same_layer = ranking.layer == self.layer
         with self.hold_trait_notifications():
             self.ranking = ranking
