@@ -39,7 +39,7 @@ function render({ model, el }) {
   const classesBar = h("div", { class: "nw-classes-bar" }, [classesTitle, classSearch, showAll]);
   const classes = h("div", { class: "nw-classes" });
   let listAll = false;
-  const changedTitle = h("div", { class: "nw-subtitle" });
+  const changedTitle = h("div", { class: "nw-subtitle nw-changed-title" });
   const changed = h("div", { class: "nw-changed" });
   const status = statusStrip(model);
   const root = h("div", { class: "nw-root nw-ablation" }, [
@@ -122,19 +122,12 @@ function render({ model, el }) {
     );
   }
 
-  /** Base accuracy at or below chance: the ranking and every drop are meaningless, and the likely reason. */
+  /** What the kernel says about the accuracy without ablation (e.g. at or below chance, and why), as text. */
   function syncWarning(/** @type {Record<string, any>} */ before) {
-    const count = (model.get("classes") || []).length;
-    const low = typeof before.accuracy === "number" && count > 1 && before.accuracy <= 1 / count;
-    warning.replaceChildren(
-      ...(low
-        ? [h("div", {
-            class: "nw-warning",
-            text: `⚠ accuracy without ablation is ${percent(before.accuracy)}, at or below chance (${percent(1 / count)} for ${count.toLocaleString("en-US")} classes): nothing can drop, so every unit scores alike; the labels may not be the model's class indices`,
-          })]
-        : []),
-    );
-    warning.hidden = !low;
+    /** @type {string[]} */
+    const warnings = before.warnings || [];
+    warning.replaceChildren(...warnings.map((text) => h("div", { class: "nw-warning", text: `⚠ ${text}` })));
+    warning.hidden = !warnings.length;
   }
 
   /** The per-class rows: all of a few classes; of many, those that changed most (or all, or the matches). */

@@ -93,15 +93,15 @@ describe("AblationPanel view", () => {
     expect(rows()).toHaveLength(10);
   });
 
-  it("lists a few classes in their own order, and says when the accuracy is at chance", () => {
+  it("lists a few classes in their own order, and shows the kernel's warnings as text", () => {
     const { model, el } = setup();
     expect(el.querySelector(".nw-classes-bar").hidden).toBe(true);
     expect([...el.querySelectorAll(".nw-class-name")].map((n) => n.textContent)).toEqual([EVIL, "b"]);
     expect(el.querySelector(".nw-warnings").hidden).toBe(true);
-    model.pythonSet({ before: { accuracy: 0.5, per_class: [0, 1] } });
+    model.pythonSet({ before: { accuracy: 0.5, per_class: [0, 1], warnings: [`at or below chance ${EVIL}`] } });
     const warning = el.querySelector(".nw-warnings");
     expect(warning.hidden).toBe(false);
-    expect(warning.textContent).toContain("at or below chance (50.0% for 2 classes)");
-    expect(warning.textContent).toContain("the labels may not be the model's class indices");
+    expect(warning.textContent).toBe(`⚠ at or below chance ${EVIL}`);
+    expect(el.querySelector("img[src='x']")).toBeNull();
   });
 });

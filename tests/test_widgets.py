@@ -333,6 +333,32 @@ def test_ablation_panel_of_1000_classes(wide_probe):
     after = np.array([0.0, 0.5, 0.1, 0.3, np.nan])
     assert classes_changed_most(before, after, 3) == [2, 3, 1]  # size of change; ties by class; no images last
     assert classes_changed_most(before, after, 9) == [2, 3, 1, 0, 4]
-    said = chance_warning(0.001, 1000)
-    assert said.startswith("accuracy without ablation is 0.1%, at or below chance (0.1% for 1,000")
-    assert chance_warning(0.5, 1000) is None and chance_warning(0.0, 1) is None
+    said = chance_warning(0.001, 0.25)
+    assert said.startswith("accuracy without ablation is 0.1%, at or below chance (25.0%, always guessing")
+    assert chance_warning(0.5, 0.25) is None
+    assert panel.before["warnings"] == []  # labels are the model's predictions on half the images
+    import torch
+
+    # every label the same: always guessing it is right, so no accuracy is above chance (100%)
+    same = nw.Probe(wide_probe.model, (torch.randn(8, 3, 12, 12), torch.full((8,), 3)), layer="1")
+    same_panel = nw.AblationPanel(same)
+    assert same_panel.wait(60)
+    assert "at or below chance (100.0%, always guessing the most frequent label)" in same_panel.before["warnings"][0]
+    assert same_panel.snapshot().size[1] > 0
+
+
+def test_ablation_panel_without_a_ranking_on_a_layer_weight_l1_refuses():
+    import torchvision
+
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    images = torch_randn(8, 3, 32, 32)
+    probe = nw.Probe(model, (images, np.zeros(8, dtype=np.int64)), layer="layer4")
+    panel = nw.AblationPanel(probe)  # layer4 is an add: weight_l1 refuses it, the panel ranks by activation
+    assert panel.wait(120)
+    assert panel.error == "" and panel.method == "activation" and panel.before
+
+
+def torch_randn(*shape):
+    import torch
+
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))

@@ -10,6 +10,7 @@ import traitlets
 from PIL import Image
 
 from neuronwidgets import render
+from neuronwidgets.diagnostics import chance_accuracy
 from neuronwidgets.engine.site import ABLATION_MODES
 from neuronwidgets.evaluation import Evaluation
 from neuronwidgets.probe import Probe
@@ -172,7 +173,7 @@ class AblationPanel(Widget):
             base, after = result
             if base is not None:
                 self._base = base
-                self.before = _summary(base)
+                self.before = {**_summary(base), "warnings": _base_warnings(base, len(self.classes))}
             after = after or self._base
             changed = np.flatnonzero(after.predictions != self._base.predictions)
             self.ablated = ablated
@@ -236,9 +237,10 @@ class AblationPanel(Widget):
                 ax.set_ylim(0, 1)
                 ax.legend(loc="lower right", fontsize=8)
             ax.set_title(title, fontsize=9)
-            warning = chance_warning(self.before["accuracy"], len(self.classes))
-            if warning:
-                fig.suptitle(textwrap.fill(f"⚠ {warning}", 80), fontsize=7, color="#b35900", ha="left", x=0.01)
+            warnings = self.before.get("warnings") or []
+            if warnings:
+                text = "\n".join(textwrap.fill(f"⚠ {w}", 80) for w in warnings)
+                fig.suptitle(text, fontsize=7, color="#b35900", ha="left", x=0.01)
         return figure_png(fig)
 
 
@@ -250,14 +252,22 @@ def classes_changed_most(before: np.ndarray, after: np.ndarray, top: int) -> lis
     return [int(i) for i in np.lexsort((np.arange(len(size)), -size))[:top]]
 
 
-def chance_warning(accuracy: float | None, classes: int) -> str | None:
-    """What the panel says when the accuracy without ablation is at or below chance (as its live view does)."""
-    if accuracy is None or classes < 2 or accuracy > 1 / classes:
+def chance_warning(accuracy: float | None, chance: float) -> str | None:
+    """What the panel says when the accuracy without ablation is at or below ``chance`` (the accuracy of
+    always guessing the most frequent label, as `neuronwidgets.diagnostics` defines it for rankings)."""
+    if accuracy is None or accuracy > chance:
         return None
     return (
-        f"accuracy without ablation is {accuracy:.1%}, at or below chance ({1 / classes:.1%} for {classes:,} "
-        "classes): nothing can drop, so every unit scores alike; the labels may not be the model's class indices"
+        f"accuracy without ablation is {accuracy:.1%}, at or below chance ({chance:.1%}, always guessing the most "
+        "frequent label): nothing can drop, so every unit scores alike; the labels may not be the model's class "
+        "indices"
     )
+
+
+def _base_warnings(base: Evaluation, classes: int) -> list[str]:
+    counts = np.bincount(np.asarray(base.labels, dtype=np.int64), minlength=classes)
+    warning = chance_warning(base.accuracy, chance_accuracy(counts, classes))
+    return [] if warning is None else [warning]
 
 
 def _layer_of(probe: Probe, ranking: Ranking | None, layer: str | None) -> str:
