@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from neuronwidgets.engine.capture import capture
-from neuronwidgets.engine.guard import evaluating
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
 from neuronwidgets.engine.site import Site
 from neuronwidgets.engine.stats import Moments
@@ -108,7 +107,7 @@ def layer_components(
 
     def compute() -> Moments:
         total: Moments | None = None
-        with evaluating(site.model), torch.no_grad():
+        with site.running():
             for chunk, bar in site.chunks(f"components of {site.layer}", progress, cancel):
                 part = Moments.of(channel_samples(capture(site.model, site.module, chunk.images), sampling))
                 total = part if total is None else total.merge(part)

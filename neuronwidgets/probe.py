@@ -32,6 +32,18 @@ from neuronwidgets.methods import check_options
 from neuronwidgets.methods import spec as method_spec
 from neuronwidgets.ranking import Ranking
 
+_AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _autocast_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
+    if value is None or value in _AUTOCAST.values():
+        return value
+    if isinstance(value, str) and value in _AUTOCAST:
+        return _AUTOCAST[value]
+    raise ValueError(
+        f"autocast must be None, torch.bfloat16 or torch.float16 (or 'bfloat16', 'float16'), got {value!r}"
+    )
+
 
 def _refuse_compiled(model: nn.Module) -> None:
     """TorchScript modules run compiled code that forward hooks and torch.fx cannot see into (a traced model
@@ -61,7 +73,10 @@ class Probe:
     ``memory``: how much of the layer's cut (the values after the layer that ablation re-runs from, all chunks)
     is kept between passes, in bytes or as ``"512MB"``/``"2GiB"`` (default 256 MiB). Below it, repeated
     evaluations (the ablation slider) and the unit loop reuse them; above it, each pass streams the data again.
-    The unit loop's working memory is kept to 1/8 of what is cached (at least 1 MiB).
+    The unit loop's working memory is kept to 1/8 of what is cached (at least 1 MiB). ``autocast``:
+    ``torch.bfloat16`` or ``torch.float16`` (or their names) runs every forward pass under `torch.autocast`,
+    faster on GPUs (and CPUs with bfloat16 units) at the cost of exactness: rankings are then estimates (see the
+    README for the measured effect); default None, the model's own precision.
     """
 
     def __init__(
@@ -75,6 +90,7 @@ class Probe:
         device: str | torch.device | None = None,
         chunk_size: int = 128,
         memory: int | str | None = None,
+        autocast: torch.dtype | str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -83,6 +99,7 @@ class Probe:
             raise TypeError(f"device must be a str or torch.device such as 'cpu' or 'cuda:0', got {device!r}")
         self.model = model
         self.memory = memory_budget(memory)
+        self.autocast = _autocast_dtype(autocast)
         self.source = DataSource(data, chunk_size=chunk_size)
         self.device = model_device(model)
         if device is not None and torch.device(device) != self.device:
@@ -199,6 +216,7 @@ class Probe:
             dtype=self.dtype,
             cache=self._cache,
             memory=self.memory,
+            autocast=self.autocast,
         )
 
     def images(self, indices: Any) -> torch.Tensor:

@@ -424,3 +424,24 @@ def test_the_memory_budget_decides_what_is_kept_and_never_changes_the_answer(pla
     for bad in ("lots", -1, True, "12 parsecs"):
         with pytest.raises(ValueError, match="memory must be a number of bytes"):
             nw.Probe(model, images, memory=bad)
+
+
+def test_autocast_runs_every_pass_in_the_lower_precision_and_stays_close(plain):
+    model, images, labels = plain
+    model = model.float()
+    images = images.float()
+    exact = nw.Probe(model, (images, labels), layer="relu2")
+    fast = nw.Probe(model, (images, labels), layer="relu2", autocast="bfloat16")
+    seen = []
+    model.relu2.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    try:
+        rough = fast.rank("activation", progress=False)
+        fast.rank("taylor", progress=False)
+        fast.evaluate([0])
+    finally:
+        model.relu2._forward_hooks.clear()
+    assert seen and set(seen) == {torch.bfloat16}
+    np.testing.assert_allclose(rough.scores, exact.rank("activation", progress=False).scores, rtol=0.05, atol=0.01)
+    assert fast.autocast is torch.bfloat16 and exact.autocast is None
+    with pytest.raises(ValueError, match=r"autocast must be None, torch\.bfloat16 or torch\.float16"):
+        nw.Probe(model, images, autocast="int8")

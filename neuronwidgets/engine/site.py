@@ -7,6 +7,7 @@ points at meanwhile; `Probe` makes one per call. Sites of one probe share its `R
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ class Site:
         dtype: torch.dtype,
         cache: ResultCache,
         memory: int,
+        autocast: torch.dtype | None = None,
     ) -> None:
         """``memory``: bytes of the cut's values (all chunks') that may be kept between calls; above it they
         are streamed, computed again on every pass."""
@@ -53,6 +55,7 @@ class Site:
         self.dtype = dtype
         self._cache = cache
         self.memory = memory
+        self.autocast = autocast
         self._ablator_checked = False
 
     @property
@@ -70,6 +73,17 @@ class Site:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @contextmanager
+    def running(self, *, grad: bool = False) -> Iterator[None]:
+        """The context every forward pass of the model runs in: eval mode (each module's flag restored after)
+        under the model's lock, no autograd graph unless ``grad``, and autocast where the probe asks for it."""
+        with evaluating(self.model), torch.set_grad_enabled(grad):
+            if self.autocast is None:
+                yield
+            else:
+                with torch.autocast(self.device.type, dtype=self.autocast):
+                    yield
 
     # -- checks ---------------------------------------------------------------------------------------------
 
@@ -129,7 +143,7 @@ class Site:
         """The layer's output for a batch of images (N, C, H, W) or one image (C, H, W); uint8 images are
         scaled to [0, 1] as the data's are."""
         batch = as_float_images(images.unsqueeze(0) if images.ndim == 3 else images)
-        with evaluating(self.model), torch.no_grad():
+        with self.running():
             return capture(self.model, self.module, batch.to(self.device, self.dtype))
 
     # -- shared, cached passes ------------------------------------------------------------------------------
@@ -146,7 +160,7 @@ class Site:
         ablator = self.cached(("ablator",), self._trace)
         if not self._ablator_checked:
             self._ablator_checked = True
-            with evaluating(self.model), torch.no_grad():
+            with self.running():
                 image = self._cache.get_or_compute(("first image",), lambda: self.source.first().images)
                 image = image.to(self.device, self.dtype)
                 if not ablator.reproduces(image):
@@ -163,7 +177,7 @@ class Site:
         return ablator
 
     def _trace(self) -> Ablator:
-        with evaluating(self.model):
+        with self.running():
             return Ablator(self.model, self.layer, self.module)
 
     def summary(self, progress: ProgressOption = None, cancel: CancelFlag = None) -> LayerSummary:
@@ -171,7 +185,7 @@ class Site:
 
         def compute() -> LayerSummary:
             total: LayerSummary | None = None
-            with evaluating(self.model), torch.no_grad():
+            with self.running():
                 for chunk, bar in self.chunks(f"reading {self.layer}", progress, cancel):
                     part = LayerSummary.of(capture(self.model, self.module, chunk.images), chunk.labels)
                     total = part if total is None else total.merge(part)
@@ -199,7 +213,7 @@ class Site:
         """The values at the cut after the layer, per chunk; kept in memory between calls when small."""
         ablator = self.ablator()
         key = ("crossings", id(ablator), self.layer)
-        with evaluating(self.model), torch.no_grad():
+        with self.running():
             cached = self._cache.get(key)
             if cached is not None:
                 with Progress.within(description, len(cached) * steps_per_chunk, progress, cancel) as bar:

@@ -7,7 +7,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from neuronwidgets.engine.guard import evaluating
 from neuronwidgets.engine.hooks import forward_hooks, recorder
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
 from neuronwidgets.engine.site import Site
@@ -32,7 +31,7 @@ def collect(
     found = 0
     channels_last = True  # until the model shows that it cannot take that layout
 
-    with evaluating(site.model), forward_hooks([(site.module, recorder(captured))]), torch.no_grad():
+    with site.running(), forward_hooks([(site.module, recorder(captured))]):
         for chunk, bar in site.chunks(f"pcace: reading {site.layer}", progress, cancel):
             assert chunk.labels is not None
             where = torch.nonzero(chunk.labels == target).flatten()

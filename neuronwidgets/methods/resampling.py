@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from neuronwidgets.data import as_float_images
-from neuronwidgets.engine.guard import evaluating
 from neuronwidgets.engine.hooks import forward_hooks, recorder
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
 from neuronwidgets.engine.site import Site
@@ -101,7 +100,7 @@ def _run(site: Site, image: torch.Tensor, how: Resampling, progress: ProgressOpt
     step = site.source.chunk_size
     steps = -(-how.copies // step)
     hooks = forward_hooks([(site.module, recorder(captured))])
-    with evaluating(site.model), hooks, torch.no_grad(), Progress("resampling", steps, progress, cancel) as bar:
+    with site.running(), hooks, Progress("resampling", steps, progress, cancel) as bar:
         for start in range(0, how.copies, step):
             captured.clear()
             scores.append(site.model(batch[start : start + step].to(site.device)).double().cpu())

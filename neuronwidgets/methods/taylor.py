@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from neuronwidgets.engine.guard import evaluating
 from neuronwidgets.engine.hooks import forward_hooks
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
 from neuronwidgets.engine.site import Site
@@ -32,7 +31,7 @@ def rank(site: Site, *, progress: ProgressOption = None, cancel: CancelFlag = No
         held.append(leaf)
         return leaf.clone()  # later in-place ops change the clone, not the leaf we differentiate
 
-    with evaluating(site.model), torch.enable_grad():
+    with site.running(grad=True):
         for chunk, bar in site.chunks(f"taylor {site.layer}", progress, cancel):
             held.clear()
             with forward_hooks([(module, hold)]):
