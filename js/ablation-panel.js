@@ -143,6 +143,7 @@ function render({ model, el }) {
     const total = names.length.toLocaleString("en-US");
     if (query.trim()) classesTitle.textContent = `${matching.toLocaleString("en-US")} of ${total} classes match, most changed first`;
     else if (listAll) classesTitle.textContent = `all ${total} classes, most changed first`;
+    else if (!rows.some((r) => r.change)) classesTitle.textContent = `no class's accuracy changed (${rows.length} of ${total} classes shown)`;
     else classesTitle.textContent = `the ${rows.length} of ${total} classes whose accuracy changed most`;
     showAll.textContent = listAll ? `top ${TOP_CLASSES} only` : `show all ${total}`;
     showAll.setAttribute("aria-pressed", String(listAll));

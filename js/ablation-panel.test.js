@@ -62,12 +62,13 @@ describe("AblationPanel view", () => {
     classes[208] = EVIL;
     const before = classes.map(() => 0.5);
     const after = classes.map((_, i) => 0.5 - (i % 97) / 200);
-    const { el } = mount(widget, {
+    const { model, el } = mount(widget, {
       k: 3, toggled: [], mode: "zero", selected_unit: null, layer: "layer4", units: 512, order: encoded([...Array(512).keys()], "int32"),
       method: "ablation", classes, before: { accuracy: 0.5, per_class: before }, after: { accuracy: 0.3, per_class: after, ablated: [0, 1, 2], k: 3 },
       changed: [], changed_count: 0,
     });
     const rows = () => [...el.querySelectorAll(".nw-class-row")].map((r) => Number(r.dataset.class));
+    const title = () => el.querySelector(".nw-classes-title").textContent;
     expect(rows()).toEqual([96, 193, 290, 387, 484, 581, 678, 775, 872, 969]);
     expect(el.querySelector(".nw-classes-title").textContent).toBe("the 10 of 1,000 classes whose accuracy changed most");
     const showAll = el.querySelector(".nw-show-all");
@@ -91,6 +92,8 @@ describe("AblationPanel view", () => {
     search.dispatchEvent(escape);
     expect(escape.defaultPrevented).toBe(true);
     expect(rows()).toHaveLength(10);
+    model.pythonSet({ after: { accuracy: 0.5, per_class: before, ablated: [], k: 0 } });
+    expect(title()).toBe("no class's accuracy changed (10 of 1,000 classes shown)");
   });
 
   it("lists a few classes in their own order, and shows the kernel's warnings as text", () => {

@@ -372,20 +372,52 @@ function classSearch(model, parts) {
     pick(Number(el.dataset.position));
   }
 
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let blurred;
+  let justFocused = false;
+  let restoring = false; // a blur whose focus may come back at once (the view's re-creation)
+  let wasOpen = false;
+  function onFocus() {
+    clearTimeout(blurred);
+    if (restoring) {
+      restoring = false; // the re-created view got the focus back: as it was, list open or closed
+      if (wasOpen) open();
+      return;
+    }
+    if (search.value === nameOf(model.get("target"))) {
+      search.select(); // the chosen name is replaced by what is typed
+      justFocused = true;
+    }
+    open(); // a query typed before a view's re-creation moved the box is kept
+  }
+  /** @param {MouseEvent} event */
+  function onMouseUp(event) {
+    if (justFocused) event.preventDefault(); // the click that focused the box must not undo the selection
+    justFocused = false;
+  }
+  // The kernel's picture refresh re-creates the view, which detaches the box (a blur) and focuses it again at
+  // once (lib/lasting.js): give up the query only if the focus really went elsewhere.
   function onBlur() {
-    close();
-    search.value = nameOf(model.get("target"));
+    clearTimeout(blurred);
+    restoring = true;
+    wasOpen = !matches.hidden;
+    blurred = setTimeout(() => {
+      restoring = false;
+      if (document.activeElement === search) return;
+      close();
+      search.value = nameOf(model.get("target"));
+    }, 150);
   }
 
   const cleanup = teardown([
-    on(search, "focus", () => {
-      search.select();
-      open();
-    }),
+    on(search, "focus", onFocus),
+    on(search, "mouseup", onMouseUp),
+    on(search, "click", () => matches.hidden && onFocus()), // clicked again after a pick: search afresh
     on(search, "input", open),
     on(search, "keydown", onKey),
     on(search, "blur", onBlur),
     on(matches, "mousedown", onPointer),
+    () => clearTimeout(blurred),
   ]);
   return { sync, cleanup };
 }

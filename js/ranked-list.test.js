@@ -141,7 +141,7 @@ describe("RankedList view", () => {
     expect(titleOf({ method: "taylor", layer: "fc", target_name: "cat", units: 3 })).toBe("taylor · layer fc · class cat · 3 units");
   });
 
-  it("picks one of 1,000 classes by typing: 'ret' lists 'golden retriever', arrows and Enter pick it", () => {
+  it("picks one of 1,000 classes by typing: 'ret' lists 'golden retriever', arrows and Enter pick it", async () => {
     const classes = Array.from({ length: 1000 }, (_, i) => `class ${i}`);
     classes[207] = "golden retriever";
     classes[208] = "Labrador retriever";
@@ -192,7 +192,22 @@ describe("RankedList view", () => {
     search.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape", bubbles: true }));
     expect(search.value).toBe(EVIL);
     expect(list.hidden).toBe(true);
+    // the view's re-creation detaches the box and focuses it again at once: the query and the list stay as
+    // they were (closed here, after Escape; open with the query typed)
     search.blur();
+    search.focus();
+    expect(list.hidden).toBe(true);
+    search.value = "golden";
+    search.dispatchEvent(new Event("input"));
+    search.blur();
+    search.focus();
+    expect(list.hidden).toBe(false);
+    expect(search.value).toBe("golden");
+    expect(list.querySelector(".nw-match").textContent).toBe("golden retriever");
+    search.blur();
+    await new Promise((resolve) => setTimeout(resolve, 200)); // the focus really went elsewhere
+    expect(list.hidden).toBe(true);
+    expect(search.value).toBe(EVIL);
     model.pythonSet({ target: null });
     expect(search.value).toBe("");
     model.pythonSet({ method: "weight_l1" });

@@ -312,6 +312,15 @@ def test_ranked_list_says_when_a_ranking_may_mislead(probe):
     ranked = nw.RankedList(said)
     assert ranked.info["warnings"] == ["labels may not be X"]  # the method's own words, not the list's
     quiet = nw.Ranking(np.zeros(5), method="ablation", layer="relu3", meta={"warnings": []})
+    import warnings
+
+    from neuronwidgets.widgets.ranked_list import quiet_ranking_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_ranking_warnings():
+            warnings.warn("shown by the widget", nw.RankingWarning, stacklevel=1)
+    assert not caught  # the widget's rankings do not also print their warnings to the cell
     assert ranked.snapshot().size[1] > nw.RankedList(quiet).snapshot().size[1]  # said in the picture too
 
 

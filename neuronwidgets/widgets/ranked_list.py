@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 import traitlets
 from PIL import Image
 
+from neuronwidgets.diagnostics import RankingWarning
 from neuronwidgets.methods import MethodSpec, spec, specs
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
@@ -29,6 +32,16 @@ def method_info(method: MethodSpec) -> dict[str, Any]:
         "takes_target": method.takes_target,
         "needs_image": method.needs_image,
     }
+
+
+@contextlib.contextmanager
+def quiet_ranking_warnings() -> Iterator[None]:
+    """Hold back `RankingWarning` while a widget ranks: the widget shows the warnings itself, and a warning
+    from the worker thread lands as a stderr box in whichever cell ran last. (``catch_warnings`` changes the
+    process's filters for the duration; the worker's ranking is the only code that issues this category.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankingWarning)
+        yield
 
 
 def ranking_warnings(ranking: Ranking) -> list[str]:
@@ -188,13 +201,14 @@ class RankedList(Widget):
         preview = spec(method).preview if "target" not in options else None
 
         def run(job: Job) -> Ranking:
-            if preview is not None:
-                first = probe.rank(preview, layer=layer, progress=False, cancel=job.cancel)
-                if job.current:
-                    with self.hold_sync():
-                        self._show(first, provisional=True)
-            progress = self._progress_callback(job)
-            return probe.rank(method, layer=layer, progress=progress, cancel=job.cancel, **options)
+            with quiet_ranking_warnings():  # the list shows them (info["warnings"]); not again as stderr text
+                if preview is not None:
+                    first = probe.rank(preview, layer=layer, progress=False, cancel=job.cancel)
+                    if job.current:
+                        with self.hold_sync():
+                            self._show(first, provisional=True)
+                progress = self._progress_callback(job)
+                return probe.rank(method, layer=layer, progress=progress, cancel=job.cancel, **options)
 
         def done(ranking: Ranking) -> None:
             self._cache[key] = ranking
