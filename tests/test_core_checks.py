@@ -445,3 +445,32 @@ def test_autocast_runs_every_pass_in_the_lower_precision_and_stays_close(plain):
     assert fast.autocast is torch.bfloat16 and exact.autocast is None
     with pytest.raises(ValueError, match=r"autocast must be None, torch\.bfloat16 or torch\.float16"):
         nw.Probe(model, images, autocast="int8")
+
+
+class _Generated(torch.utils.data.Dataset):
+    """Images made on demand from their index (a dataset that is never all in memory)."""
+
+    def __init__(self, n: int, shape: tuple[int, ...]) -> None:
+        self.n, self.shape = n, shape
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        generator = torch.Generator().manual_seed(i)
+        return torch.rand(self.shape, generator=generator, dtype=torch.float64) + 0.05, i % 5
+
+
+@pytest.mark.filterwarnings("ignore:.*pin_memory.*:UserWarning")
+def test_a_dataloader_with_worker_processes_and_pinned_memory_gives_the_same_rankings(plain):
+    model, _images, _labels = plain
+    dataset = _Generated(40, (3, 8, 8))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=16, num_workers=2, pin_memory=True)
+    direct = nw.Probe(model, dataset, layer="relu2", chunk_size=16)
+    loaded = nw.Probe(model, loader, layer="relu2")
+    for method in ("activation", "ablation", "taylor"):
+        np.testing.assert_array_equal(
+            loaded.rank(method, progress=False).scores, direct.rank(method, progress=False).scores
+        )
+    np.testing.assert_array_equal(loaded.top_images(1, 5), direct.top_images(1, 5))
+    np.testing.assert_array_equal(loaded.activation_maps(1, [3, 38]), direct.activation_maps(1, [3, 38]))
