@@ -114,10 +114,10 @@ def time_pcace(size: int) -> dict:
     probe = nw.Probe(model, (images, labels), layer="layer3")
     load = os.getloadavg()[0]
     start = _clock()
-    ranking = pcace.rank(probe, target=0, progress=False)
+    ranking = pcace.rank(probe.site(), target=0, progress=False)
     total = _since(start)
     start = _clock()
-    maps, logits, _ = pcace.collect(probe, 0, 300, False, None)
+    maps, logits, _ = pcace.collect(probe.site(), 0, 300, False, None)
     forward = _since(start)
     start = _clock()
     scores, _ = pcace.principal_scores(maps, 3)

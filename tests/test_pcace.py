@@ -71,7 +71,7 @@ def slow_pcace(model, layer, images, labels, target, count, components, permutat
 def test_matches_a_slow_per_unit_computation(setup, layer):
     model, images, labels = setup
     probe = nw.Probe(model, (images, labels), layer=layer, chunk_size=16)
-    ranking = pcace.rank(probe.site(), target=0, images=25, permutations=3, seed=5, progress=False)
+    ranking = pcace.rank(probe.site(), target=0, max_images=25, permutations=3, seed=5, progress=False)
     units = [0, 3, 4]
     expected, null, chosen = slow_pcace(model, layer, images, labels, 0, 25, 3, 3, 5, units)
     np.testing.assert_allclose(ranking.scores[units], expected, rtol=0, atol=1e-6)
@@ -92,15 +92,15 @@ def test_matches_a_slow_per_unit_computation(setup, layer):
 def test_reference_variant_and_null(setup):
     model, images, labels = setup
     probe = nw.Probe(model, (images, labels), layer="relu1", chunk_size=32)
-    maximal = pcace.rank(probe.site(), target=1, images=None, permutations=4, progress=False)
-    ref = pcace.rank(probe.site(), target=1, images=None, permutations=4, variant="reference", progress=False)
+    maximal = pcace.rank(probe.site(), target=1, max_images=None, permutations=4, progress=False)
+    ref = pcace.rank(probe.site(), target=1, max_images=None, permutations=4, variant="reference", progress=False)
     assert maximal.meta["images_used"] == 17
     np.testing.assert_allclose(ref.scores, maximal.meta["reference_correlation"])
     np.testing.assert_allclose(maximal.scores, ref.meta["maximal_correlation"])
     assert np.all((maximal.scores >= 0) & (maximal.scores <= 1))
     assert np.all(ref.scores <= maximal.scores + 1e-9)
     assert np.all(maximal.meta["null_mean"] > 0) and np.all(maximal.meta["null_p95"] >= maximal.meta["null_mean"])
-    none = pcace.rank(probe.site(), target=1, images=None, permutations=0, progress=False)
+    none = pcace.rank(probe.site(), target=1, max_images=None, permutations=0, progress=False)
     np.testing.assert_array_equal(none.scores, maximal.scores)
     assert none.meta["null_mean"] is None and none.meta["above_null"] is None
 
@@ -109,7 +109,7 @@ def test_progress_and_cancel(setup):
     model, images, labels = setup
     probe = nw.Probe(model, (images, labels), layer="conv1", chunk_size=10)
     seen = []
-    pcace.rank(probe.site(), target=1, images=None, permutations=1, progress=seen.append)
+    pcace.rank(probe.site(), target=1, max_images=None, permutations=1, progress=seen.append)
     reading = [info for info in seen if info.description.startswith("pcace: reading")]
     assert [info.done for info in reading] == list(range(1, 8)) and reading[-1].total == 7
     assert seen[-1].done == seen[-1].total  # the ACE phase reports too

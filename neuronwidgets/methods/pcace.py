@@ -20,9 +20,9 @@ _UNITS_PER_PCA_BLOCK = 32
 
 
 def collect(
-    site: Site, target: int, images: int | None, progress: ProgressOption, cancel: CancelFlag
+    site: Site, target: int, max_images: int | None, progress: ProgressOption, cancel: CancelFlag
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One streamed pass over the images of class ``target`` (at most ``images``, in data order): the
+    """One streamed pass over the images of class ``target`` (at most ``max_images``, in data order): the
     layer's output (N, units, positions), the class-``target`` logit (N,) and the image indices (N,)."""
     maps: list[torch.Tensor] = []
     logits: list[torch.Tensor] = []
@@ -35,8 +35,8 @@ def collect(
         for chunk, bar in site.chunks(f"pcace: reading {site.layer}", progress, cancel):
             assert chunk.labels is not None
             where = torch.nonzero(chunk.labels == target).flatten()
-            if images is not None:
-                where = where[: images - found]
+            if max_images is not None:
+                where = where[: max_images - found]
             if len(where):
                 scores, channels_last = _forward(site.model, chunk.images[where], captured, channels_last)
                 if not captured:
@@ -47,7 +47,7 @@ def collect(
                 indices.append(where.cpu() + chunk.start)
                 found += len(where)
             bar.advance()
-            if images is not None and found >= images:
+            if max_images is not None and found >= max_images:
                 break
     if found < MIN_IMAGES:
         raise ValueError(
@@ -116,7 +116,7 @@ def rank(
     *,
     target: int | None = None,
     components: int = 3,
-    images: int | None = 300,
+    max_images: int | None = 300,
     variant: Literal["maximal", "reference"] = "maximal",
     permutations: int = 20,
     seed: int = 0,
@@ -125,7 +125,7 @@ def rank(
 ) -> Ranking:
     """PCACE: ACE maximal correlation of the unit's whole map with the class-``target`` logit.
 
-    Over up to ``images`` images of class ``target`` (the first in data order): each unit's maps are
+    Over up to ``max_images`` images of class ``target`` (the first in data order): each unit's maps are
     standardised per position, reduced to ``components`` principal components, and ACE finds the maximal
     correlation between the logit and the components. ACE iterates as the `ace` package the authors used
     (0.4.2, after Friedman's mace.f): a linear first guess, each new phi_j kept only if it raises R^2, and
@@ -139,12 +139,14 @@ def rank(
         raise ValueError(f"unknown variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
     if components < 1:
         raise ValueError(f"components must be at least 1, got {components}")
-    if images is not None and images < MIN_IMAGES:
-        raise ValueError(f"images must be at least {MIN_IMAGES} (or None for all), got {images}")
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int)):
+        raise TypeError(f"max_images must be an int or None (all images of the class), got {max_images!r}")
+    if max_images is not None and max_images < MIN_IMAGES:
+        raise ValueError(f"max_images must be at least {MIN_IMAGES} (or None for all), got {max_images}")
     if permutations < 0:
         raise ValueError(f"permutations must be 0 or more, got {permutations}")
     target = int(target)
-    maps, logits, indices = collect(site, target, images, progress, cancel)
+    maps, logits, indices = collect(site, target, max_images, progress, cancel)
     n, units, positions = maps.shape
     used = min(components, positions, n - 1)
     scores, shares = principal_scores(maps, used)
