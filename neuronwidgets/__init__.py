@@ -3,6 +3,8 @@
 The core (`Probe`, `Ranking`, the engine and the methods) never imports ipywidgets.
 """
 
+from importlib import metadata as _metadata
+
 from neuronwidgets import demo
 from neuronwidgets.attributes import attribute_correlations
 from neuronwidgets.components import Components
@@ -33,7 +35,8 @@ __all__ = [
     "faithfulness",
     "methods",
 ]
-__version__ = "0.1.0"
+# One source for the version: pyproject.toml, as installed (an editable install reads it the same way).
+__version__ = _metadata.version("neuronwidgets")
 
 _WIDGETS = ("Explorer", "RankedList", "ActivationOverlay", "AblationPanel", "MonitorView")
 
