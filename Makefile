@@ -5,11 +5,12 @@ BIN := $(VENV)/bin
 # The torch build this project is developed and tested with; pyproject.toml only states a range.
 TORCH_PACKAGES ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test lint bench clean js chromium
+.PHONY: setup demo test lint bench clean js chromium check-install
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The front end is built first, so the editable install's build hook finds the bundles and skips npm.
+$(VENV)/.installed: pyproject.toml | js
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PACKAGES)
@@ -38,6 +39,12 @@ chromium:
 test: lint js chromium
 	npm test
 	$(BIN)/python -m pytest -q
+	$(MAKE) check-install
+
+# A user's install: wheel and sdist from a clean clone of HEAD, the wheel in a fresh venv without Node or the dev
+# extras, the Explorer in JupyterLab from it. Commit first: uncommitted changes are not in the clone.
+check-install: setup chromium
+	PY=$(BIN)/python TORCH_PACKAGES="$(TORCH_PACKAGES)" bash .ci/check-install.sh
 
 bench: setup
 	$(BIN)/python benchmarks/ablation.py

@@ -9,7 +9,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PY="$(cd "$ROOT" && realpath "${PY:-.venv/bin/python}")"
+PY="${PY:-$ROOT/.venv/bin/python}"
+[[ "$PY" == /* ]] || PY="$PWD/$PY"  # absolute, but not resolved: a venv's python is a symlink
 TORCH_PACKAGES="${TORCH_PACKAGES:-torch torchvision}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/nw-install.XXXXXX")"
 cleanup() { if [[ "${KEEP:-0}" == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi; }
