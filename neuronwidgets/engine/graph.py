@@ -6,8 +6,9 @@ identity, cross the cut as extra inputs of the suffix, so re-running only the su
 
 For zero or mean ablation the analysis also looks for a *frontier*: the first linear ops (conv, linear)
 reached from the layer through ops that act on each channel separately (ReLU, eval-mode BatchNorm, pooling,
-flatten, dropout). Ablating a channel then only changes those ops' inputs by a known amount, so their outputs
-can be corrected by subtracting the channel's contribution instead of being recomputed.
+a mean over spatial dimensions, flatten, dropout). Ablating a channel then only changes those ops' inputs by a
+known amount, so their outputs can be corrected by subtracting the channel's contribution instead of being
+recomputed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ _CHANNELWISE_FUNCTIONS = {
     F.dropout, torch.flatten, torch.relu_, F.relu_,
 }  # fmt: skip
 _CHANNELWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "flatten", "contiguous"}
+# Reductions that are channel-wise when they reduce only spatial dimensions (``x.mean([2, 3])``).
+_REDUCTION_METHODS = {"mean", "sum", "amax"}
+_REDUCTION_FUNCTIONS = {torch.mean, torch.sum, torch.amax}
 _INPLACE_FUNCTIONS = {torch.relu_, F.relu_, operator.iadd, operator.isub, operator.imul, operator.itruediv}
 
 
@@ -66,10 +70,24 @@ def _flatten_is_from_dim1(node: fx.Node) -> bool:
     return start == 1 and end == -1
 
 
+def _reduces_only_spatial_dims(node: fx.Node) -> bool:
+    """Whether a mean/sum/amax node reduces explicit dimensions, all of them 2 or later (never the batch or the
+    channels). Negative dimensions are refused: without the tensor's rank, -2 may be the channel axis."""
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    dims = [dims] if isinstance(dims, int) else dims
+    if not isinstance(dims, (list, tuple)) or not dims:
+        return False
+    return all(isinstance(d, int) and not isinstance(d, bool) and d >= 2 for d in dims)
+
+
 def is_channelwise(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Whether channel c of the node's output depends on channel c of its first input only (in eval mode)."""
     if any(isinstance(a, fx.Node) for a in (*node.args[1:], *node.kwargs.values())):
         return False
+    if node.op == "call_method" and node.target in _REDUCTION_METHODS:
+        return _reduces_only_spatial_dims(node)
+    if node.op == "call_function" and node.target in _REDUCTION_FUNCTIONS:
+        return _reduces_only_spatial_dims(node)
     if node.op == "call_module":
         module = modules[node.target]
         if not isinstance(module, _CHANNELWISE_MODULES):
@@ -178,6 +196,7 @@ def _find_frontier(
     chain: list[fx.Node] = []
     frontier: list[fx.Node] = []
     todo, seen = [layer_node], {layer_node}
+    reaches_output = False  # a channel-wise image of the layer's output is itself the class scores
     while todo:
         node = todo.pop()
         for user in node.users:
@@ -189,13 +208,17 @@ def _find_frontier(
             elif is_channelwise(user, modules) and user.args[0] is node:
                 chain.append(user)
                 todo.append(user)
+            elif user.op == "output":
+                reaches_output = True
             else:
                 what = user.target if user.op != "call_module" else type(modules[user.target]).__name__
                 return (
                     None,
                     f"the layer's output reaches {getattr(what, '__name__', what)!s} ({user.name}), "
-                    "which mixes channels or other values",
+                    "which is not known to act on each channel alone (it may mix channels or other values)",
                 )
+    if reaches_output:
+        return None, "only channel-wise ops follow the layer up to the class scores (no conv or linear op)"
     if not frontier:
         return None, "no conv or linear op follows the layer"
     for node in chain:

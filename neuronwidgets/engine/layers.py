@@ -20,6 +20,7 @@ class LayerInfo:
     shape: tuple[int, ...]  # output shape without the batch dimension, e.g. (32, 16, 16)
     calls: int
     is_output: bool  # its output is the model's output (the class scores themselves)
+    channels_last: bool = False  # a 4-D output laid out (N, H, W, C), e.g. inside a ConvNeXt block
 
     @property
     def units(self) -> int:
@@ -27,9 +28,10 @@ class LayerInfo:
 
     @property
     def inspectable(self) -> bool:
-        return self.calls == 1 and len(self.shape) in (1, 3) and not self.is_output
+        return self.calls == 1 and len(self.shape) in (1, 3) and not self.is_output and not self.channels_last
 
 
+_CHANNELS_FIRST = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Hardswish, nn.Mish, nn.Tanh)
 
 
@@ -41,23 +43,68 @@ def discover(model: nn.Module, image: torch.Tensor) -> tuple[dict[str, LayerInfo
     """
     calls: dict[str, int] = {}
     outputs: dict[str, object] = {}
+    inputs_of: dict[str, object] = {}
     modules = {name: module for name, module in model.named_modules() if name}
 
     def counter(name: str):
         def hook(module: nn.Module, inputs: object, output: object) -> None:
             calls[name] = calls.get(name, 0) + 1
             outputs.setdefault(name, output)
+            if isinstance(inputs, tuple) and inputs:
+                inputs_of.setdefault(name, inputs[0])
 
         return hook
 
     with forward_hooks((module, counter(name)) for name, module in modules.items()):
         result = model(image)
+    last = channel_axes(calls, modules, inputs_of, outputs)
     infos = {}
     for name in calls:
         out = outputs[name]
         shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) and out.ndim >= 1 else ()
-        infos[name] = LayerInfo(name, type(modules[name]).__name__, shape, calls[name], out is result)
+        info = LayerInfo(name, type(modules[name]).__name__, shape, calls[name], out is result, last.get(name) == 3)
+        infos[name] = info
     return infos, result
+
+
+def channel_axes(
+    order: dict[str, int], modules: dict[str, nn.Module], inputs_of: dict[str, object], outputs: dict[str, object]
+) -> dict[str, int]:
+    """The channel axis (1, or 3 for channels-last) of each module's 4-D output, from one forward pass.
+
+    Images enter channels-first. A ``Permute`` module moves the axis; an ``nn.Linear`` or ``nn.LayerNorm`` (over
+    one dimension) given a 4-D input acts on its last dimension, so its output is channels-last; convs and 2-D
+    norms read and write (N, C, H, W); any other module keeps the layout of the module that produced its input
+    (found by identity of the tensor), or channels-first where no module did. ``order``: modules in the order
+    their calls finished (a producer before its consumers).
+    """
+    produced: dict[int, int] = {}  # id of a module's output tensor -> its channel axis
+    axes: dict[str, int] = {}
+    for name in order:
+        out, given = outputs[name], inputs_of.get(name)
+        if not isinstance(out, torch.Tensor) or out.ndim != 4:
+            continue
+        axis = _output_axis(modules[name], given, produced)
+        axes[name] = axis
+        produced.setdefault(id(out), axis)
+    return axes
+
+
+def _output_axis(module: nn.Module, given: object, produced: dict[int, int]) -> int:
+    """The channel axis of ``module``'s 4-D output, from its input ``given`` (see `channel_axes`)."""
+    if not isinstance(given, torch.Tensor) or given.ndim != 4:
+        return 1
+    axis_in = produced.get(id(given), 1)
+    dims = getattr(module, "dims", None)
+    if type(module).__name__ == "Permute" and isinstance(dims, (list, tuple)) and len(dims) == 4:
+        return list(dims).index(axis_in) if axis_in in dims else 1
+    if type(module).forward is nn.Linear.forward:
+        return 3
+    if type(module).forward is nn.LayerNorm.forward and len(module.normalized_shape) == 1:
+        return 3
+    if isinstance(module, _CHANNELS_FIRST):
+        return 1
+    return axis_in
 
 
 def default_layer(infos: dict[str, LayerInfo], modules: dict[str, nn.Module]) -> str:
@@ -86,6 +133,12 @@ def unknown_layer_message(name: str, infos: dict[str, LayerInfo], exists: bool =
             why = f"module {name!r} runs {info.calls} times per forward pass, so its output is ambiguous"
         elif info.is_output:
             why = f"{name!r} produces the class scores themselves"
+        elif info.channels_last:
+            why = (
+                f"the output of {name!r} is channels-last, (N, H, W, C) with {info.shape[-1]} channels (it follows a "
+                "permute, or a Linear/LayerNorm acting on the last dimension); neuronwidgets ranks the channels of "
+                "(N, C, H, W) maps and would rank image rows here. Rank the conv before it or the block's output"
+            )
         else:
             why = f"the output of {name!r} has shape {info.shape}, not (C, H, W) or (C,)"
         return f"{why}. Inspectable layers: {listing}"

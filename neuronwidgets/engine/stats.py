@@ -60,6 +60,13 @@ class OutcomeCounts:
         return self.loss / max(1, int(self.images.sum()))
 
 
+def per_image_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype per-image statistics are kept in: the model's precision, at least float32. Means are summed in
+    float64 first; float64 models keep float64 (a float32 copy loses up to 1e-7 relative, which an
+    ill-conditioned index such as selectivity's amplifies), others keep float32 to halve the memory."""
+    return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
+
+
 @dataclass
 class LayerSummary:
     """One layer's output summarised per image (spatial mean and max per unit) and summed over images.
@@ -71,8 +78,8 @@ class LayerSummary:
     count: int
     map_sum: np.ndarray  # (units, *spatial) float64: sum over images of each unit's map
     square_sum: np.ndarray  # (units,) float64: sum over images and positions of the squared activation
-    image_mean: np.ndarray  # (images, units) float32: spatial mean of each unit's map
-    image_max: np.ndarray  # (images, units) float32: spatial maximum of each unit's map
+    image_mean: np.ndarray  # (images, units): spatial mean of each unit's map, see `per_image_dtype`
+    image_max: np.ndarray  # (images, units): spatial maximum of each unit's map
     labels: np.ndarray | None  # (images,) int64
 
     @classmethod
@@ -80,12 +87,13 @@ class LayerSummary:
         """Summarise one chunk of activations of shape (N, units, *spatial)."""
         a = activations.detach()
         flat = a.reshape(a.shape[0], a.shape[1], -1).double()
+        kept = per_image_dtype(a.dtype)
         return cls(
             count=a.shape[0],
             map_sum=a.double().sum(0).cpu().numpy(),
             square_sum=(flat**2).sum((0, 2)).cpu().numpy(),
-            image_mean=flat.mean(2).float().cpu().numpy(),
-            image_max=flat.amax(2).float().cpu().numpy(),
+            image_mean=flat.mean(2).to(kept).cpu().numpy(),
+            image_max=flat.amax(2).to(kept).cpu().numpy(),
             labels=None if labels is None else labels.cpu().numpy().astype(np.int64),
         )
 

@@ -7,7 +7,6 @@ perturbed copies (correlation), and how stable it stays (precision, the inverse 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,16 +134,8 @@ def is_constant(y: np.ndarray) -> bool:
     """Whether ``y`` varies by no more than float64 rounding of its largest value (e.g. a softmax probability
     saturated at 1 on every copy)."""
     spread = float(np.ptp(y)) if y.size else 0.0
-    return spread <= 64 * np.finfo(np.float64).eps * max(float(np.abs(y).max(initial=0.0)), np.finfo(np.float64).tiny)
-
-
-def _constant_output_message(how: Resampling, result: _Resampled) -> str:
-    what = "probability" if how.output == "probability" else "logit"
-    hint = ' (it saturates): use output="logit"' if how.output == "probability" else ": raise sigma or copies"
-    return (
-        f"the {what} of class {result.output_class} is the same on all {how.copies} noisy copies{hint}; every "
-        "correlation is undefined, so every unit scores 0 and the order is only the unit index"
-    )
+    scale = max(float(np.abs(y).max(initial=0.0)), float(np.finfo(np.float64).tiny))
+    return bool(spread <= 64 * float(np.finfo(np.float64).eps) * scale)
 
 
 def _image(site: Site, image: Any) -> tuple[torch.Tensor, Any]:
@@ -174,9 +165,6 @@ def _rank(which: str, site: Site, image: Any, how: Resampling, progress: Progres
     by_correlation = set(np.argsort(-result.correlation, kind="stable")[:k].tolist())
     by_precision = set(np.argsort(-result.precision, kind="stable")[:k].tolist())
     scores = result.correlation if which == "correlation" else result.precision
-    note = _constant_output_message(how, result) if result.constant_output else None
-    if note and which == "correlation":
-        warnings.warn(note, RuntimeWarning, stacklevel=4)
     return Ranking(
         scores=scores,
         method=f"resampling_{which}",
@@ -195,8 +183,8 @@ def _rank(which: str, site: Site, image: Any, how: Resampling, progress: Progres
             "correlation": result.correlation,
             "precision": result.precision,
             "outputs": result.outputs,
+            # Every correlation is undefined: the scores are all 0 and `Probe.rank` warns (suggesting logits).
             "constant_output": result.constant_output,
-            **({"warnings": [note]} if note and which == "correlation" else {}),
             "top_k": k,
             # |S_R ∩ S_P| / (|S_R| + |S_P|), as in the authors' code; at most 0.5.
             "overlap": len(by_correlation & by_precision) / (2 * k),
