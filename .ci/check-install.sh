@@ -105,12 +105,13 @@ user bash -c '! command -v node && ! command -v npm' >/dev/null || { echo "node 
 # 7. The user's venv: the wheel without extras, plus what running it in JupyterLab needs, plus the test tools
 #    (Playwright's Python package only: the browser is Debian's /usr/bin/chromium).
 user "$PY" -m venv "$VENV"
+# --no-compile: byte-compiling all of torch costs minutes here; Python compiles what it imports anyway.
 # shellcheck disable=SC2086  # TORCH_PACKAGES is a list of requirements
-user "$VENV/bin/python" -m pip install --quiet $TORCH_PACKAGES "$WHEEL" jupyterlab ipykernel pytest playwright \
+user "$VENV/bin/python" -m pip install --quiet --no-compile $TORCH_PACKAGES "$WHEEL" jupyterlab ipykernel pytest playwright \
     >"$WORK/pip.log" 2>&1 || { grep -v "^WARNING: Location" "$WORK/pip.log" | tail -40; exit 1; }
 user "$VENV/bin/python" - <<'EOF'
 import importlib.util
-dev_only = [name for name in ("sklearn", "ruff", "nbclient", "captum") if importlib.util.find_spec(name)]
+dev_only = [name for name in ("sklearn", "ruff", "captum", "ace") if importlib.util.find_spec(name)]
 assert not dev_only, f"dev extras leaked into the user's venv: {dev_only}"
 EOF
 phase "fresh venv with the wheel, torch, jupyterlab, ipykernel, pytest, playwright"
