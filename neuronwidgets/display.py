@@ -26,7 +26,7 @@ note in `Display.notes`). uint8 data arrives here already divided by 255 (see `n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,7 +202,7 @@ def find_normalize(transform: Any, where: str = "transform") -> tuple[Unnormaliz
     return found, " and ".join(path)
 
 
-def _steps(transform: Any, where: str):
+def _steps(transform: Any, where: str) -> Iterator[tuple[Unnormalize | None, str]]:
     """(Unnormalize, where) for each Normalize-like step of a (nested) transform, depth first; (None, why)
     where a step's effect cannot be known."""
     if transform is None:
@@ -211,7 +211,7 @@ def _steps(transform: Any, where: str):
     if _is_normalize(transform):
         yield (
             Unnormalize(transform.mean, transform.std),
-            f"{where}: {name}(mean={_fmt(transform.mean)}, std=" + (f"{_fmt(transform.std)})"),
+            f"{where}: {name}(mean={_fmt(transform.mean)}, std={_fmt(transform.std)})",
         )
         return
     if name in ("RandomApply", "RandomChoice", "RandomOrder") and any(
