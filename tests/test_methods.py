@@ -130,7 +130,8 @@ def test_demo_ranking_meta_and_progress_reports():
     assert ranking.meta["base_accuracy"] >= 0.95
     assert ranking.meta["drop_matrix"].shape == (64, 10)
     assert seen and seen[-1].done == seen[-1].total and seen[-1].fraction == 1.0
-    assert all(info.eta is not None and info.eta >= 0 for info in seen)
+    # the time left is estimated from the steps after the first (which includes tracing and warm-up)
+    assert all(info.eta is not None and info.eta >= 0 for info in seen[1:])
     assert probe.classes == [str(i) for i in range(10)]
 
 
