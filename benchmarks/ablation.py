@@ -305,9 +305,8 @@ def way_worker(job: dict[str, Any]) -> dict[str, Any]:
         loop_memory.start()
         logits = ours_class_scores(probe, units)
         loop_extra = loop_memory.extra()
-        crossing_bytes = sum(
-            v.numel() * v.element_size() for values, _, _ in probe.site().crossings("size", progress=False) for v in values
-        )
+        crossings = probe.site().crossings("size", progress=False)
+        crossing_bytes = sum(v.numel() * v.element_size() for values, _, _ in crossings for v in values)
         out.update(
             call_profile=call_size_profile(probe) if job["profile_calls"] else None,
             scores=np.asarray(ranking.scores),
@@ -344,7 +343,8 @@ def rounds_worker(job: dict[str, Any]) -> dict[str, list[Any]]:
     module = model.get_submodule(layer)
     naive_outcomes(model, module, images[:4], labels[:4], units[:1])  # warm-up
     captum_drops(model, module, images[:4], labels[:4], units[:1], channels, ppe)
-    nw.Probe(model, (images[:4], labels[:4]), layer=layer, chunk_size=CHUNK).site().ablation_outcomes([0, 1], progress=False)
+    small = nw.Probe(model, (images[:4], labels[:4]), layer=layer, chunk_size=CHUNK)
+    small.site().ablation_outcomes([0, 1], progress=False)
     out: dict[str, list[Any]] = {"naive": [], "captum": [], "ours": []}
     for _ in range(job["rounds"]):
         result = naive_outcomes(model, module, images, labels, units)

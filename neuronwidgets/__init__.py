@@ -10,6 +10,7 @@ from neuronwidgets.attributes import attribute_correlations
 from neuronwidgets.components import Components
 from neuronwidgets.curves import Curves, completeness, faithfulness
 from neuronwidgets.diagnostics import RankingWarning
+from neuronwidgets.display import Unnormalize
 from neuronwidgets.engine.progress import Cancelled, ProgressInfo
 from neuronwidgets.evaluation import Evaluation
 from neuronwidgets.methods import methods
@@ -27,6 +28,7 @@ __all__ = [
     "ProgressInfo",
     "Ranking",
     "RankingWarning",
+    "Unnormalize",
     "attribute_correlations",
     "compare",
     "compare_models",

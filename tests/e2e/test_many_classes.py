@@ -68,7 +68,7 @@ def run_many_classes(page, jupyter_lab: dict, artifacts: Path) -> None:
     explorer = page.locator(f"{NOTEBOOK} .nw-explorer").first
     ranked, panel = explorer.locator(".nw-ranked-list"), explorer.locator(".nw-ablation")
     title = "ablation · layer layer4 · all classes · 512 units"
-    expect(ranked.locator(".nw-title")).to_contain_text(title, timeout=180_000)
+    expect(ranked.locator(".nw-title")).to_contain_text(title, timeout=420_000)
     expect(ranked.locator(".nw-badge")).to_be_hidden(timeout=120_000)
     expect(panel.locator(".nw-title")).to_contain_text("ranked by ablation", timeout=60_000)
     print(f"[timing] 1,000-class explorer ranked: {time.perf_counter() - start:.1f} s")
@@ -157,7 +157,7 @@ def run_many_classes(page, jupyter_lab: dict, artifacts: Path) -> None:
     # labels that are not the model's class indices: both views say so, and why
     wrong = page.locator(f"{NOTEBOOK} .nw-explorer").nth(1)
     warning = wrong.locator(".nw-ranked-list .nw-warnings")
-    expect(warning).to_be_visible(timeout=180_000)
+    expect(warning).to_be_visible(timeout=420_000)
     expect(warning).to_contain_text("class indices")
     expect(wrong.locator(".nw-ablation .nw-warnings")).to_contain_text("at or below chance", timeout=60_000)
     print(f"[warning] {warning.text_content()!r}")
