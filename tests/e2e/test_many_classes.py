@@ -38,6 +38,7 @@ def settled(page, quiet_ms: int = 1500) -> None:
 
 # this notebook's tab: JupyterLab's workspace may restore another test's notebook beside it
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+CURRENT_IS_OURS = "window.jupyterapp?.shell?.currentWidget?.context?.path === 'many_classes.ipynb'"
 CLOSE = """async () => {
   const panel = window.jupyterapp.shell.currentWidget;
   await panel.sessionContext.shutdown();
@@ -60,7 +61,12 @@ def test_explorer_with_1000_classes(lab_page, jupyter_lab: dict, artifacts: Path
 def run_many_classes(page, jupyter_lab: dict, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
-    page.goto(f"{jupyter_lab['url']}/lab/tree/many_classes.ipynb?token={jupyter_lab['token']}")
+    # a workspace of its own, reset: the shared one restores the previous test's notebook, which would then be
+    # the current tab that "run all cells" runs
+    page.goto(
+        f"{jupyter_lab['url']}/lab/workspaces/many-classes/tree/many_classes.ipynb?reset&token={jupyter_lab['token']}"
+    )
+    page.wait_for_function(CURRENT_IS_OURS, timeout=90_000)
     page.wait_for_function(KERNEL_IDLE, timeout=90_000)
     start = time.perf_counter()
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
