@@ -27,6 +27,15 @@ from neuronwidgets.engine.stats import LayerSummary, OutcomeCounts
 ABLATION_MODES = ("zero", "mean")
 
 
+def require_labels(has_labels: bool, what: str) -> None:
+    """Raise a clear error, with the fix, if ``what`` needs labels and the data has none."""
+    if not has_labels:
+        raise ValueError(
+            f"{what} needs labels, but the data has none: pass a labelled Dataset, a DataLoader of "
+            "(images, labels) or a pair (images, labels)"
+        )
+
+
 class Site:
     """The units of ``info.name`` in ``model``, over ``source``; what methods are given as their first argument."""
 
@@ -89,11 +98,7 @@ class Site:
 
     def require_labels(self, what: str) -> None:
         """Raise a clear error if the data has no labels and ``what`` needs them."""
-        if not self.has_labels:
-            raise ValueError(
-                f"{what} needs labels, but the data has none: pass a labelled Dataset, a DataLoader of "
-                "(images, labels) or a pair (images, labels)"
-            )
+        require_labels(self.has_labels, what)
 
     def require_class(self, target: int | None, images_per_class: np.ndarray) -> None:
         """Raise a clear error if ``target`` is a class with no image in the data (``images_per_class``)."""

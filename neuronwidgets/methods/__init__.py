@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from neuronwidgets.engine.site import require_labels
 from neuronwidgets.methods import ablation, activation, car, pcace, resampling, selectivity, taylor, weight_l1
 from neuronwidgets.ranking import Ranking
 
@@ -146,11 +147,8 @@ def check_options(method: MethodSpec, options: dict[str, Any], *, num_classes: i
             f"method {method.name!r} got unknown option(s) {', '.join(unknown)}; valid options: "
             f"{', '.join(method.options) or 'none'}"
         )
-    if method.needs_labels and not has_labels:
-        raise ValueError(
-            f"{method.name} needs labels, but the data has none: pass a labelled Dataset, a DataLoader of "
-            "(images, labels) or a pair (images, labels)"
-        )
+    if method.needs_labels:
+        require_labels(has_labels, method.name)
     target = options.get("target")
     if target is None and method.needs_target:
         raise ValueError(f"{method.name} needs target=<class index>")
