@@ -17,7 +17,8 @@ def rank(site: Site, *, progress: ProgressOption = None, cancel: CancelFlag = No
     Zeroing unit c changes the loss by about ``-sum A_c * dL/dA_c`` (first order), so this is a fast
     preview of ablation: one forward and backward pass per chunk. The loss is the cross-entropy with the
     true labels. Gradients are taken with respect to the activation only: the parameters' ``.grad`` are
-    never touched.
+    never touched. The layers before the site run without autograd (the graph is switched on at the site),
+    so the memory held per chunk is that of the network's tail, not of the whole model.
     """
     module = site.module
     total: torch.Tensor | None = None
@@ -27,18 +28,22 @@ def rank(site: Site, *, progress: ProgressOption = None, cancel: CancelFlag = No
     held: list[torch.Tensor] = []
 
     def hold(mod: torch.nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+        torch.set_grad_enabled(True)  # from here on: the graph of the tail only (undone after the pass)
         leaf = output.detach().requires_grad_(True)
         held.append(leaf)
         return leaf.clone()  # later in-place ops change the clone, not the leaf we differentiate
 
-    with site.running(grad=True):
+    with site.running(grad=False):
         for chunk, bar in site.chunks(f"taylor {site.layer}", progress, cancel):
             held.clear()
-            with forward_hooks([(module, hold)]):
-                scores = site.model(chunk.images)
+            try:
+                with forward_hooks([(module, hold)]):
+                    scores = site.model(chunk.images)
+                loss = F.cross_entropy(scores, chunk.labels, reduction="sum")
+            finally:
+                torch.set_grad_enabled(False)
             correct += int((scores.argmax(1) == chunk.labels).sum())
             class_images += torch.bincount(chunk.labels.cpu(), minlength=site.num_classes)
-            loss = F.cross_entropy(scores, chunk.labels, reduction="sum")
             (grad,) = torch.autograd.grad(loss, held)
             product = (held[0].detach() * grad).double()
             per_unit = product.transpose(0, 1).reshape(product.shape[1], -1).sum(1)
