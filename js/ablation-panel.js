@@ -1,9 +1,9 @@
 // @ts-check
 /** AblationPanel: a top-k slider and per-unit toggles; accuracy before/after, per class, changed predictions. */
 import { ALL_CLASSES_UP_TO, TOP_CLASSES, classChanges, classesToList } from "./lib/classes.js";
-import { h, listen, on, setOptions } from "./lib/dom.js";
+import { coalesced, h, listen, on, setOptions } from "./lib/dom.js";
 import { percent } from "./lib/format.js";
-import { UrlPool } from "./lib/images.js";
+import { showPng } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
 import { decodeArray, setTrait, teardown } from "./lib/model.js";
 import { statusStrip } from "./lib/status.js";
@@ -21,7 +21,6 @@ function orderOf(model) {
 
 /** @param {{ model: import("./lib/model.js").Model, el: HTMLElement }} ctx */
 function render({ model, el }) {
-  const urls = new UrlPool();
   const slider = h("input", { class: "nw-range nw-k", attrs: { type: "range", min: 0, step: 1, "aria-label": "ablate the top k units" } });
   const kLabel = h("span", { class: "nw-k-label" });
   const mode = h("select", { class: "nw-select", attrs: { "aria-label": "ablation mode" } });
@@ -105,7 +104,6 @@ function render({ model, el }) {
     );
     syncWarning(before);
     syncClasses(before, after);
-    urls.revokeAll();
     /** @type {any[]} */
     const items = model.get("changed") || [];
     const count = model.get("changed_count");
@@ -115,7 +113,7 @@ function render({ model, el }) {
     changed.replaceChildren(
       ...items.map((item) =>
         h("figure", { class: `nw-change ${item.fixed ? "nw-fixed" : "nw-broken"}`, attrs: { "data-index": item.index } }, [
-          h("img", { attrs: { src: urls.png(item.image), alt: `image ${item.index}` } }),
+          showPng(h("img", { attrs: { alt: `image ${item.index}` } }), item.image),
           h("figcaption", { text: `#${item.index} (${item.label}): ${item.before} → ${item.after}` }),
         ]),
       ),
@@ -191,6 +189,8 @@ function render({ model, el }) {
     const input = /** @type {HTMLInputElement} */ (event.target);
     if (input.dataset.unit !== undefined) model.send({ type: "toggle", unit: Number(input.dataset.unit) });
   };
+  const drawControls = coalesced(syncControls);
+  const drawResult = coalesced(syncResult);
   const cleanup = teardown([
     on(slider, "input", onSlide),
     on(mode, "change", onMode),
@@ -198,10 +198,11 @@ function render({ model, el }) {
     on(classSearch, "input", refreshClasses),
     on(classSearch, "keydown", onSearchKey),
     on(showAll, "click", onShowAll),
-    listen(model, ["change:k", "change:units", "change:mode", "change:order", "change:toggled", "change:selected_unit", "change:layer", "change:method"], syncControls),
-    listen(model, ["change:before", "change:after", "change:changed", "change:status", "change:classes"], syncResult),
+    listen(model, ["change:k", "change:units", "change:mode", "change:order", "change:toggled", "change:selected_unit", "change:layer", "change:method"], drawControls),
+    listen(model, ["change:before", "change:after", "change:changed", "change:changed_count", "change:status", "change:classes"], drawResult),
     status.cleanup,
-    () => urls.revokeAll(),
+    drawControls.cancel,
+    drawResult.cancel,
   ]);
   syncControls();
   syncResult();

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import widget from "./ablation-panel.js";
-import { PNG, encoded, mount } from "./testing/fake-model.js";
+import { PNG, encoded, loaded, mount } from "./testing/fake-model.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
 
@@ -13,7 +13,7 @@ function setup() {
 }
 
 describe("AblationPanel view", () => {
-  it("sends every slider move; the kernel keeps only the latest", () => {
+  it("sends every slider move; the kernel keeps only the latest", async () => {
     const { model, el } = setup();
     const slider = el.querySelector(".nw-k");
     for (const k of [1, 2, 3]) {
@@ -24,9 +24,9 @@ describe("AblationPanel view", () => {
     expect(el.querySelector(".nw-k-label").textContent).toBe("3 of 40");
   });
 
-  it("shows toggles for the top units and the selected one, checked when ablated", () => {
+  it("shows toggles for the top units and the selected one, checked when ablated", async () => {
     const { model, el } = setup();
-    model.pythonSet({ k: 2, toggled: [39, 5] });
+    await model.pythonSet({ k: 2, toggled: [39, 5] });
     const checked = [...el.querySelectorAll(".nw-toggle input:checked")].map((i) => Number(i.dataset.unit));
     expect(checked).toEqual([38]); // 39 and 38 are the top 2; toggling 39 brings it back (5 is not shown)
     expect(el.querySelector(".nw-toggle.nw-selected").dataset.unit).toBe("30");
@@ -34,9 +34,9 @@ describe("AblationPanel view", () => {
     expect(model.sent).toEqual([{ type: "toggle", unit: 30 }]);
   });
 
-  it("shows accuracy, per-class bars and changed predictions as text and PNGs", () => {
+  it("shows accuracy, per-class bars and changed predictions as text and PNGs", async () => {
     const { model, el, cleanup } = setup();
-    model.pythonSet({
+    await model.pythonSet({
       after: { accuracy: 0.5, per_class: [0.25, null], ablated: [1, 2], k: 2 },
       changed: [{ index: 4, label: EVIL, before: EVIL, after: "b", fixed: false, image: PNG }],
       changed_count: 30,
@@ -49,14 +49,17 @@ describe("AblationPanel view", () => {
     expect(el.textContent).toContain("30 predictions changed (first 1 shown)");
     expect(el.querySelector(".nw-change figcaption").textContent).toBe(`#4 (${EVIL}): ${EVIL} → b`);
     expect(el.querySelector("img[src='x']")).toBeNull();
-    model.pythonSet({ status: "running" });
+    const shownFirst = [...el.querySelectorAll("img")];
+    await model.pythonSet({ status: "running" });
     expect(el.querySelector(".nw-ablation").classList.contains("nw-stale")).toBe(true);
+    const images = [...el.querySelectorAll("img")];
     cleanup();
     expect(model.listenerCount()).toBe(0);
+    loaded([...shownFirst, ...images]); // a URL is freed once its image loaded, also after the view is gone
     expect(globalThis.liveBlobUrls.size).toBe(0);
   });
 
-  it("of 1,000 classes lists the 10 that changed most, all on request, and the ones searched for", () => {
+  it("of 1,000 classes lists the 10 that changed most, all on request, and the ones searched for", async () => {
     const classes = Array.from({ length: 1000 }, (_, i) => `class ${i}`);
     classes[207] = "golden retriever";
     classes[208] = EVIL;
@@ -92,16 +95,16 @@ describe("AblationPanel view", () => {
     search.dispatchEvent(escape);
     expect(escape.defaultPrevented).toBe(true);
     expect(rows()).toHaveLength(10);
-    model.pythonSet({ after: { accuracy: 0.5, per_class: before, ablated: [], k: 0 } });
+    await model.pythonSet({ after: { accuracy: 0.5, per_class: before, ablated: [], k: 0 } });
     expect(title()).toBe("no class's accuracy changed (10 of 1,000 classes shown)");
   });
 
-  it("lists a few classes in their own order, and shows the kernel's warnings as text", () => {
+  it("lists a few classes in their own order, and shows the kernel's warnings as text", async () => {
     const { model, el } = setup();
     expect(el.querySelector(".nw-classes-bar").hidden).toBe(true);
     expect([...el.querySelectorAll(".nw-class-name")].map((n) => n.textContent)).toEqual([EVIL, "b"]);
     expect(el.querySelector(".nw-warnings").hidden).toBe(true);
-    model.pythonSet({ before: { accuracy: 0.5, per_class: [0, 1], warnings: [`at or below chance ${EVIL}`] } });
+    await model.pythonSet({ before: { accuracy: 0.5, per_class: [0, 1], warnings: [`at or below chance ${EVIL}`] } });
     const warning = el.querySelector(".nw-warnings");
     expect(warning.hidden).toBe(false);
     expect(warning.textContent).toBe(`⚠ at or below chance ${EVIL}`);

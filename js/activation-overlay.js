@@ -1,15 +1,14 @@
 // @ts-check
 /** ActivationOverlay: top images of a unit with its activation map over each; opacity works in the browser. */
-import { h, listen, on, setOptions } from "./lib/dom.js";
+import { coalesced, h, listen, on, setOptions } from "./lib/dom.js";
 import { score } from "./lib/format.js";
-import { UrlPool } from "./lib/images.js";
+import { showPng } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
 import { setTrait, teardown } from "./lib/model.js";
 import { statusStrip } from "./lib/status.js";
 
 /** @param {{ model: import("./lib/model.js").Model, el: HTMLElement }} ctx */
 function render({ model, el }) {
-  const urls = new UrlPool();
   const colormap = h("select", { class: "nw-select", attrs: { "aria-label": "colormap" } });
   const opacity = h("input", {
     class: "nw-range nw-opacity",
@@ -60,23 +59,22 @@ function render({ model, el }) {
   }
 
   function syncTiles() {
-    urls.revokeAll();
     /** @type {any[]} */
     const tiles = model.get("tiles") || [];
     const shown = model.get("shown") || {};
     const perImage = (shown.scale ?? model.get("scale")) === "image"; // the scale the tiles were drawn with
     grid.dataset.unit = shown.unit === undefined ? "" : String(shown.unit);
     const [vmin, vmax] = model.get("vrange") || [null, null];
-    colorbar.src = urls.png(model.get("colorbar"));
+    showPng(colorbar, model.get("colorbar"));
     barLow.textContent = perImage ? "min of each image" : score(vmin);
     barHigh.textContent = perImage ? "max of each image" : score(vmax);
     grid.replaceChildren(
       ...tiles.map((tile) =>
         h("figure", { class: `nw-tile${tile.chosen ? " nw-chosen" : ""}`, attrs: { "data-index": tile.index } }, [
           h("div", { class: "nw-stack" }, [
-            h("img", { class: "nw-base", attrs: { src: urls.png(tile.image), alt: `image ${tile.index}` } }),
-            h("img", { class: "nw-map", attrs: { src: urls.png(tile.map), alt: "" } }),
-            h("img", { class: "nw-raw", attrs: { src: urls.png(tile.raw), alt: `raw map of image ${tile.index}` } }),
+            showPng(h("img", { class: "nw-base", attrs: { alt: `image ${tile.index}` } }), tile.image),
+            showPng(h("img", { class: "nw-map", attrs: { alt: "" } }), tile.map),
+            showPng(h("img", { class: "nw-raw", attrs: { alt: `raw map of image ${tile.index}` } }), tile.raw),
           ]),
           h("figcaption", {
             text: `${tile.chosen ? "chosen · " : ""}#${tile.index}${tile.label === null ? "" : ` · ${tile.label}`} · peak ${score(tile.peak)}${perImage ? ` (${score(tile.vmin)}…${score(tile.vmax)})` : ""}`,
@@ -97,6 +95,8 @@ function render({ model, el }) {
     const value = image.value.trim();
     setTrait(model, "image", value === "" ? null : Math.trunc(Number(value)));
   };
+  const drawControls = coalesced(syncControls);
+  const drawTiles = coalesced(syncTiles);
   const cleanup = teardown([
     on(colormap, "change", onColormap),
     on(opacity, "input", onOpacity),
@@ -106,11 +106,12 @@ function render({ model, el }) {
     listen(
       model,
       ["change:colormaps", "change:colormap", "change:opacity", "change:scale", "change:show_raw", "change:image", "change:unit", "change:layer", "change:k"],
-      syncControls,
+      drawControls,
     ),
-    listen(model, ["change:tiles", "change:colorbar", "change:vrange", "change:shown"], syncTiles),
+    listen(model, ["change:tiles", "change:colorbar", "change:vrange", "change:shown"], drawTiles),
     status.cleanup,
-    () => urls.revokeAll(),
+    drawControls.cancel,
+    drawTiles.cancel,
   ]);
   syncControls();
   syncTiles();

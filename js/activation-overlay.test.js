@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import widget from "./activation-overlay.js";
-import { PNG, mount } from "./testing/fake-model.js";
+import { PNG, loaded, mount, settled } from "./testing/fake-model.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
 const tile = (index, chosen = false) => ({ index, label: EVIL, chosen, peak: 2, vmin: 0, vmax: 2, image: PNG, map: PNG, raw: PNG });
@@ -14,7 +14,7 @@ function setup() {
 }
 
 describe("ActivationOverlay view", () => {
-  it("shows each image with its map from PNG buffers, labels as text", () => {
+  it("shows each image with its map from PNG buffers, labels as text", async () => {
     const { el } = setup();
     const tiles = el.querySelectorAll(".nw-tile");
     expect(tiles.length).toBe(2);
@@ -26,7 +26,7 @@ describe("ActivationOverlay view", () => {
     expect(el.querySelector(".nw-tiles").dataset.unit).toBe("3");
   });
 
-  it("changes opacity in the browser at once, and sends the other choices to the kernel", () => {
+  it("changes opacity in the browser at once, and sends the other choices to the kernel", async () => {
     const { model, el } = setup();
     const opacity = el.querySelector(".nw-opacity");
     opacity.value = "0.25";
@@ -44,18 +44,26 @@ describe("ActivationOverlay view", () => {
     const image = el.querySelector(".nw-number");
     image.value = "42";
     image.dispatchEvent(new Event("change"));
+    await settled();
     expect(model.saved.slice(1)).toEqual([{ colormap: "viridis" }, { scale: "image" }, { show_raw: true }, { image: 42 }]);
     expect(el.querySelector(".nw-tiles").classList.contains("nw-show-raw")).toBe(true);
-    model.pythonSet({ shown: { unit: 3, scale: "image" } }); // the kernel re-rendered with the new scale
+    await model.pythonSet({ shown: { unit: 3, scale: "image" } }); // the kernel re-rendered with the new scale
     expect(el.querySelector(".nw-colorbar-row").textContent).toContain("max of each image");
   });
 
-  it("revokes old image URLs on new tiles and on cleanup", () => {
-    const { model, cleanup } = setup();
-    expect(globalThis.liveBlobUrls.size).toBe(7);
-    model.pythonSet({ tiles: [tile(1, true)] });
-    expect(globalThis.liveBlobUrls.size).toBe(4);
+  it("redraws once per kernel update, and frees each image URL once its image has loaded", async () => {
+    const { model, el, cleanup } = setup();
+    const first = [...el.querySelectorAll("img")];
+    expect(globalThis.liveBlobUrls.size).toBe(7); // the colour bar and 2 tiles of 3 images
+    await model.pythonSet({ tiles: [tile(1, true)], vrange: [0, 2], shown: { unit: 1, scale: "layer" } });
+    // one redraw (4 new URLs, not 3 x 4), and the replaced images keep theirs until they loaded: revoking a
+    // URL the browser still fetches fails the fetch (ERR_FILE_NOT_FOUND)
+    expect(globalThis.liveBlobUrls.size).toBe(11);
+    loaded(first); // the old tiles and the colour bar (whose new picture is loaded too)
+    expect(globalThis.liveBlobUrls.size).toBe(3);
+    const second = [...el.querySelectorAll("img")];
     cleanup();
+    loaded(second);
     expect(globalThis.liveBlobUrls.size).toBe(0);
     expect(model.listenerCount()).toBe(0);
   });

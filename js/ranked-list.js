@@ -1,8 +1,8 @@
 // @ts-check
 /** RankedList: units in ranked order with score bars; virtualised, so thousands of units stay fast. */
-import { h, listen, on, setOptions } from "./lib/dom.js";
+import { coalesced, h, listen, on, setOptions } from "./lib/dom.js";
 import { score } from "./lib/format.js";
-import { UrlPool } from "./lib/images.js";
+import { showPng } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
 import { decodeArray, setTrait, teardown } from "./lib/model.js";
 import { searchNames } from "./lib/search.js";
@@ -427,8 +427,7 @@ function classSearch(model, parts) {
  * @param {Model} model @param {Parts} parts @param {() => Shown} shown
  */
 function tooltip(model, parts, shown) {
-  const urls = new UrlPool();
-  /** @type {Map<number, string>} unit -> thumbnail blob URL, for the current layer */
+  /** @type {Map<number, DataView>} unit -> thumbnail PNG bytes, for the current layer */
   const thumbs = new Map();
   /** @type {number | null} */
   let hovered = null;
@@ -443,26 +442,24 @@ function tooltip(model, parts, shown) {
     const rank = rankOf[unit];
     parts.tipText.textContent = `unit ${unit} · rank ${rank + 1} · score ${score(scores[unit])}`;
     parts.tip.style.top = `${rank * ROW_HEIGHT - parts.viewport.scrollTop + ROW_HEIGHT}px`;
-    const url = thumbs.get(unit);
-    parts.tipImage.hidden = !url;
-    if (url) parts.tipImage.src = url;
+    const png = thumbs.get(unit);
+    parts.tipImage.hidden = !png;
+    if (png) showPng(parts.tipImage, png);
     else if (model.get("interactive")) model.send({ type: "thumbnail", unit });
   }
 
   /** @param {any} msg @param {DataView[]} buffers */
   function received(msg, buffers) {
     if (!msg || msg.type !== "thumbnail" || msg.layer !== model.get("layer") || !buffers?.length) return;
-    const url = urls.png(buffers[0]);
-    thumbs.set(msg.unit, url);
+    thumbs.set(msg.unit, buffers[0]);
     if (hovered === msg.unit) {
-      parts.tipImage.src = url;
+      showPng(parts.tipImage, buffers[0]);
       parts.tipImage.hidden = false;
     }
   }
 
   function forget() {
     thumbs.clear();
-    urls.revokeAll();
   }
 
   return { show, received, forget, hide: () => show(null) };
@@ -529,6 +526,9 @@ function render({ model, el }) {
     picker.sync();
   };
 
+  const drawAll = coalesced(syncAll);
+  const drawRanking = coalesced(syncRanking);
+  const drawSelection = coalesced(redraw);
   const cleanup = teardown([
     on(parts.method, "change", () => setTrait(model, "method", parts.method.value)),
     on(parts.target, "change", () => setTrait(model, "target", parts.target.value === "" ? null : Number(parts.target.value))),
@@ -541,13 +541,16 @@ function render({ model, el }) {
     on(parts.viewport, "mousemove", (event) => tip.show(unitOf(event))),
     on(parts.viewport, "mouseleave", tip.hide),
     listen(model, ["msg:custom"], tip.received),
-    listen(model, ["change:methods", "change:method", "change:target", "change:classes", "change:layers", "change:layer", "change:image", "change:interactive"], syncAll),
-    listen(model, ["change:scores", "change:order", "change:info"], syncRanking),
-    listen(model, ["change:selected_unit"], redraw),
+    listen(model, ["change:methods", "change:method", "change:target", "change:classes", "change:layers", "change:layer", "change:image", "change:interactive"], drawAll),
+    listen(model, ["change:scores", "change:order", "change:info"], drawRanking),
+    listen(model, ["change:selected_unit"], drawSelection),
     listen(model, ["change:layer"], tip.forget),
     status.cleanup,
     picker.cleanup,
     tip.forget,
+    drawAll.cancel,
+    drawRanking.cancel,
+    drawSelection.cancel,
   ]);
   syncAll();
   syncRanking();

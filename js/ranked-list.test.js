@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import widget, { MATCHES_SHOWN, ROW_HEIGHT, SEARCH_FROM, classOptions, rankAfterKey, titleOf } from "./ranked-list.js";
-import { PNG, encoded, mount } from "./testing/fake-model.js";
+import { PNG, encoded, loaded, mount, settled } from "./testing/fake-model.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
 
@@ -30,7 +30,7 @@ function setup(units = 5, extra = {}) {
 }
 
 describe("RankedList view", () => {
-  it("shows units in ranked order with the method, layer and class as text", () => {
+  it("shows units in ranked order with the method, layer and class as text", async () => {
     const { el, order } = setup();
     const units = [...el.querySelectorAll(".nw-row")].map((r) => Number(r.dataset.unit));
     expect(units).toEqual(order);
@@ -39,7 +39,7 @@ describe("RankedList view", () => {
     expect([...el.querySelectorAll("option")].map((o) => o.textContent)).toContain(EVIL);
   });
 
-  it("selects on click and with the keyboard", () => {
+  it("selects on click and with the keyboard", async () => {
     const { model, el, order } = setup();
     el.querySelector(`.nw-row[data-unit="${order[1]}"]`).click();
     expect(model.get("selected_unit")).toBe(order[1]);
@@ -54,7 +54,7 @@ describe("RankedList view", () => {
     expect(el.querySelector(".nw-selected").getAttribute("aria-selected")).toBe("true");
   });
 
-  it("renders only the visible rows of 2,048 units", () => {
+  it("renders only the visible rows of 2,048 units", async () => {
     const { el } = setup(2048);
     const rows = el.querySelectorAll(".nw-row");
     expect(rows.length).toBeLessThan(40);
@@ -66,13 +66,14 @@ describe("RankedList view", () => {
     expect(el.querySelector(".nw-list-spacer").style.height).toBe(`${2048 * ROW_HEIGHT}px`);
   });
 
-  it("re-ranks through the pickers and asks for thumbnails on hover", () => {
+  it("re-ranks through the pickers and asks for thumbnails on hover", async () => {
     const { model, el, order } = setup();
     const [method, target, layer] = el.querySelectorAll("select");
     expect(target.disabled).toBe(false);
     method.value = "weight_l1";
     method.dispatchEvent(new Event("change"));
     expect(model.get("method")).toBe("weight_l1");
+    await settled();
     expect(target.disabled).toBe(true); // weight_l1 has no class-specific variant
     target.value = "1";
     target.dispatchEvent(new Event("change"));
@@ -83,7 +84,7 @@ describe("RankedList view", () => {
     el.querySelector(".nw-refresh").click();
     expect(model.sent).toContainEqual({ type: "refresh" });
 
-    model.pythonSet({ layer: EVIL });
+    await model.pythonSet({ layer: EVIL });
     const row = el.querySelector(`.nw-row[data-unit="${order[0]}"]`);
     row.dispatchEvent(new MouseEvent("mousemove", { bubbles: true }));
     expect(model.sent).toContainEqual({ type: "thumbnail", unit: order[0] });
@@ -93,28 +94,31 @@ describe("RankedList view", () => {
     expect(el.querySelector(".nw-tip-image").src).toMatch(/^blob:/);
   });
 
-  it("shows a fast estimate as provisional, and cleans up every listener and URL", () => {
+  it("shows a fast estimate as provisional, and cleans up every listener and URL", async () => {
     const { model, el, cleanup } = setup(5, {
       info: { method: "taylor", layer: "l", units: 5, provisional: true, estimate_for: "ablation" },
     });
     expect(el.querySelector(".nw-badge").hidden).toBe(false);
     expect(el.querySelector(".nw-badge").textContent).toContain("ablation on the way");
+    el.querySelector('.nw-row[data-unit="0"]').dispatchEvent(new MouseEvent("mousemove", { bubbles: true }));
     model.pythonSend({ type: "thumbnail", unit: 0, layer: EVIL }, [PNG]);
+    expect(globalThis.liveBlobUrls.size).toBe(1);
     cleanup();
     expect(model.listenerCount()).toBe(0);
+    loaded(el.querySelectorAll("img"));
     expect(globalThis.liveBlobUrls.size).toBe(0);
   });
 
-  it("disables the pickers for a fixed ranking", () => {
+  it("disables the pickers for a fixed ranking", async () => {
     const { el } = setup(5, { interactive: false });
     for (const select of el.querySelectorAll("select")) expect(select.disabled).toBe(true);
   });
 
-  it("shows the image picker only for a method that explains one image, as the kernel declares it", () => {
+  it("shows the image picker only for a method that explains one image, as the kernel declares it", async () => {
     const { model, el } = setup();
     const field = el.querySelector(".nw-image").closest("label");
     expect(field.hidden).toBe(true);
-    model.pythonSet({ method: "resampling_precision" });
+    await model.pythonSet({ method: "resampling_precision" });
     expect(field.hidden).toBe(false);
     expect(el.querySelector("select").title).toBe("noisy copies");
     const image = el.querySelector(".nw-image");
@@ -126,14 +130,14 @@ describe("RankedList view", () => {
     expect(model.saved.at(-1)).toEqual({ image: 12 });
   });
 
-  it("decodes float64 scores and int32 order with their dtype and shape", () => {
+  it("decodes float64 scores and int32 order with their dtype and shape", async () => {
     const scores = [0.1, 0.30000000000000004, 0.2];
     const { el } = setup(3, { scores: encoded(scores, "float64"), order: encoded([1, 2, 0], "int32") });
     expect([...el.querySelectorAll(".nw-row")].map((r) => Number(r.dataset.unit))).toEqual([1, 2, 0]);
     expect(el.querySelector(".nw-row .nw-score").textContent).toBe("0.3000");
   });
 
-  it("moves the selection by key and words the heading", () => {
+  it("moves the selection by key and words the heading", async () => {
     expect(rankAfterKey("ArrowDown", -1, 5)).toBe(0);
     expect(rankAfterKey("PageDown", 0, 5)).toBe(4);
     expect(rankAfterKey("ArrowUp", 0, 5)).toBe(0);
@@ -208,15 +212,15 @@ describe("RankedList view", () => {
     await new Promise((resolve) => setTimeout(resolve, 200)); // the focus really went elsewhere
     expect(list.hidden).toBe(true);
     expect(search.value).toBe(EVIL);
-    model.pythonSet({ target: null });
+    await model.pythonSet({ target: null });
     expect(search.value).toBe("");
-    model.pythonSet({ method: "weight_l1" });
+    await model.pythonSet({ method: "weight_l1" });
     expect(search.disabled).toBe(true);
     cleanup();
     el.remove();
   });
 
-  it("keeps a <select> for a few classes", () => {
+  it("keeps a <select> for a few classes", async () => {
     const { el } = setup(5, { classes: Array.from({ length: SEARCH_FROM }, (_, i) => `c${i}`) });
     expect(el.querySelector('select[aria-label="class"]').closest("label").hidden).toBe(false);
     expect(el.querySelector(".nw-combo").hidden).toBe(true);
@@ -224,10 +228,10 @@ describe("RankedList view", () => {
     expect(classOptions(["a", "ab", "b"], "a", 1)).toEqual({ options: [{ value: 0, name: "a" }], more: 1 });
   });
 
-  it("says why a ranking may mislead, as text", () => {
+  it("says why a ranking may mislead, as text", async () => {
     const { model, el } = setup();
     expect(el.querySelector(".nw-warnings").hidden).toBe(true);
-    model.pythonSet({ info: { method: "ablation", layer: "l", units: 5, warnings: ["base accuracy 0.0%: labels may not be the model's class indices", EVIL] } });
+    await model.pythonSet({ info: { method: "ablation", layer: "l", units: 5, warnings: ["base accuracy 0.0%: labels may not be the model's class indices", EVIL] } });
     const warnings = el.querySelector(".nw-warnings");
     expect(warnings.hidden).toBe(false);
     expect([...warnings.children].map((w) => w.textContent)).toEqual([

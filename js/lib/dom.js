@@ -70,3 +70,29 @@ export function listen(model, events, handler) {
     for (const event of events) model.off(event, handler);
   };
 }
+
+/**
+ * `fn` run once, in a microtask, however often the returned function is called before that: one kernel update
+ * sets several traits, each with its own change event, and the view should redraw once, from the state as a
+ * whole (not once per trait, from a half-updated state). `cancel()` drops a pending run and all later ones.
+ * @param {() => void} fn
+ * @returns {(() => void) & { cancel: () => void }}
+ */
+export function coalesced(fn) {
+  let pending = false;
+  let live = true;
+  const run = () => {
+    pending = false;
+    if (live) fn();
+  };
+  const schedule = () => {
+    if (pending || !live) return;
+    pending = true;
+    queueMicrotask(run);
+  };
+  return Object.assign(schedule, {
+    cancel: () => {
+      live = false;
+    },
+  });
+}

@@ -1,5 +1,5 @@
 // @ts-check
-/** PNG buffers from Python (DataView / ArrayBuffer / typed array) as blob URLs, revoked when done. */
+/** PNG buffers from Python (DataView / ArrayBuffer / typed array) shown in <img> elements through blob URLs. */
 
 /**
  * @param {DataView | ArrayBuffer | ArrayBufferView | null | undefined} buffer
@@ -11,28 +11,27 @@ export function bytesOf(buffer) {
   return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 }
 
-/** Blob URLs made by one view; `revokeAll` frees them (call it on re-render and in the cleanup). */
-export class UrlPool {
-  constructor() {
-    /** @type {string[]} */
-    this.urls = [];
+/**
+ * Show PNG bytes in `img`. The blob URL is revoked once the image has loaded or failed, not before: revoking
+ * it while the browser still fetches it fails the fetch (a console error, ERR_FILE_NOT_FOUND, and no picture),
+ * and after the load the decoded picture stays shown. An image removed before it loaded still loads (or
+ * fails) and so still frees its URL. An empty buffer clears the image.
+ * @template {HTMLImageElement} I
+ * @param {I} img
+ * @param {DataView | ArrayBuffer | ArrayBufferView | null | undefined} buffer PNG bytes
+ * @returns {I} the same element, for building in place
+ */
+export function showPng(img, buffer) {
+  const bytes = bytesOf(buffer);
+  if (bytes.byteLength === 0) {
+    img.removeAttribute("src");
+    return img;
   }
-
-  /**
-   * @param {DataView | ArrayBuffer | ArrayBufferView | null | undefined} buffer PNG bytes
-   * @returns {string} a blob: URL ("" for an empty buffer)
-   */
-  png(buffer) {
-    const bytes = bytesOf(buffer);
-    if (bytes.byteLength === 0) return "";
-    // the kernel's buffers are never shared memory, so the bytes are a valid BlobPart
-    const url = URL.createObjectURL(new Blob([/** @type {Uint8Array<ArrayBuffer>} */ (bytes)], { type: "image/png" }));
-    this.urls.push(url);
-    return url;
-  }
-
-  revokeAll() {
-    for (const url of this.urls) URL.revokeObjectURL(url);
-    this.urls = [];
-  }
+  // the kernel's buffers are never shared memory, so the bytes are a valid BlobPart
+  const url = URL.createObjectURL(new Blob([/** @type {Uint8Array<ArrayBuffer>} */ (bytes)], { type: "image/png" }));
+  const revoke = () => URL.revokeObjectURL(url);
+  img.addEventListener("load", revoke, { once: true });
+  img.addEventListener("error", revoke, { once: true });
+  img.src = url;
+  return img;
 }

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { FakeModel, PNG } from "../testing/fake-model.js";
-import { h, listen, on, setOptions } from "./dom.js";
+import { FakeModel, PNG, loaded, settled } from "../testing/fake-model.js";
+import { coalesced, h, listen, on, setOptions } from "./dom.js";
 import { percent, score, seconds } from "./format.js";
-import { UrlPool, bytesOf } from "./images.js";
+import { bytesOf, showPng } from "./images.js";
 import { statusStrip } from "./status.js";
 import { linear, svg } from "./svg.js";
 
@@ -40,14 +40,33 @@ describe("dom", () => {
 });
 
 describe("images", () => {
-  it("turns buffers into blob URLs and revokes them", () => {
-    const pool = new UrlPool();
+  it("shows buffers through blob URLs, freed once the image loaded or failed", () => {
     expect(bytesOf(PNG).byteLength).toBe(8);
-    expect(pool.png(PNG)).toMatch(/^blob:/);
-    expect(pool.png(new DataView(new ArrayBuffer(0)))).toBe("");
-    expect(globalThis.liveBlobUrls.size).toBe(1);
-    pool.revokeAll();
+    const img = showPng(document.createElement("img"), PNG);
+    expect(img.src).toMatch(/^blob:/);
+    showPng(img, PNG); // replaced before the first loaded: both are freed at the next load
+    expect(globalThis.liveBlobUrls.size).toBe(2);
+    loaded([img]);
     expect(globalThis.liveBlobUrls.size).toBe(0);
+    const broken = showPng(document.createElement("img"), PNG);
+    broken.dispatchEvent(new Event("error"));
+    expect(globalThis.liveBlobUrls.size).toBe(0);
+    expect(showPng(img, new DataView(new ArrayBuffer(0))).hasAttribute("src")).toBe(false);
+  });
+
+  it("runs a coalesced function once per burst of calls, and never after cancel", async () => {
+    let runs = 0;
+    const draw = coalesced(() => runs++);
+    draw();
+    draw();
+    draw();
+    expect(runs).toBe(0);
+    await settled();
+    expect(runs).toBe(1);
+    draw();
+    draw.cancel();
+    await settled();
+    expect(runs).toBe(1);
   });
 });
 

@@ -53,10 +53,14 @@ export class FakeModel {
     for (const handler of [...(this.handlers.get(event) ?? [])]) handler(...args);
   }
 
-  /** The kernel changes traits. @param {Record<string, any>} changes */
+  /**
+   * The kernel changes traits; resolves once the views have redrawn (they redraw in a microtask, once per
+   * update). @param {Record<string, any>} changes
+   */
   pythonSet(changes) {
     Object.assign(this.state, changes);
     for (const key of Object.keys(changes)) this.emit(`change:${key}`);
+    return settled();
   }
 
   /** The kernel sends a custom message. @param {any} msg @param {DataView[]} [buffers] */
@@ -95,3 +99,13 @@ export function encoded(values, dtype) {
 
 /** A tiny valid-looking PNG buffer (content does not matter to the views). */
 export const PNG = new DataView(new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).buffer);
+
+/** Resolves after every pending microtask (the views' coalesced redraws) has run. */
+export function settled() {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** The browser finished loading these images (fires their load events). @param {Iterable<Element>} images */
+export function loaded(images) {
+  for (const img of images) img.dispatchEvent(new Event("load"));
+}
