@@ -105,7 +105,18 @@ def nan_to_none(values: Any) -> list[float | None]:
     return [None if not math.isfinite(v) else float(v) for v in np.asarray(values, dtype=float).tolist()]
 
 
-class Widget(Pictured, anywidget.AnyWidget):
+class Keyed(traitlets.HasTraits):
+    """A ``_key`` trait that names the model for the front end, whose views of one model carry over a
+    re-created view's DOM (``js/lib/lasting.js``); every widget with a `lasting` view has one."""
+
+    _key = traitlets.Unicode().tag(sync=True)
+
+    @traitlets.default("_key")
+    def _new_key(self) -> str:
+        return uuid.uuid4().hex
+
+
+class Widget(Pictured, Keyed, anywidget.AnyWidget):
     """Base of the widgets: front-end messages are validated before anything changes.
 
     Subclasses list the traits the front end may set in ``_writable`` and the custom message types they
@@ -115,8 +126,6 @@ class Widget(Pictured, anywidget.AnyWidget):
     as an error only while no user callback is registered (then it is theirs to handle).
     """
 
-    # names the model for the front end, whose views of one model carry over a re-created view's DOM
-    _key = traitlets.Unicode().tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     status = Choice(("idle", "running", "error", "cancelled"), "idle").tag(sync=True)
     progress = traitlets.Dict().tag(sync=True)  # {description, done, total, elapsed, eta} while running
@@ -135,10 +144,6 @@ class Widget(Pictured, anywidget.AnyWidget):
         self._jobs_lock = threading.RLock()  # callbacks land from both lanes' threads
         super().on_msg(self._on_custom_msg)
         self.observe(self._bump, names=traitlets.All)
-
-    @traitlets.default("_key")
-    def _new_key(self) -> str:
-        return uuid.uuid4().hex
 
     def _bump(self, _change: dict) -> None:
         self._version += 1

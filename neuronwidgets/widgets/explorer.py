@@ -1,58 +1,139 @@
-"""Explorer: the ranked list, the activation overlay and the ablation panel of one probe, linked."""
+"""Explorer: the ranked list, the activation overlay and the ablation panel of one probe, linked.
+
+The Explorer is one anywidget whose traits reference its three views (``IPY_MODEL_<id>`` strings, ipywidgets'
+``widget_serialization``); its front end (``js/explorer.js``) asks the widget manager for their models and
+renders each with that view's own code, in one grid. So it runs wherever an anywidget runs (JupyterLab,
+Notebook 7, marimo's ``mo.ui.anywidget``), while the linking stays in Python. Its own traits repeat the views'
+state, so ``get_state()`` (what marimo's ``.value`` returns) says what the three views show.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-import ipywidgets
+import anywidget
 import traitlets
+from ipywidgets import widget_serialization
 from PIL import Image
 
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
-from neuronwidgets.widgets._base import StrictInt, check_kwargs
+from neuronwidgets.widgets._base import BadMessage, Keyed, StrictInt, Widget, asset, check_kwargs
 from neuronwidgets.widgets._picture import Pictured
 from neuronwidgets.widgets.ablation_panel import AblationPanel
 from neuronwidgets.widgets.activation_overlay import ActivationOverlay
 from neuronwidgets.widgets.ranked_list import RankedList
 
+# The Explorer's traits that are a view's trait, linked both ways: name -> (the view's attribute, its trait).
+# js/explorer.js repeats a view's change of one of them on the Explorer's model (marimo re-runs the cells that
+# read `.value` only on a change of the Explorer's own model).
+LINKED: dict[str, tuple[str, str]] = {
+    "selected_unit": ("ranked_list", "selected_unit"),
+    "method": ("ranked_list", "method"),
+    "target": ("ranked_list", "target"),
+    "layer": ("ranked_list", "layer"),
+    "k": ("panel", "k"),
+    "mode": ("panel", "mode"),
+    "toggled": ("panel", "toggled"),
+}
 
-class Explorer(Pictured, ipywidgets.GridBox):
+
+def _view(instance_of: type[Widget]) -> traitlets.Instance:
+    """A trait holding one of the Explorer's views, sent to the front end as ``IPY_MODEL_<id>``."""
+    return traitlets.Instance(instance_of).tag(sync=True, **widget_serialization)
+
+
+class Explorer(Pictured, Keyed, anywidget.AnyWidget):
     """Select a unit in the list and the overlay and the ablation panel follow; the list's layer picker and
-    refresh button drive all three. ``selected_unit`` mirrors the list's (observe or link it)."""
+    refresh button drive all three.
 
-    selected_unit = StrictInt(None, allow_none=True)
+    ``selected_unit``, ``method``, ``target`` and ``layer`` are the list's, ``k``, ``mode`` and ``toggled``
+    the panel's, linked both ways (observe them, link them, or set them to drive the views); ``shown`` says
+    what the views show: the ranking (method, layer, class, units, provisional), the overlay's unit and the
+    panel's accuracy before and after the ablation.
+    """
+
+    _esm = asset("explorer.js")
+    _css = asset("widgets.css")
+
+    ranked_list = _view(RankedList)
+    overlay = _view(ActivationOverlay)
+    panel = _view(AblationPanel)
+    selected_unit = StrictInt(None, allow_none=True).tag(sync=True)
+    method = traitlets.Unicode().tag(sync=True)
+    target = StrictInt(None, allow_none=True).tag(sync=True)
+    layer = traitlets.Unicode().tag(sync=True)
+    k = StrictInt(0).tag(sync=True)
+    mode = traitlets.Unicode().tag(sync=True)
+    toggled = traitlets.List(StrictInt()).tag(sync=True)
+    shown = traitlets.Dict().tag(sync=True)  # {ranking: {method, layer, target, units, provisional}, unit, accuracy}
+
+    _writable: ClassVar[frozenset[str]] = frozenset(LINKED)
 
     def __init__(self, probe: Probe, **kwargs: Any) -> None:
         check_kwargs(type(self), kwargs, options_of=RankedList)  # the options go to the list
         if not isinstance(probe, Probe):
             raise TypeError(f"Explorer needs a Probe, got {type(probe).__name__}")
-        self.ranked_list = RankedList(probe, **kwargs)
-        unit = self.ranked_list.selected_unit
-        self.overlay = ActivationOverlay(probe, layer=self.ranked_list.layer, unit=unit or 0)
-        ranking = self.ranked_list.ranking
-        layer = None if ranking is not None else self.ranked_list.layer  # until the list's ranking lands
-        self.panel = AblationPanel(probe, ranking=ranking, layer=layer, selected_unit=unit)
-        super().__init__(
-            children=[self.ranked_list, self.overlay, self.panel],
-            layout=ipywidgets.Layout(
-                grid_template_columns="minmax(260px, 1fr) minmax(320px, 1.4fr)",
-                grid_template_areas='"list overlay" "list panel"',
-                grid_gap="8px",
-                width="100%",
-            ),
-        )
-        self.add_class("nw-explorer")
-        self.ranked_list.layout.grid_area = "list"
-        self.overlay.layout.grid_area = "overlay"
-        self.panel.layout.grid_area = "panel"
-        traitlets.link((self.ranked_list, "selected_unit"), (self, "selected_unit"))
-        self.ranked_list.observe(self._on_select, names=["selected_unit"])
-        self.ranked_list.observe(self._on_ranking, names=["ranking"])
-        self.ranked_list.observe(self._on_layer, names=["layer"])
-        self.ranked_list.on_refresh(self._on_refresh)
-        if self.ranked_list.ranking is not None:  # it may have landed before the observers were in place
-            self._on_ranking({"new": self.ranked_list.ranking})
+        ranked_list = RankedList(probe, **kwargs)
+        unit = ranked_list.selected_unit
+        overlay = ActivationOverlay(probe, layer=ranked_list.layer, unit=unit or 0)
+        ranking = ranked_list.ranking
+        layer = None if ranking is not None else ranked_list.layer  # until the list's ranking lands
+        panel = AblationPanel(probe, ranking=ranking, layer=layer, selected_unit=unit)
+        views = {"ranked_list": ranked_list, "overlay": overlay, "panel": panel}
+        state = {name: getattr(views[view], trait) for name, (view, trait) in LINKED.items()}
+        super().__init__(**views, **state, shown=_shown(ranked_list, overlay, panel))
+        for name, (view, trait) in LINKED.items():
+            traitlets.link((views[view], trait), (self, name))
+        ranked_list.observe(self._on_select, names=["selected_unit"])
+        ranked_list.observe(self._on_ranking, names=["ranking"])
+        ranked_list.observe(self._on_layer, names=["layer"])
+        ranked_list.on_refresh(self._on_refresh)
+        ranked_list.observe(self._on_shown, names=["info"])
+        overlay.observe(self._on_shown, names=["unit"])
+        panel.observe(self._on_shown, names=["before", "after"])
+        if ranked_list.ranking is not None:  # it may have landed before the observers were in place
+            self._on_ranking({"new": ranked_list.ranking})
+
+    @property
+    def children(self) -> tuple[RankedList, ActivationOverlay, AblationPanel]:
+        """The three views, as a Box's children (the saved picture follows their state too)."""
+        return (self.ranked_list, self.overlay, self.panel)
+
+    # -- state from the front end -------------------------------------------------------------------------
+
+    @traitlets.validate(*LINKED)
+    def _valid_linked(self, proposal: dict) -> Any:
+        """A linked trait takes what its view's trait takes (checked before anything changes, so a refused
+        value leaves the Explorer and the view as they were)."""
+        view_name, trait = LINKED[proposal["trait"].name]
+        if not self.trait_has_value(view_name):  # in __init__: the view is set in the same call
+            return proposal["value"]
+        view = getattr(self, view_name)
+        return view.traits()[trait]._validate(view, proposal["value"])
+
+    def set_state(self, sync_data: Any) -> None:
+        """Apply a state update from the front end (its view repeats a view's change of a linked trait),
+        all or nothing: other keys and refused values change nothing, are reported in the view they
+        concern, and the front end is sent back the kernel's values."""
+        keys = [k for k in sync_data if k in self.keys] if isinstance(sync_data, dict) else []
+        try:
+            if not isinstance(sync_data, dict):
+                raise BadMessage("an update message must carry a 'state' object")
+            refused = sorted(set(sync_data) - self._writable, key=str)
+            if refused:
+                raise BadMessage(
+                    f"the front end may not set the Explorer's {', '.join(map(str, refused))}; "
+                    f"settable: {', '.join(sorted(self._writable))}"
+                )
+            super().set_state(sync_data)
+        except (traitlets.TraitError, TypeError, ValueError) as err:  # BadMessage is a ValueError
+            concerned = [LINKED[k][0] for k in keys if k in LINKED]
+            getattr(self, concerned[0] if concerned else "ranked_list").report(err)
+            if keys:
+                self.send_state(keys)
+
+    # -- linking --------------------------------------------------------------------------------------------
 
     def _on_select(self, change: dict) -> None:
         unit = change["new"]
@@ -76,6 +157,11 @@ class Explorer(Pictured, ipywidgets.GridBox):
         self.overlay.refresh()
         self.panel.refresh()
 
+    def _on_shown(self, _change: dict) -> None:
+        self.shown = _shown(self.ranked_list, self.overlay, self.panel)
+
+    # -- background work and picture -------------------------------------------------------------------------
+
     def wait(self, timeout: float | None = 60.0) -> bool:
         """Block until the background work of all three views is done (they share one worker)."""
         return self.ranked_list.wait(timeout)
@@ -90,3 +176,17 @@ class Explorer(Pictured, ipywidgets.GridBox):
         picture.paste(top, (left.width + 8, 0))
         picture.paste(bottom, (left.width + 8, top.height + 8))
         return picture
+
+
+def _shown(ranked_list: RankedList, overlay: ActivationOverlay, panel: AblationPanel) -> dict[str, Any]:
+    """What the three views show now, as JSON: the list's ranking, the overlay's unit, the panel's accuracy."""
+    info, before, after = ranked_list.info, panel.before, panel.after
+    return {
+        "ranking": {key: info.get(key) for key in ("method", "layer", "target", "units", "provisional")},
+        "unit": overlay.unit,
+        "accuracy": {
+            "before": before.get("accuracy"),
+            "after": after.get("accuracy"),
+            "ablated": list(after.get("ablated", [])),
+        },
+    }
