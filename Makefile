@@ -17,8 +17,15 @@ $(VENV)/.installed: pyproject.toml | js
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	touch $@
 
+# The demo ranking in the shell, then the widgets themselves: JupyterLab on the first notebook (on this machine
+# only; LAB_ARGS=--no-browser on a machine without a browser). Ctrl+C stops it.
+LAB_ARGS ?=
 demo: setup
 	$(BIN)/neuronwidgets rank
+	@echo
+	@echo "Starting JupyterLab on notebooks/01_explore.ipynb (run its cells to see the Explorer)."
+	@echo "Open the http://127.0.0.1:... URL it prints below if no browser opens; stop it with Ctrl+C."
+	$(BIN)/jupyter lab notebooks/01_explore.ipynb --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, Subset
 
 from neuronwidgets import demo
 from neuronwidgets.methods import methods
+from neuronwidgets.methods import spec as method_spec
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
 
@@ -96,19 +97,34 @@ def _first(data: Any, n: int | None) -> Any:
 
 
 def _table(ranking: Ranking, probe: Probe, top: int, model_name: str) -> str:
+    """The top rows with what a score is (and its unit), and the tie-break where the method has one: accuracy
+    moves in steps of one image, so several units often share a score and the tie-break orders them."""
     meta = ranking.meta
+    method = method_spec(ranking.method)
     target = "" if ranking.target is None else f", class {probe.classes[ranking.target]!r}"
+    images = meta.get("images")
     lines = [
         f"{ranking.method} ranking of {probe.units} units in layer {ranking.layer!r} "
         f"({meta.get('layer_type', '?')}) of {model_name}{target}",
-        f"{meta.get('images')} images, {meta.get('seconds', 0):.2f} s"
+        f"{images} images, {meta.get('seconds', 0):.2f} s"
         + (f", engine: {meta['engine']}" if "engine" in meta else "")
         + (f", base accuracy {meta['base_accuracy']:.4f}" if "base_accuracy" in meta else ""),
-        "",
-        f"{'rank':>4}  {'unit':>5}  {'score':>12}",
+        f"score: {method.description.split(';')[0].lower()}",
     ]
+    scale = 100.0 if method.percent else 1.0
+    if method.percent and images:
+        lines[-1] += f", in percentage points (one image is {100 / images:.4g} pp)"
+    tiebreak = method.tiebreak if ranking.tiebreak is not None else None
+    if tiebreak:
+        lines[-1] += f"; equal scores are ordered by the {tiebreak}"
+    heading = f"{'rank':>4}  {'unit':>5}  {method.score:>{max(12, len(method.score))}}"
+    lines += ["", heading + (f"  {tiebreak:>14}" if tiebreak else "")]
+    width = max(12, len(method.score))
     for position, (unit, score) in enumerate(ranking.top(top), start=1):
-        lines.append(f"{position:>4}  {unit:>5}  {score:>12.6g}")
+        row = f"{position:>4}  {unit:>5}  {scale * score:>{width}.6g}"
+        if tiebreak:
+            row += f"  {float(ranking.tiebreak[unit]):>14.6g}"
+        lines.append(row)
     if top < ranking.units:
         lines.append(f"... {ranking.units - top} more (use --top or --format csv)")
     return "\n".join(lines)

@@ -37,6 +37,9 @@ class MethodSpec:
     needs_image: bool = False
     preview: str | None = None  # a cheaper method estimating the same quantity (shown first by widgets)
     cost: str = "one pass"
+    score: str = "score"  # what one score is, as a column heading with its unit
+    percent: bool = False  # scores are fractions of the images, shown in percentage points
+    tiebreak: str | None = None  # what orders units with equal scores (Ranking.tiebreak), if anything
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -53,6 +56,9 @@ _SPECS = (
         takes_target=True,
         preview="taylor",
         cost="per unit",
+        score="accuracy drop (pp)",
+        percent=True,
+        tiebreak="loss increase",
     ),
     MethodSpec(
         "car",
@@ -62,6 +68,7 @@ _SPECS = (
         takes_target=True,
         preview="taylor",
         cost="per unit per round",
+        score="pruning position (0 first, 1 last)",
     ),
     MethodSpec(
         "pcace",
@@ -70,6 +77,7 @@ _SPECS = (
         needs_labels=True,
         takes_target=True,
         needs_target=True,
+        score="maximal correlation",
     ),
     MethodSpec(
         "resampling_correlation",
@@ -78,6 +86,7 @@ _SPECS = (
         takes_target=True,
         needs_image=True,
         cost="one image",
+        score="mean |correlation|",
     ),
     MethodSpec(
         "resampling_precision",
@@ -86,6 +95,7 @@ _SPECS = (
         takes_target=True,
         needs_image=True,
         cost="one image",
+        score="1 / variance",
     ),
     MethodSpec(
         "selectivity",
@@ -93,19 +103,28 @@ _SPECS = (
         "Class selectivity index: preferred class's mean activation against the others'",
         needs_labels=True,
         takes_target=True,
+        score="selectivity index",
     ),
-    MethodSpec("weight_l1", weight_l1.rank, "L1 norm of the filter that produces the unit", cost="weights"),
+    MethodSpec(
+        "weight_l1",
+        weight_l1.rank,
+        "L1 norm of the filter that produces the unit",
+        cost="weights",
+        score="filter L1 norm",
+    ),
     MethodSpec(
         "taylor",
         taylor.rank,
         "First-order Taylor estimate of the loss change when the unit is removed",
         needs_labels=True,
+        score="|loss change|, L2-normalised",
     ),
     MethodSpec(
         "activation",
         activation.rank,
         "Mean activation over images and positions; per class with target",
         takes_target=True,
+        score="mean activation",
     ),
 )
 _REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
