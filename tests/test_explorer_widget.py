@@ -41,6 +41,8 @@ def test_its_state_references_the_three_views(explorer):
     for name in ("ranked_list", "overlay", "panel"):
         assert sent[name] == f"IPY_MODEL_{getattr(explorer, name).model_id}"
     assert explorer.children == (explorer.ranked_list, explorer.overlay, explorer.panel)
+    with pytest.raises(traitlets.TraitError, match="read-only"):
+        explorer.panel = explorer.panel  # the links are to these views
     assert sent["_key"] and sent["_key"] not in {view._key for view in explorer.children}
 
 

@@ -39,8 +39,9 @@ LINKED: dict[str, tuple[str, str]] = {
 
 
 def _view(instance_of: type[Widget]) -> traitlets.Instance:
-    """A trait holding one of the Explorer's views, sent to the front end as ``IPY_MODEL_<id>``."""
-    return traitlets.Instance(instance_of).tag(sync=True, **widget_serialization)
+    """A trait holding one of the Explorer's views (set once: the links are to it), sent to the front end as
+    ``IPY_MODEL_<id>``."""
+    return traitlets.Instance(instance_of, read_only=True).tag(sync=True, **widget_serialization)
 
 
 class Explorer(Pictured, Keyed, anywidget.AnyWidget):
@@ -81,8 +82,10 @@ class Explorer(Pictured, Keyed, anywidget.AnyWidget):
         layer = None if ranking is not None else ranked_list.layer  # until the list's ranking lands
         panel = AblationPanel(probe, ranking=ranking, layer=layer, selected_unit=unit)
         views = {"ranked_list": ranked_list, "overlay": overlay, "panel": panel}
+        for name, view in views.items():
+            self.set_trait(name, view)  # before the comm opens: its first message carries them
         state = {name: getattr(views[view], trait) for name, (view, trait) in LINKED.items()}
-        super().__init__(**views, **state, shown=_shown(ranked_list, overlay, panel))
+        super().__init__(**state, shown=_shown(ranked_list, overlay, panel))
         for name, (view, trait) in LINKED.items():
             traitlets.link((views[view], trait), (self, name))
         ranked_list.observe(self._on_select, names=["selected_unit"])
@@ -107,8 +110,6 @@ class Explorer(Pictured, Keyed, anywidget.AnyWidget):
         """A linked trait takes what its view's trait takes (checked before anything changes, so a refused
         value leaves the Explorer and the view as they were)."""
         view_name, trait = LINKED[proposal["trait"].name]
-        if not self.trait_has_value(view_name):  # in __init__: the view is set in the same call
-            return proposal["value"]
         view = getattr(self, view_name)
         return view.traits()[trait]._validate(view, proposal["value"])
 
