@@ -7,6 +7,9 @@ import { lasting } from "./lib/lasting.js";
 import { setTrait, teardown } from "./lib/model.js";
 import { statusStrip } from "./lib/status.js";
 
+/** The colormap menu's last entry on the short list: picking it lists all the others. */
+const MORE = "\u0000more";
+
 /** @param {{ model: import("./lib/model.js").Model, el: HTMLElement }} ctx */
 function render({ model, el }) {
   const colormap = h("select", { class: "nw-select", attrs: { "aria-label": "colormap" } });
@@ -42,10 +45,29 @@ function render({ model, el }) {
   ]);
   el.replaceChildren(root);
 
-  function syncControls() {
+  let allColormaps = false; // the short list until "more…" is picked (or the colormap is not on it)
+  /** The short list of colormaps, then "more…"; or, once asked for, the short list and all the others. */
+  function syncColormaps() {
     /** @type {string[]} */
-    const names = model.get("colormaps") || [];
-    if (colormap.options.length !== names.length) setOptions(colormap, names.map((n) => [n, n]), model.get("colormap"));
+    const first = model.get("colormaps") || [];
+    /** @type {string[]} */
+    const more = model.get("colormaps_more") || [];
+    const chosen = model.get("colormap");
+    allColormaps ||= !first.includes(chosen);
+    const wanted = allColormaps ? first.length + more.length : first.length + 1;
+    if (colormap.options.length === wanted && colormap.value === chosen) return;
+    const options = (/** @type {string[]} */ names) => names.map((name) => h("option", { text: name, attrs: { value: name } }));
+    colormap.replaceChildren(
+      ...options(first),
+      allColormaps
+        ? h("optgroup", { attrs: { label: "more colormaps" } }, options(more))
+        : h("option", { text: `more… (${more.length})`, attrs: { value: MORE } }),
+    );
+    colormap.value = chosen;
+  }
+
+  function syncControls() {
+    syncColormaps();
     colormap.value = model.get("colormap");
     opacity.value = String(model.get("opacity"));
     scale.value = model.get("scale");
@@ -84,7 +106,15 @@ function render({ model, el }) {
     );
   }
 
-  const onColormap = () => setTrait(model, "colormap", colormap.value);
+  const onColormap = () => {
+    if (colormap.value !== MORE) {
+      setTrait(model, "colormap", colormap.value);
+      return;
+    }
+    allColormaps = true;
+    syncColormaps();
+    colormap.focus();
+  };
   const onOpacity = () => {
     grid.style.setProperty("--nw-opacity", opacity.value); // instant, before the kernel hears of it
     setTrait(model, "opacity", Number(opacity.value));
@@ -105,7 +135,7 @@ function render({ model, el }) {
     on(image, "change", onImage),
     listen(
       model,
-      ["change:colormaps", "change:colormap", "change:opacity", "change:scale", "change:show_raw", "change:image", "change:unit", "change:layer", "change:k"],
+      ["change:colormaps", "change:colormaps_more", "change:colormap", "change:opacity", "change:scale", "change:show_raw", "change:image", "change:unit", "change:layer", "change:k"],
       drawControls,
     ),
     listen(model, ["change:tiles", "change:colorbar", "change:vrange", "change:shown"], drawTiles),

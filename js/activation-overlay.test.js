@@ -7,7 +7,7 @@ const tile = (index, chosen = false) => ({ index, label: EVIL, chosen, peak: 2, 
 
 function setup() {
   return mount(widget, {
-    unit: 3, layer: EVIL, k: 2, image: null, colormap: "magma", colormaps: ["magma", "viridis"], opacity: 0.6,
+    unit: 3, layer: EVIL, k: 2, image: null, colormap: "magma", colormaps: ["magma", "viridis"], colormaps_more: ["jet", EVIL], opacity: 0.6,
     scale: "shared", show_raw: false, image_count: 100, tiles: [tile(7), tile(9)], colorbar: PNG, vrange: [0, 2],
     shown: { unit: 3 },
   });
@@ -24,6 +24,20 @@ describe("ActivationOverlay view", () => {
     expect(el.querySelector("img[src='x']")).toBeNull();
     expect(el.querySelector(".nw-title").textContent).toBe(`unit 3 · layer ${EVIL} · top 2 images`);
     expect(el.querySelector(".nw-tiles").dataset.unit).toBe("3");
+  });
+
+  it("offers the short list of colormaps first, the others on request", async () => {
+    const { model, el } = setup();
+    const menu = el.querySelector("select");
+    expect([...menu.options].map((o) => o.textContent)).toEqual(["magma", "viridis", "more… (2)"]);
+    menu.value = menu.options[2].value;
+    menu.dispatchEvent(new Event("change"));
+    expect(model.saved).toEqual([]); // asking for more is not a choice
+    expect([...menu.options].map((o) => o.textContent)).toEqual(["magma", "viridis", "jet", EVIL]);
+    expect(menu.querySelector("optgroup").label).toBe("more colormaps");
+    expect(menu.value).toBe("magma");
+    const other = mount(widget, { ...model.state, colormap: "jet" }); // set in Python: the full list at once
+    expect(other.el.querySelector("select").value).toBe("jet");
   });
 
   it("changes opacity in the browser at once, and sends the other choices to the kernel", async () => {

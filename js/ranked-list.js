@@ -21,7 +21,7 @@ export const MATCHES_SHOWN = 50;
 
 /**
  * A ranking method as the kernel declares it (`neuronwidgets.methods.spec`).
- * @typedef {{ name: string, description: string, takes_target: boolean, needs_image: boolean }} MethodInfo
+ * @typedef {{ name: string, description: string, takes_target: boolean, needs_target?: boolean, needs_image: boolean }} MethodInfo
  */
 
 /**
@@ -45,6 +45,7 @@ export const MATCHES_SHOWN = 50;
  * @property {HTMLElement} targetField
  * @property {HTMLElement} searchField
  * @property {HTMLElement} warnings
+ * @property {HTMLElement} prompt
  * @property {HTMLSelectElement} layer
  * @property {HTMLInputElement} image
  * @property {HTMLElement} imageField
@@ -130,6 +131,8 @@ function build(status) {
   const searchField = h("div", { class: "nw-field nw-combo" }, [h("span", { text: "class" }), search, matches]);
   const warnings = h("div", { class: "nw-warnings", attrs: { role: "status" } });
   warnings.hidden = true;
+  const prompt = h("div", { class: "nw-prompt", attrs: { role: "status" } });
+  prompt.hidden = true;
   const image = h("input", {
     class: "nw-number nw-image",
     attrs: { type: "number", min: 0, step: 1, "aria-label": "image the method explains" },
@@ -156,11 +159,12 @@ function build(status) {
     h("div", { class: "nw-controls" }, [field("method", method), targetField, searchField, field("layer", layer), imageField, refresh]),
     h("div", { class: "nw-heading" }, [title, badge]),
     warnings,
+    prompt,
     status,
     h("div", { class: "nw-list-wrap" }, [viewport, tip]),
   ]);
   return {
-    root, method, target, search, matches, targetField, searchField, warnings, layer, image, imageField, refresh, title, badge,
+    root, method, target, search, matches, targetField, searchField, warnings, prompt, layer, image, imageField, refresh, title, badge,
     spacer, viewport, tip, tipText, tipImage,
   };
 }
@@ -176,7 +180,7 @@ function syncControls(model, parts) {
   /** @type {MethodInfo[]} */
   const methods = model.get("methods") || [];
   const current = methods.find((m) => m.name === model.get("method"));
-  setOptions(parts.method, methods.map((m) => [m.name, m.name]), model.get("method"));
+  setOptions(parts.method, methods.map((m) => [m.name, m.needs_target ? `${m.name} (one class)` : m.name]), model.get("method"));
   parts.method.title = current?.description ?? "";
   /** @type {string[]} */
   const classes = model.get("classes") || [];
@@ -224,6 +228,16 @@ function row(shown, rank, selected, idPrefix) {
   );
   el.style.top = `${rank * ROW_HEIGHT}px`;
   return el;
+}
+
+/**
+ * Whether two rankings list the units in the same order (a new ranking scrolls back to its first rank).
+ * @param {ArrayLike<number>} a @param {ArrayLike<number>} b
+ */
+function sameOrder(a, b) {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /**
@@ -478,7 +492,9 @@ function render({ model, el }) {
   const selected = () => model.get("selected_unit") ?? null;
   const redraw = () => drawRows(parts, shown, selected(), idPrefix);
   const syncRanking = () => {
+    const before = shown.order;
     shown = decodeRanking(model);
+    if (!sameOrder(before, shown.order)) parts.viewport.scrollTop = 0; // a new ranking starts at rank 1
     const info = model.get("info") || {};
     parts.title.textContent = titleOf(info);
     parts.badge.textContent = info.provisional ? `fast estimate (${info.method}); ${info.estimate_for} on the way` : "";
@@ -524,6 +540,12 @@ function render({ model, el }) {
   const syncAll = () => {
     syncControls(model, parts);
     picker.sync();
+    const asked = model.get("prompt") || "";
+    const asking = Boolean(asked) && parts.prompt.hidden;
+    parts.prompt.textContent = asked;
+    parts.prompt.hidden = !asked;
+    // the method just picked here needs a class: the class picker takes the focus, to ask for one
+    if (asking && document.activeElement === parts.method) (parts.searchField.hidden ? parts.target : parts.search).focus();
   };
 
   const drawAll = coalesced(syncAll);
@@ -541,7 +563,7 @@ function render({ model, el }) {
     on(parts.viewport, "mousemove", (event) => tip.show(unitOf(event))),
     on(parts.viewport, "mouseleave", tip.hide),
     listen(model, ["msg:custom"], tip.received),
-    listen(model, ["change:methods", "change:method", "change:target", "change:classes", "change:layers", "change:layer", "change:image", "change:interactive"], drawAll),
+    listen(model, ["change:methods", "change:method", "change:target", "change:classes", "change:layers", "change:layer", "change:image", "change:interactive", "change:prompt"], drawAll),
     listen(model, ["change:scores", "change:order", "change:info"], drawRanking),
     listen(model, ["change:selected_unit"], drawSelection),
     listen(model, ["change:layer"], tip.forget),

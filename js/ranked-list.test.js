@@ -54,8 +54,8 @@ describe("RankedList view", () => {
     expect(el.querySelector(".nw-selected").getAttribute("aria-selected")).toBe("true");
   });
 
-  it("renders only the visible rows of 2,048 units", async () => {
-    const { el } = setup(2048);
+  it("renders only the visible rows of 2,048 units, from rank 1 for a new ranking", async () => {
+    const { model, el } = setup(2048);
     const rows = el.querySelectorAll(".nw-row");
     expect(rows.length).toBeLessThan(40);
     const viewport = el.querySelector(".nw-list-viewport");
@@ -64,6 +64,11 @@ describe("RankedList view", () => {
     const ranks = [...el.querySelectorAll(".nw-row")].map((r) => Number(r.dataset.rank));
     expect(ranks).toContain(1000);
     expect(el.querySelector(".nw-list-spacer").style.height).toBe(`${2048 * ROW_HEIGHT}px`);
+    await model.pythonSet({ scores: encoded(Array.from({ length: 2048 }, (_, i) => i), "float64"), order: encoded([...Array(2048).keys()].reverse(), "int32") });
+    expect(viewport.scrollTop).toBe(0); // a new ranking starts at rank 1
+    viewport.scrollTop = 300 * ROW_HEIGHT;
+    await model.pythonSet({ info: { ...model.get("info"), seconds: 2 } }); // the same order: the place is kept
+    expect(viewport.scrollTop).toBe(300 * ROW_HEIGHT);
   });
 
   it("re-ranks through the pickers and asks for thumbnails on hover", async () => {
@@ -107,6 +112,29 @@ describe("RankedList view", () => {
     expect(model.listenerCount()).toBe(0);
     loaded(el.querySelectorAll("img"));
     expect(globalThis.liveBlobUrls.size).toBe(0);
+  });
+
+  it("marks a method that ranks for one class, and asks for a class when the kernel says so", async () => {
+    const { model, el } = setup(5, {
+      methods: [
+        { name: "ablation", description: "accuracy drop", takes_target: true, needs_image: false },
+        { name: "pcace", description: "correlation", takes_target: true, needs_target: true, needs_image: false },
+      ],
+    });
+    document.body.append(el); // focus needs a document
+    const method = el.querySelector("select");
+    expect([...method.options].map((o) => o.textContent)).toEqual(["ablation", "pcace (one class)"]);
+    method.focus();
+    method.value = "pcace";
+    method.dispatchEvent(new Event("change"));
+    await model.pythonSet({ prompt: "pcace ranks the units for one class: pick a class" });
+    const prompt = el.querySelector(".nw-prompt");
+    expect(prompt.hidden).toBe(false);
+    expect(prompt.textContent).toBe("pcace ranks the units for one class: pick a class");
+    expect(document.activeElement).toBe(el.querySelectorAll("select")[1]); // the class picker
+    await model.pythonSet({ prompt: "" });
+    expect(prompt.hidden).toBe(true);
+    el.remove();
   });
 
   it("disables the pickers for a fixed ranking", async () => {

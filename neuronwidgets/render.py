@@ -16,9 +16,21 @@ from PIL import Image
 from neuronwidgets.display import default_pictures
 
 
+# perceptually uniform maps (equal steps in value look like equal steps in colour), and grey, offered first
+FIRST_COLORMAPS = ("magma", "viridis", "inferno", "plasma", "cividis", "gray")
+
+
 def colormap_names() -> list[str]:
-    """Every colormap matplotlib knows, sorted (reversed ``_r`` variants included)."""
+    """Every colormap matplotlib knows, sorted (reversed ``_r`` variants included): what `colormap` accepts."""
     return sorted(colormaps)
+
+
+def offered_colormaps() -> tuple[list[str], list[str]]:
+    """The colormaps a menu offers: `FIRST_COLORMAPS`, then the rest of matplotlib's, sorted case-blind, without
+    the reversed ``_r`` variants (a menu of 180 names, half of them duplicates, helps no one)."""
+    first = [name for name in FIRST_COLORMAPS if name in colormaps]
+    rest = sorted((n for n in colormaps if not n.endswith("_r") and n not in first), key=str.lower)
+    return first, rest
 
 
 def check_colormap(name: str) -> str:

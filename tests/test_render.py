@@ -46,6 +46,15 @@ def test_unknown_colormap_is_a_clear_error():
     assert "magma" in render.colormap_names()
 
 
+def test_the_colormap_menu_offers_uniform_maps_first_and_no_reversed_duplicates():
+    first, rest = render.offered_colormaps()
+    assert first[:2] == ["magma", "viridis"] and "gray" in first
+    assert not any(name.endswith("_r") for name in first + rest)
+    assert not set(first) & set(rest)
+    assert set(first + rest) == {n for n in render.colormap_names() if not n.endswith("_r")}
+    assert "magma_r" in render.colormap_names()  # still accepted when set in Python
+
+
 def test_core_and_render_never_import_ipywidgets():
     code = "import neuronwidgets, neuronwidgets.render, sys; print('ipywidgets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

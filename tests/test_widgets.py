@@ -66,7 +66,7 @@ def test_ranked_list_ranks_in_the_background_and_shows_an_estimate_first(probe):
     _, paths, _ = _remove_buffers(ranked.get_state())
     assert ["scores", "view"] in paths and ["order", "view"] in paths
     assert ranked.methods and all(
-        set(m) == {"name", "description", "takes_target", "needs_image"} for m in ranked.methods
+        set(m) == {"name", "description", "takes_target", "needs_target", "needs_image"} for m in ranked.methods
     )
     # a second list shows the provisional taylor estimate before the exact ablation ranking
     second = nw.RankedList(probe)
@@ -141,6 +141,28 @@ def test_ranking_errors_show_in_the_widget(probe):
     failing = nw.RankedList(unlabelled, method="selectivity")
     failing.wait(30)
     assert failing.status == "error" and "labels" in failing.error
+
+
+def test_a_method_for_one_class_asks_for_a_class_and_a_success_clears_a_stale_error(probe):
+    ranked = nw.RankedList(probe, method="activation")
+    assert ranked.wait(30)
+    offered = {m["name"]: m for m in ranked.methods}
+    assert offered["pcace"]["needs_target"] and not offered["ablation"]["needs_target"]
+    shown = ranked.ranking
+    update(ranked, method="pcace")  # "all classes" is chosen: nothing to rank yet
+    assert ranked.wait(30)
+    assert ranked.prompt == "pcace ranks the units for one class: pick a class"
+    assert ranked.status == "idle" and ranked.error == "" and ranked.ranking is shown
+    update(ranked, target=3)
+    assert ranked.wait(120)
+    assert ranked.prompt == "" and ranked.info["method"] == "pcace" and ranked.info["target"] == 3
+    ranked.error = "an earlier request failed"  # as a failed request leaves it
+    update(ranked, method="activation")  # for class 3: ranked on the worker
+    assert ranked.wait(30)
+    assert ranked.error == "" and ranked.info["method"] == "activation"
+    ranked.error = "an earlier request failed"
+    update(ranked, method="pcace")  # cached: shown at once
+    assert ranked.error == "" and ranked.info["method"] == "pcace"
 
 
 def test_cancel_a_long_ranking_keeps_the_kernel_and_the_list(probe):

@@ -245,6 +245,7 @@ class Widget(Pictured, Keyed, anywidget.AnyWidget):
             with self.hold_sync():
                 try:
                     on_done(result)
+                    self.error = ""  # a later request succeeded: an earlier one's error is stale
                 finally:
                     self._finish(job, "idle")
 

@@ -35,7 +35,8 @@ class ActivationOverlay(Widget):
     k = StrictInt(8, min=1, max=MAX_IMAGES).tag(sync=True, option=True)
     image = StrictInt(None, allow_none=True, min=0).tag(sync=True, option=True)
     colormap = Choice(render.colormap_names(), "magma").tag(sync=True, option=True)
-    colormaps = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    colormaps = traitlets.List(traitlets.Unicode()).tag(sync=True)  # the menu's first, short list
+    colormaps_more = traitlets.List(traitlets.Unicode()).tag(sync=True)  # the rest, on request
     opacity = traitlets.Float(0.6, min=0.0, max=1.0).tag(sync=True, option=True)
     scale = Choice(SCALES, "shared").tag(sync=True, option=True)
     show_raw = traitlets.Bool(False).tag(sync=True, option=True)
@@ -61,7 +62,8 @@ class ActivationOverlay(Widget):
             layer=layer,
             units=probe.layer_info(layer).units,
             image_count=len(probe.source),
-            colormaps=render.colormap_names(),
+            colormaps=render.offered_colormaps()[0],
+            colormaps_more=render.offered_colormaps()[1],
         )
         with self.hold_trait_notifications():
             for key, value in kwargs.items():

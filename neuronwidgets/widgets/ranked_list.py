@@ -30,6 +30,7 @@ def method_info(method: MethodSpec) -> dict[str, Any]:
         "name": method.name,
         "description": method.description,
         "takes_target": method.takes_target,
+        "needs_target": method.needs_target,
         "needs_image": method.needs_image,
     }
 
@@ -81,6 +82,7 @@ class RankedList(Widget):
     scores = array_trait("float64", help="score of each unit")
     order = array_trait("int32", help="unit indices, most important first")
     info = traitlets.Dict().tag(sync=True)  # method, layer, target, units, provisional, seconds, engine
+    prompt = traitlets.Unicode("").tag(sync=True)  # what the list waits for (a class, for a method that needs one)
     ranking = traitlets.Instance(Ranking, allow_none=True)  # the Ranking shown (not synced)
 
     _writable: ClassVar[frozenset[str]] = frozenset({"method", "target", "layer", "selected_unit", "image"})
@@ -189,11 +191,18 @@ class RankedList(Widget):
         """Rank with the current method, class and layer in the background (cached per combination)."""
         if self._probe is None:
             return
+        if spec(self.method).needs_target and self.target is None:
+            self._worker.cancel(self._slot("rank"))  # nothing to rank until a class is picked: ask for one
+            self.prompt = f"{self.method} ranks the units for one class: pick a class"
+            self._settle("idle")
+            return
+        self.prompt = ""
         options = self._options()
         key = (self.layer, self.method, tuple(sorted(options.items())))
         if key in self._cache:
             self._worker.cancel(self._slot("rank"))
             self._show(self._cache[key])
+            self.error = ""  # an error of an earlier request is stale once this one is shown
             self._settle("idle")
             return
         probe, method, layer = self._probe, self.method, self.layer
