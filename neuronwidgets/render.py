@@ -15,7 +15,6 @@ from PIL import Image
 
 from neuronwidgets.display import default_pictures
 
-
 # perceptually uniform maps (equal steps in value look like equal steps in colour), and grey, offered first
 FIRST_COLORMAPS = ("magma", "viridis", "inferno", "plasma", "cividis", "gray")
 
