@@ -10,6 +10,20 @@ import { statusStrip } from "./lib/status.js";
 /** The colormap menu's last entry on the short list: picking it lists all the others. */
 const MORE = "\u0000more";
 
+/**
+ * A tile's caption in two lines that never wrap (the full text is its tooltip): which image and its label,
+ * then the map's peak and, in per-image scale, the range its colours span.
+ * @param {Record<string, any>} tile @param {boolean} perImage
+ */
+function caption(tile, perImage) {
+  const which = `${tile.chosen ? "chosen · " : ""}#${tile.index}${tile.label === null ? "" : ` · ${tile.label}`}`;
+  const values = `peak ${score(tile.peak)}${perImage ? ` · ${score(tile.vmin)}…${score(tile.vmax)}` : ""}`;
+  return h("figcaption", { attrs: { title: `${which} · ${values}` } }, [
+    h("span", { class: "nw-caption-line", text: which }),
+    h("span", { class: "nw-caption-line", text: values }),
+  ]);
+}
+
 /** @param {{ model: import("./lib/model.js").Model, el: HTMLElement }} ctx */
 function render({ model, el }) {
   const colormap = h("select", { class: "nw-select", attrs: { "aria-label": "colormap" } });
@@ -20,6 +34,9 @@ function render({ model, el }) {
   const scale = h("select", { class: "nw-select", attrs: { "aria-label": "colour scale" } });
   setOptions(scale, [["shared", "shared scale"], ["image", "per-image scale"]], model.get("scale"));
   const raw = h("input", { attrs: { type: "checkbox", "aria-label": "show the raw map" } });
+  const border = h("input", {
+    attrs: { type: "checkbox", "aria-label": "hide the maps' border", title: "leave out the outer ring of each map, which zero padding shapes" },
+  });
   const image = h("input", {
     class: "nw-number",
     attrs: { type: "number", min: 0, step: 1, placeholder: "image #", "aria-label": "chosen image index" },
@@ -37,6 +54,7 @@ function render({ model, el }) {
       h("label", { class: "nw-field" }, [h("span", { text: "opacity" }), opacity]),
       scale,
       h("label", { class: "nw-field nw-check" }, [raw, h("span", { text: "raw map" })]),
+      h("label", { class: "nw-field nw-check" }, [border, h("span", { text: "hide border" })]),
       h("label", { class: "nw-field" }, [h("span", { text: "image" }), image]),
     ]),
     h("div", { class: "nw-colorbar-row" }, [barLow, colorbar, barHigh]),
@@ -72,6 +90,7 @@ function render({ model, el }) {
     opacity.value = String(model.get("opacity"));
     scale.value = model.get("scale");
     raw.checked = model.get("show_raw");
+    border.checked = model.get("hide_border");
     const chosen = model.get("image");
     if (document.activeElement !== image) image.value = chosen === null || chosen === undefined ? "" : String(chosen);
     image.max = String(Math.max(0, model.get("image_count") - 1));
@@ -98,9 +117,7 @@ function render({ model, el }) {
             showPng(h("img", { class: "nw-map", attrs: { alt: "" } }), tile.map),
             showPng(h("img", { class: "nw-raw", attrs: { alt: `raw map of image ${tile.index}` } }), tile.raw),
           ]),
-          h("figcaption", {
-            text: `${tile.chosen ? "chosen · " : ""}#${tile.index}${tile.label === null ? "" : ` · ${tile.label}`} · peak ${score(tile.peak)}${perImage ? ` (${score(tile.vmin)}…${score(tile.vmax)})` : ""}`,
-          }),
+          caption(tile, perImage),
         ]),
       ),
     );
@@ -121,6 +138,7 @@ function render({ model, el }) {
   };
   const onScale = () => setTrait(model, "scale", scale.value);
   const onRaw = () => setTrait(model, "show_raw", raw.checked);
+  const onBorder = () => setTrait(model, "hide_border", border.checked);
   const onImage = () => {
     const value = image.value.trim();
     setTrait(model, "image", value === "" ? null : Math.trunc(Number(value)));
@@ -132,10 +150,11 @@ function render({ model, el }) {
     on(opacity, "input", onOpacity),
     on(scale, "change", onScale),
     on(raw, "change", onRaw),
+    on(border, "change", onBorder),
     on(image, "change", onImage),
     listen(
       model,
-      ["change:colormaps", "change:colormaps_more", "change:colormap", "change:opacity", "change:scale", "change:show_raw", "change:image", "change:unit", "change:layer", "change:k"],
+      ["change:colormaps", "change:colormaps_more", "change:colormap", "change:opacity", "change:scale", "change:show_raw", "change:hide_border", "change:image", "change:unit", "change:layer", "change:k"],
       drawControls,
     ),
     listen(model, ["change:tiles", "change:colorbar", "change:vrange", "change:shown"], drawTiles),

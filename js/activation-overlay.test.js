@@ -20,7 +20,9 @@ describe("ActivationOverlay view", () => {
     expect(tiles.length).toBe(2);
     expect(tiles[0].querySelectorAll("img").length).toBe(3);
     expect(tiles[0].querySelector(".nw-map").getAttribute("src")).toMatch(/^blob:/);
-    expect(tiles[0].querySelector("figcaption").textContent).toContain(EVIL);
+    const lines = [...tiles[0].querySelectorAll("figcaption .nw-caption-line")].map((l) => l.textContent);
+    expect(lines).toEqual([`#7 · ${EVIL}`, "peak 2.00"]); // two lines that never wrap; the title has it all
+    expect(tiles[0].querySelector("figcaption").title).toBe(`#7 · ${EVIL} · peak 2.00`);
     expect(el.querySelector("img[src='x']")).toBeNull();
     expect(el.querySelector(".nw-title").textContent).toBe(`unit 3 · layer ${EVIL} · top 2 images`);
     expect(el.querySelector(".nw-tiles").dataset.unit).toBe("3");

@@ -60,10 +60,41 @@ def colorize(activation: np.ndarray, colormap: str = "magma", vmin: float = 0.0,
 
 
 def blend(image: np.ndarray, colored: np.ndarray, opacity: float) -> np.ndarray:
-    """``colored`` laid over ``image`` (both uint8 (H, W, 3)) with the given opacity in [0, 1]."""
-    alpha = float(np.clip(opacity, 0.0, 1.0))
+    """``colored`` laid over ``image`` (uint8 (H, W, 3)) with the given opacity in [0, 1]; an RGBA ``colored``
+    (H, W, 4) scales it by its own alpha per pixel (transparent pixels leave the image as it is)."""
+    alpha = np.float32(np.clip(opacity, 0.0, 1.0))
+    colored = np.asarray(colored)
+    if colored.shape[-1] == 4:
+        alpha = alpha * (colored[..., 3:].astype(np.float32) / 255.0)
+        colored = colored[..., :3]
     mixed = image.astype(np.float32) * (1 - alpha) + colored.astype(np.float32) * alpha
     return mixed.round().astype(np.uint8)
+
+
+def inner(activation: np.ndarray, border: int = 1) -> np.ndarray:
+    """The map without its outer ``border`` cells on each side (the ring a convolution's zero padding
+    shapes), or the whole map where it is too small to have an inside."""
+    h, w = activation.shape[-2:]
+    if border <= 0 or h <= 2 * border or w <= 2 * border:
+        return activation
+    return activation[..., border : h - border, border : w - border]
+
+
+def colorize_without_border(
+    activation: np.ndarray, size: tuple[int, int], colormap: str, vmin: float, vmax: float, border: int = 1
+) -> np.ndarray:
+    """The map upsampled to ``size`` and coloured as uint8 RGBA (H, W, 4), its outer ``border`` cells fully
+    transparent. The ring's values are replaced by their inner neighbours before upsampling, so they pull
+    no colour into the cells next to them."""
+    middle = inner(activation, border)
+    if middle is activation:
+        return np.dstack([colorize(upsample(activation, size), colormap, vmin, vmax), np.full(size, 255, np.uint8)])
+    padded = np.pad(middle, border, mode="edge")
+    colored = colorize(upsample(padded, size), colormap, vmin, vmax)
+    mask = np.zeros(activation.shape, dtype=np.uint8)
+    mask[border:-border, border:-border] = 255
+    alpha = np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.Resampling.NEAREST))
+    return np.dstack([colored, alpha])
 
 
 def png(array: np.ndarray) -> bytes:

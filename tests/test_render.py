@@ -55,6 +55,17 @@ def test_the_colormap_menu_offers_uniform_maps_first_and_no_reversed_duplicates(
     assert "magma_r" in render.colormap_names()  # still accepted when set in Python
 
 
+def test_blend_with_alpha_leaves_clear_pixels_as_the_image():
+    rng = np.random.default_rng(0)
+    image = rng.integers(1, 255, (4, 4, 3), dtype=np.uint8)
+    colored = rng.integers(1, 255, (4, 4, 4), dtype=np.uint8)
+    colored[..., 3] = 255
+    colored[0, 0, 3] = 0
+    mixed = render.blend(image, colored, 0.5)
+    assert (mixed[0, 0] == image[0, 0]).all()
+    assert (mixed[1:, 1:] == render.blend(image, colored[..., :3], 0.5)[1:, 1:]).all()
+
+
 def test_core_and_render_never_import_ipywidgets():
     code = "import neuronwidgets, neuronwidgets.render, sys; print('ipywidgets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -206,6 +206,33 @@ def test_overlay_sends_png_buffers_and_validates(probe):
     assert overlay.units == 16 and overlay.shown["layer"] == "conv1"
 
 
+def test_overlay_can_hide_the_maps_border(probe):
+    """The outer ring of each map (shaped by zero padding) is transparent and left out of the scale and peak."""
+    import io
+
+    from PIL import Image
+
+    overlay = nw.ActivationOverlay(probe, layer="relu1", unit=2, k=3)
+    assert overlay.wait(30)
+    whole = [tile["peak"] for tile in overlay.tiles]
+    indices = [tile["index"] for tile in overlay.tiles]
+    update(overlay, hide_border=True)
+    assert overlay.wait(30) and overlay.shown["hide_border"]
+    maps = probe.activation_maps(2, [t["index"] for t in overlay.tiles], layer="relu1")
+    inside = maps[:, 1:-1, 1:-1]
+    assert overlay.vrange == pytest.approx([float(inside.min()), float(inside.max())])
+    assert [t["peak"] for t in overlay.tiles] == pytest.approx([float(m.max()) for m in inside])
+    assert [t["index"] for t in overlay.tiles] == indices and whole  # the same images
+    for key in ("map", "raw"):
+        picture = np.asarray(Image.open(io.BytesIO(bytes(overlay.tiles[0][key]))))
+        assert picture.shape[-1] == 4, key
+        h = picture.shape[0]
+        ring = max(1, h // maps.shape[1])  # one map cell, upsampled
+        assert (picture[:ring, :, 3] == 0).all() and (picture[:, -ring:, 3] == 0).all(), key
+        assert (picture[ring:-ring, ring:-ring, 3] == 255).all(), key
+    assert overlay.snapshot().size[0] > 0  # the saved picture blends the clear ring as the image
+
+
 def test_ablation_panel_latest_request_wins(probe):
     ranking = probe.rank("weight_l1")
     panel = nw.AblationPanel(probe, ranking=ranking)

@@ -40,6 +40,7 @@ class ActivationOverlay(Widget):
     opacity = traitlets.Float(0.6, min=0.0, max=1.0).tag(sync=True, option=True)
     scale = Choice(SCALES, "shared").tag(sync=True, option=True)
     show_raw = traitlets.Bool(False).tag(sync=True, option=True)
+    hide_border = traitlets.Bool(False).tag(sync=True, option=True)  # the maps' outer ring (zero padding)
     units = traitlets.Int(0).tag(sync=True)  # number of units in the layer
     image_count = traitlets.Int(0).tag(sync=True)  # number of images in the data
     tiles = traitlets.List().tag(sync=True)  # [{index, label, chosen, vmin, vmax, image, map, raw}, ...]
@@ -47,7 +48,9 @@ class ActivationOverlay(Widget):
     vrange = traitlets.List().tag(sync=True)  # [vmin, vmax] of the shared scale
     shown = traitlets.Dict().tag(sync=True)  # the request the tiles answer: {unit, layer, image, colormap, scale}
 
-    _writable: ClassVar[frozenset[str]] = frozenset({"unit", "k", "image", "colormap", "opacity", "scale", "show_raw"})
+    _writable: ClassVar[frozenset[str]] = frozenset(
+        {"unit", "k", "image", "colormap", "opacity", "scale", "show_raw", "hide_border"}
+    )
 
     def __init__(self, probe: Probe, **kwargs: Any) -> None:
         check_kwargs(type(self), kwargs)
@@ -68,7 +71,7 @@ class ActivationOverlay(Widget):
         with self.hold_trait_notifications():
             for key, value in kwargs.items():
                 setattr(self, key, value)
-        self.observe(self._on_change, names=["unit", "k", "image", "colormap", "scale"])
+        self.observe(self._on_change, names=["unit", "k", "image", "colormap", "scale", "hide_border"])
         self.observe(self._on_layer, names=["layer"])
         self.refresh()
 
@@ -107,18 +110,25 @@ class ActivationOverlay(Widget):
     def refresh(self) -> None:
         """Render the overlays for the current unit and settings in the background (latest request wins)."""
         probe, layer, unit, k, image = self._probe, self.layer, self.unit, self.k, self.image
-        colormap, scale = self.colormap, self.scale
+        colormap, scale, hide_border = self.colormap, self.scale, self.hide_border
 
         def run(job: Job) -> dict:
             indices = [int(i) for i in probe.top_images(unit, k, layer=layer)]
             if image is not None:
                 indices = [image, *[i for i in indices if i != image]][: k + 1]
             maps = probe.activation_maps(unit, indices, layer=layer)
-            return render_tiles(probe, indices, maps, colormap, scale, chosen=image)
+            return render_tiles(probe, indices, maps, colormap, scale, chosen=image, hide_border=hide_border)
 
         def done(result: dict) -> None:
             self.tiles, self.vrange, self.colorbar = result["tiles"], result["vrange"], result["colorbar"]
-            self.shown = {"unit": unit, "layer": layer, "image": image, "colormap": colormap, "scale": scale}
+            self.shown = {
+                "unit": unit,
+                "layer": layer,
+                "image": image,
+                "colormap": colormap,
+                "scale": scale,
+                "hide_border": hide_border,
+            }
 
         self._submit("overlay", run, done)
 
@@ -130,7 +140,7 @@ class ActivationOverlay(Widget):
         overlays = []
         for tile in self.tiles:
             image = np.asarray(Image.open(_bytes_io(tile["image"])).convert("RGB"))
-            colored = np.asarray(Image.open(_bytes_io(tile["map"])).convert("RGB"))
+            colored = np.asarray(Image.open(_bytes_io(tile["map"])).convert("RGBA"))  # the border may be clear
             overlays.append(render.blend(image, colored, self.opacity))
         picture = render.grid(overlays, columns=min(len(overlays), 5))
         scale = max(1, 96 // overlays[0].shape[1])
@@ -151,26 +161,42 @@ def _bytes_io(data: bytes | memoryview) -> io.BytesIO:
 
 
 def render_tiles(
-    probe: Probe, indices: list[int], maps: np.ndarray, colormap: str, scale: str, chosen: int | None
+    probe: Probe,
+    indices: list[int],
+    maps: np.ndarray,
+    colormap: str,
+    scale: str,
+    chosen: int | None,
+    hide_border: bool = False,
 ) -> dict:
-    """PNG buffers per image (the image, its coloured upsampled map, its raw map) and the colour scale."""
+    """PNG buffers per image (the image, its coloured upsampled map, its raw map) and the colour scale.
+
+    ``hide_border``: the maps' outer ring of cells, whose values a convolution's zero padding shapes, is
+    drawn transparent and left out of the colour scale and the peak."""
     images = display_images(probe, indices)
     labels = labels_of(probe, indices)
-    shared = (float(maps.min()), float(maps.max()))
+    counted = render.inner(maps) if hide_border else maps  # the values the scale and the peaks are of
+    shared = (float(counted.min()), float(counted.max()))
     tiles = []
-    for index, label, image, amap in zip(indices, labels, images, maps):
-        vmin, vmax = shared if scale == "shared" else (float(amap.min()), float(amap.max()))
+    for index, label, image, amap, values in zip(indices, labels, images, maps, counted):
+        vmin, vmax = shared if scale == "shared" else (float(values.min()), float(values.max()))
+        if hide_border:
+            shown_map = render.colorize_without_border(amap, image.shape[:2], colormap, vmin, vmax)
+            raw_map = render.colorize_without_border(amap, amap.shape, colormap, vmin, vmax)
+        else:
+            shown_map = render.colorize(render.upsample(amap, image.shape[:2]), colormap, vmin, vmax)
+            raw_map = render.colorize(amap, colormap, vmin, vmax)
         tiles.append(
             {
                 "index": index,
                 "label": None if label is None else probe.classes[label],
                 "chosen": index == chosen,
-                "peak": float(amap.max()),
+                "peak": float(values.max()),
                 "vmin": vmin,
                 "vmax": vmax,
                 "image": render.png(image),
-                "map": render.png(render.colorize(render.upsample(amap, image.shape[:2]), colormap, vmin, vmax)),
-                "raw": render.png(render.colorize(amap, colormap, vmin, vmax)),
+                "map": render.png(shown_map),
+                "raw": render.png(raw_map),
             }
         )
     return {"tiles": tiles, "vrange": list(shared), "colorbar": render.png(render.colorbar(colormap))}
