@@ -324,13 +324,19 @@ def test_html_export_shows_the_static_picture(tmp_path):
             "import neuronwidgets as nw\n"
             "model, data = nw.demo.load()\n"
             "nw.Explorer(nw.Probe(model, data, layer='relu3'), method='weight_l1')"
-        )
+        ),
+        nbformat.v4.new_code_cell("nw.RankedList(nw.Probe(model, data, layer='relu3'), method='weight_l1')"),
     ]
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3", store_widget_state=False).execute()
     (output,) = notebook.cells[0].outputs
     assert output["data"]["image/png"]
+    (listed,) = notebook.cells[1].outputs
+    alt = listed["metadata"]["image/png"]["alt"]  # the picture in words, for a screen reader
+    assert alt.startswith("weight_l1 ranking of the 64 units of layer relu3 (all classes); top: unit ")
     html, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
     assert "data:image/png;base64," in html
+    classic, _ = nbconvert.HTMLExporter(template_name="classic").from_notebook_node(notebook)
+    assert f'alt="{alt}"' in classic  # nbconvert's lab template writes no alt text (7.17); its classic one does
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,10 @@ class Pictured:
         """A picture of the widget's current state (what a saved notebook shows without a kernel)."""
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """The picture in words: its alt text in an HTML export (output metadata ``image/png.alt``)."""
+        return ""
+
     def wait(self, timeout: float | None = 60.0) -> bool:
         """Block until the widget's background work is done; False on timeout."""
         raise NotImplementedError
@@ -78,7 +82,7 @@ class Pictured:
         return dict(data), dict(metadata or {})
 
     def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict]:
-        return with_png(self._view_bundle(**kwargs), self.snapshot_png)
+        return with_png(self._view_bundle(**kwargs), self.snapshot_png, self.describe)
 
     def _ipython_display_(self) -> None:
         if self._live is None:
@@ -86,11 +90,17 @@ class Pictured:
         self._live.display()
 
 
-def with_png(bundle: tuple[dict, dict], make_png: Callable[[], bytes]) -> tuple[dict, dict]:
-    """A widget's mime bundle plus an ``image/png`` fallback for places without a live kernel."""
-    data, metadata = dict(bundle[0]), bundle[1]
+def with_png(
+    bundle: tuple[dict, dict], make_png: Callable[[], bytes], describe: Callable[[], str] = str
+) -> tuple[dict, dict]:
+    """A widget's mime bundle plus an ``image/png`` fallback for places without a live kernel, with the
+    picture's description as its alt text (nbconvert's HTML export reads ``metadata["image/png"]["alt"]``)."""
+    data, metadata = dict(bundle[0]), dict(bundle[1])
     with contextlib.suppress(Exception):  # a picture is a fallback: never let it break the live widget
         data["image/png"] = make_png()
+        alt = describe()
+        if alt:
+            metadata["image/png"] = {**metadata.get("image/png", {}), "alt": alt}
     return data, metadata
 
 
@@ -128,7 +138,7 @@ class LivePicture:
             self._changed()  # busy: the state is still moving; look again after another quiet period
             return
         png = widget.snapshot_png(timeout=0)
-        data, metadata = with_png(widget._view_bundle(), lambda: png)
+        data, metadata = with_png(widget._view_bundle(), lambda: png, widget.describe)
         with self._lock:
             stale = [display_id for display_id, shown in self._shown.items() if shown != png]
             for display_id in stale:

@@ -237,13 +237,22 @@ class AblationPanel(Widget):
                 ax.bar(x + 0.2, after, 0.4, label="after", color="C3")
                 ax.set_xticks(x, [_short(name) for name in self.classes])
                 ax.set_ylim(0, 1)
-                ax.legend(loc="lower right", fontsize=8)
+                fig.legend(loc="outside upper right", ncols=2, fontsize=8, frameon=False)  # above the bars
             ax.set_title(title, fontsize=9)
             warnings = self.before.get("warnings") or []
             if warnings:
                 text = "\n".join(textwrap.fill(f"⚠ {w}", 80) for w in warnings)
                 fig.suptitle(text, fontsize=7, color="#b35900", ha="left", x=0.01)
         return figure_png(fig)
+
+    def describe(self) -> str:
+        if not (self.before and self.after):
+            return f"ablation panel of layer {self.layer}: no result yet"
+        text = (
+            f"{len(self.ablated)} units of layer {self.layer} ablated ({self.mode}): accuracy "
+            f"{self.before['accuracy']:.1%} before, {self.after['accuracy']:.1%} after"
+        )
+        return text + (f"; {self.changed_count} predictions changed" if self.changed_count else "")
 
 
 def classes_changed_most(before: np.ndarray, after: np.ndarray, top: int) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 
 from neuronwidgets import render
 from neuronwidgets.probe import Probe
-from neuronwidgets.widgets._base import Choice, StrictInt, Widget, asset, check_kwargs, index_or_none, titled
+from neuronwidgets.widgets._base import Choice, StrictInt, Widget, asset, check_kwargs, figure_png, index_or_none
 from neuronwidgets.widgets._images import display_images, labels_of
 from neuronwidgets.widgets._worker import Job, worker_for
 
@@ -135,17 +136,41 @@ class ActivationOverlay(Widget):
     # -- static picture -----------------------------------------------------------------------------------
 
     def _draw(self) -> Image.Image:
+        """The overlays as the view shows them, each with its caption, and the colour bar with its scale."""
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+        from matplotlib.figure import Figure
+
         if not self.tiles:
             return Image.new("RGB", (320, 40), "white")
-        overlays = []
-        for tile in self.tiles:
+        columns = min(len(self.tiles), 5)
+        rows = -(-len(self.tiles) // columns)
+        fig = Figure(figsize=(1.25 * columns + 0.3, 1.45 * rows + 0.75), layout="constrained")
+        axes = fig.subplots(rows, columns, squeeze=False)
+        for ax in axes.flat:
+            ax.set_axis_off()
+        per_image = (self.shown or {}).get("scale", self.scale) == "image"
+        for ax, tile in zip(axes.flat, self.tiles):
             image = np.asarray(Image.open(_bytes_io(tile["image"])).convert("RGB"))
             colored = np.asarray(Image.open(_bytes_io(tile["map"])).convert("RGBA"))  # the border may be clear
-            overlays.append(render.blend(image, colored, self.opacity))
-        picture = render.grid(overlays, columns=min(len(overlays), 5))
-        scale = max(1, 96 // overlays[0].shape[1])
-        picture = np.kron(picture, np.ones((scale, scale, 1), dtype=np.uint8))
-        return titled(picture, self._title())
+            ax.imshow(render.blend(image, colored, self.opacity), interpolation="nearest")
+            ax.set_title(_caption(tile, per_image), fontsize=6.5, pad=2)
+        colormap = (self.shown or {}).get("colormap", self.colormap)
+        low, high = (0.0, 1.0) if per_image or not self.vrange else self.vrange
+        bar = fig.colorbar(
+            ScalarMappable(Normalize(low, high), colormap), ax=axes, orientation="horizontal", shrink=0.6, aspect=40
+        )
+        bar.ax.tick_params(labelsize=6.5)
+        if per_image:
+            bar.set_ticks([0.0, 1.0], labels=["min of each image", "max of each image"])
+        fig.suptitle(self._title(), fontsize=8)
+        return figure_png(fig, dpi=100)
+
+    def describe(self) -> str:
+        if not self.tiles:
+            return f"activation overlay of unit {self.unit}, layer {self.layer}: not drawn yet"
+        images = "; ".join(_caption(tile, False).replace("\n", ", ") for tile in self.tiles[:8])
+        return f"{self._title()}: activation maps laid over the images ({images})"
 
     def _title(self) -> str:
         """What the tiles show, as the live view's title says it."""
@@ -154,6 +179,15 @@ class ActivationOverlay(Widget):
         top = len(self.tiles) - chosen
         title = f"unit {shown.get('unit')} · layer {shown.get('layer')} · top {top} images"
         return title + (f" and image #{shown.get('image')}" if chosen else "")
+
+
+def _caption(tile: dict, per_image: bool) -> str:
+    """A tile's caption as the live view writes it, in two lines."""
+    which = f"{'chosen · ' if tile.get('chosen') else ''}#{tile['index']}"
+    if tile.get("label") is not None:
+        which += f" · {textwrap.shorten(str(tile['label']), 22, placeholder='…')}"
+    values = f"peak {tile['peak']:.3g}" + (f" · {tile['vmin']:.3g}…{tile['vmax']:.3g}" if per_image else "")
+    return f"{which}\n{values}"
 
 
 def _bytes_io(data: bytes | memoryview) -> io.BytesIO:

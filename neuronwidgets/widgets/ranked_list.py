@@ -302,3 +302,13 @@ class RankedList(Widget):
             fig.set_figheight(fig.get_figheight() + 0.14 * (text.count("\n") + 1))  # room for it, bars unsquashed
             fig.suptitle(text, fontsize=7, color="#b35900", ha="left", x=0.01)
         return figure_png(fig)
+
+    def describe(self) -> str:
+        if self.ranking is None:
+            return "ranked list: no ranking yet"
+        info, ranking = self.info, self.ranking
+        target = "all classes" if info.get("target") is None else f"class {info.get('target_name')}"
+        top = ", ".join(f"unit {unit} ({score:.4g})" for unit, score in ranking.top(5))
+        text = f"{ranking.method} ranking of the {ranking.units} units of layer {ranking.layer} ({target}); top: {top}"
+        warnings = info.get("warnings") or []
+        return text + "".join(f". Warning: {w}" for w in warnings)
