@@ -237,6 +237,7 @@ class Probe:
         layer: str | None = None,
         progress: ProgressOption = None,
         cancel: CancelFlag = None,
+        warn: bool = True,
         **options: Any,
     ) -> Ranking:
         """Rank the units of ``layer`` (default: `layer`) by ``method`` (see `neuronwidgets.methods()`); larger
@@ -244,6 +245,8 @@ class Probe:
 
         ``progress``: None/True for a tqdm bar on long work, False for none, or a callable receiving
         `ProgressInfo`. ``cancel``: a threading.Event (or callable) that stops the work between chunks.
+        ``warn``: issue a `RankingWarning` for each of ``meta["warnings"]`` (a result that may mislead, e.g.
+        accuracy at chance); False for callers that show them themselves, as the widgets do.
         """
         spec = method_spec(method)
         check_options(spec, options, num_classes=self.num_classes, has_labels=self._has_labels)
@@ -257,7 +260,7 @@ class Probe:
         ranking.meta.setdefault("images", len(self.source))
         ranking.meta.setdefault("options", {k: v for k, v in options.items() if k != "target"})
         ranking.meta["warnings"] = ranking_warnings(ranking, self.num_classes)
-        for note in ranking.meta["warnings"]:
+        for note in ranking.meta["warnings"] if warn else ():
             warnings.warn(f"{spec.name} ranking of {site.layer!r}: {note}", RankingWarning, stacklevel=2)
         return ranking
 

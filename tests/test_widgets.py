@@ -369,13 +369,18 @@ def test_ranked_list_says_when_a_ranking_may_mislead(probe):
     quiet = nw.Ranking(np.zeros(5), method="ablation", layer="relu3", meta={"warnings": []})
     import warnings
 
-    from neuronwidgets.widgets.ranked_list import quiet_ranking_warnings
+    import torch
 
+    model, data = nw.demo.load()
+    at_chance = nw.Probe(model, (data.images[:60], torch.zeros(60, dtype=torch.long)), layer="relu3")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with quiet_ranking_warnings():
-            warnings.warn("shown by the widget", nw.RankingWarning, stacklevel=1)
-    assert not caught  # the widget's rankings do not also print their warnings to the cell
+        listed = nw.RankedList(at_chance, method="taylor")
+        assert listed.wait(60)
+    assert listed.info["warnings"] and "chance" in listed.info["warnings"][0]
+    assert not [w for w in caught if w.category is nw.RankingWarning]  # shown in the list, not also as stderr
+    with pytest.warns(nw.RankingWarning, match="chance"):
+        at_chance.rank("taylor", progress=False)  # called directly, the same ranking warns
     assert ranked.snapshot().size[1] > nw.RankedList(quiet).snapshot().size[1]  # said in the picture too
 
 

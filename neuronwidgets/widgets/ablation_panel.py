@@ -28,7 +28,6 @@ from neuronwidgets.widgets._base import (
 )
 from neuronwidgets.widgets._images import display_images
 from neuronwidgets.widgets._worker import Job, worker_for
-from neuronwidgets.widgets.ranked_list import quiet_ranking_warnings
 
 MAX_CHANGED_SHOWN = 24  # thumbnails of changed predictions sent to the browser
 ALL_CLASSES_UP_TO = 12  # up to this many classes the picture shows all; beyond, the ones that changed most
@@ -87,11 +86,11 @@ class AblationPanel(Widget):
             return
 
         def run(job: Job) -> Ranking:  # on the worker: the probe never runs on two threads at once
-            with quiet_ranking_warnings():  # the panel says what matters (accuracy at chance) itself
-                try:
-                    return probe.rank(DEFAULT_METHOD, layer=layer, progress=False, cancel=job.cancel)
-                except ValueError:  # weight_l1 refuses a layer made by an add (a ResNet block's output)
-                    return probe.rank(FALLBACK_METHOD, layer=layer, progress=False, cancel=job.cancel)
+            # warn=False: the panel says what matters (accuracy at chance) itself
+            try:
+                return probe.rank(DEFAULT_METHOD, layer=layer, progress=False, cancel=job.cancel, warn=False)
+            except ValueError:  # weight_l1 refuses a layer made by an add (a ResNet block's output)
+                return probe.rank(FALLBACK_METHOD, layer=layer, progress=False, cancel=job.cancel, warn=False)
 
         # its own ranking is long work: the "rank" slot (background lane), not "evaluate" (interactive)
         def done(ranking: Ranking) -> None:

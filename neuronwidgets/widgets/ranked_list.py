@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import textwrap
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 import traitlets
 from PIL import Image
 
-from neuronwidgets.diagnostics import RankingWarning
 from neuronwidgets.methods import MethodSpec, spec, specs
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
@@ -33,16 +30,6 @@ def method_info(method: MethodSpec) -> dict[str, Any]:
         "needs_target": method.needs_target,
         "needs_image": method.needs_image,
     }
-
-
-@contextlib.contextmanager
-def quiet_ranking_warnings() -> Iterator[None]:
-    """Hold back `RankingWarning` while a widget ranks: the widget shows the warnings itself, and a warning
-    from the worker thread lands as a stderr box in whichever cell ran last. (``catch_warnings`` changes the
-    process's filters for the duration; the worker's ranking is the only code that issues this category.)"""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RankingWarning)
-        yield
 
 
 def ranking_warnings(ranking: Ranking) -> list[str]:
@@ -209,15 +196,16 @@ class RankedList(Widget):
         # the declared cheaper estimate of the same quantity, shown while the ranking runs (not per class)
         preview = spec(method).preview if "target" not in options else None
 
+        # warn=False: the list shows the warnings (info["warnings"]); from the worker thread they would land
+        # as a stderr box in whichever cell ran last
         def run(job: Job) -> Ranking:
-            with quiet_ranking_warnings():  # the list shows them (info["warnings"]); not again as stderr text
-                if preview is not None:
-                    first = probe.rank(preview, layer=layer, progress=False, cancel=job.cancel)
-                    if job.current:
-                        with self.hold_sync():
-                            self._show(first, provisional=True)
-                progress = self._progress_callback(job)
-                return probe.rank(method, layer=layer, progress=progress, cancel=job.cancel, **options)
+            if preview is not None:
+                first = probe.rank(preview, layer=layer, progress=False, cancel=job.cancel, warn=False)
+                if job.current:
+                    with self.hold_sync():
+                        self._show(first, provisional=True)
+            progress = self._progress_callback(job)
+            return probe.rank(method, layer=layer, progress=progress, cancel=job.cancel, warn=False, **options)
 
         def done(ranking: Ranking) -> None:
             self._cache[key] = ranking
