@@ -114,6 +114,33 @@ def test_a_lent_model_has_the_users_flags_and_eval_mode_comes_back():
     assert seen == [user] and [m.training for m in model.modules()] == user
 
 
+@pytest.mark.parametrize(
+    ("method", "options"), [("pcace", {"target": 3}), ("resampling_correlation", {"image": 5, "copies": 96})]
+)
+def test_pcace_and_resampling_lend_the_model_between_chunks_without_their_hooks_on(method, options):
+    """Their hooks are on for each chunk's forward only: a request waiting for the model runs mid-pass (and
+    sees no hook of theirs), and the ranking is the same as without it."""
+    probe = demo_probe(images=240, chunk_size=8)
+    expected = probe.rank(method, progress=False, **options)
+    started, result, infos = threading.Event(), {}, []
+
+    def progress(info: ProgressInfo) -> None:
+        infos.append(info)
+        if info.done >= 1:
+            started.set()
+
+    ranking = in_thread(lambda: result.setdefault("ranking", probe.rank(method, progress=progress, **options)))
+    assert started.wait(60)
+    with evaluating(probe.model):  # waits for the ranking to lend the model at its next chunk boundary
+        mid_pass = infos[-1].total is not None and infos[-1].done < infos[-1].total
+        hooks = sum(len(m._forward_hooks) for m in probe.model.modules())
+        probe.model(torch.randn(2, 1, 8, 8))  # a forward of the waiting work records nothing for the ranking
+    ranking.join(60)
+    assert mid_pass, f"the model was free only after the pass: {infos[-1]}"
+    assert hooks == 0
+    assert (result["ranking"].scores == expected.scores).all()
+
+
 # -- ETA ------------------------------------------------------------------------------------------------------
 
 

@@ -31,14 +31,17 @@ def collect(
     found = 0
     channels_last = True  # until the model shows that it cannot take that layout
 
-    with site.running(), forward_hooks([(site.module, recorder(captured))]):
+    # the hook is on for each chunk's forward only, so the model can be lent between chunks (a click's overlay
+    # need not wait for the whole pass; with the hook on, its forward would run the hook)
+    with site.running():
         for chunk, bar in site.chunks(f"pcace: reading {site.layer}", progress, cancel):
             assert chunk.labels is not None
             where = torch.nonzero(chunk.labels == target).flatten()
             if max_images is not None:
                 where = where[: max_images - found]
             if len(where):
-                scores, channels_last = _forward(site.model, chunk.images[where], captured, channels_last)
+                with forward_hooks([(site.module, recorder(captured))]):
+                    scores, channels_last = _forward(site.model, chunk.images[where], captured, channels_last)
                 if not captured:
                     raise RuntimeError(f"the layer {site.layer!r} did not run during the forward pass")
                 out = captured[0]

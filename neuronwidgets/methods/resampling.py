@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from neuronwidgets.data import as_float_images
+from neuronwidgets.engine.guard import yield_model
 from neuronwidgets.engine.hooks import forward_hooks, recorder
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
 from neuronwidgets.engine.site import Site
@@ -98,13 +99,14 @@ def _run(site: Site, image: torch.Tensor, how: Resampling, progress: ProgressOpt
     captured: list[torch.Tensor] = []
     step = site.source.chunk_size
     steps = -(-how.copies // step)
-    hooks = forward_hooks([(site.module, recorder(captured))])
-    with site.running(), hooks, Progress("resampling", steps, progress, cancel) as bar:
+    with site.running(), Progress("resampling", steps, progress, cancel) as bar:
         for start in range(0, how.copies, step):
             captured.clear()
-            scores.append(site.model(batch[start : start + step].to(site.device)).double().cpu())
+            with forward_hooks([(site.module, recorder(captured))]):  # on for this step's forward only
+                scores.append(site.model(batch[start : start + step].to(site.device)).double().cpu())
             activations.append(captured[0].double().cpu())
             bar.advance()
+            yield_model(site.model)  # between steps, work waiting for the model (a click's overlay) runs first
     logits = torch.cat(scores)
     if not torch.isfinite(logits).all():
         raise ValueError(
