@@ -529,6 +529,18 @@ function render({ model, el }) {
     scrollToRank(parts.viewport, rank);
     select(shown.order[rank]);
   };
+  /**
+   * The list's keys, claimed before the host sees them. Lumino runs JupyterLab's shortcuts in the bubbling phase
+   * (after onKey's stopPropagation) but Notebook 7's in the capture phase on document, before the list: there
+   * ArrowUp/ArrowDown moved the active cell and were stopped. A capture listener on window runs before that,
+   * and lumino skips a keydown whose default is prevented; the host's other shortcuts keep working.
+   * @param {KeyboardEvent} event
+   */
+  const claimKey = (event) => {
+    if (event.composedPath()[0] !== parts.viewport || !shown.order.length) return;
+    if (rankAfterKey(event.key, 0, shown.order.length) !== null) event.preventDefault();
+  };
+  window.addEventListener("keydown", claimKey, true);
   const onImage = () => {
     const value = Number(parts.image.value);
     if (parts.image.value.trim() !== "" && Number.isInteger(value)) setTrait(model, "image", value);
@@ -559,6 +571,7 @@ function render({ model, el }) {
     on(parts.refresh, "click", onRefresh),
     on(parts.viewport, "click", onClick),
     on(parts.viewport, "keydown", onKey),
+    () => window.removeEventListener("keydown", claimKey, true),
     on(parts.viewport, "scroll", redraw),
     on(parts.viewport, "mousemove", (event) => tip.show(unitOf(event))),
     on(parts.viewport, "mouseleave", tip.hide),
