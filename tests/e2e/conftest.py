@@ -1,9 +1,12 @@
-"""One JupyterLab server and one headless Chromium per test session, shared by the end-to-end tests."""
+"""One JupyterLab server and one headless Chromium per test session, shared by the end-to-end tests; a Jupyter
+Notebook 7 server for the tests that ask for one. Every page's console is watched: a test fails on a console
+error or warning (or an uncaught page error) unless the allow-list below says why it is not ours."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -13,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,6 +35,27 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 
+# Console messages that come from the widgets: anywidget imports our bundles from blob: URLs (so their errors
+# and their image URLs both say blob:), and our class names and package name start so.
+WIDGET_MARKERS = ("blob:", "neuronwidgets", "anywidget", "nw-")
+# Known console noise that is not ours, each with the reason; everything else fails the test. (regex on the
+# line "<type>: <text> @ <url>:<line>", why it is not ours)
+CONSOLE_ALLOWED: list[tuple[str, str]] = [
+    (
+        r"^warning: Menu entry for command '[\w:-]+' is duplicated\. @ \S*/static/notebook/",
+        "Notebook 7's own menus list some JupyterLab commands twice (logged while its shell starts)",
+    ),
+    (
+        r"^warning: \[yjs#509\] Not same Y\.Doc @ \S*/static/notebook/",
+        "Yjs inside Notebook 7's document model (the notebook's shared Y.Doc), logged on opening a notebook",
+    ),
+    (
+        r"(?s)^page error: Cannot read properties of undefined \(reading 'schema'\)\n.*?/static/notebook/notebook_core",
+        "Notebook 7's shortcuts plugin reads a settings schema not loaded yet, on opening a notebook (a race:"
+        " jupyter/notebook#7862)",
+    ),
+]
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -42,26 +67,21 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited with code {proc.returncode}")
+            raise RuntimeError(f"the Jupyter server exited with code {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError(f"JupyterLab did not answer {url} within {timeout} s")
+    raise TimeoutError(f"the Jupyter server did not answer {url} within {timeout} s")
 
 
-@pytest.fixture(scope="session")
-def artifacts() -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    return ARTIFACTS
-
-
-@pytest.fixture(scope="session")
-def jupyter_lab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[dict]:
-    """A JupyterLab on 127.0.0.1 with the test notebooks and notebooks/ in its root; stopped by PID at the end."""
-    root = tmp_path_factory.mktemp("lab")
+@contextmanager
+def _jupyter_server(root: Path, module: str, log_path: Path, extra_args: tuple[str, ...] = ()) -> Iterator[dict]:
+    """`python -m <module>` (jupyterlab or notebook) on 127.0.0.1 with the test notebooks and notebooks/ in
+    ``root``, its own config, runtime, settings and IPython dirs under it (nothing touches $HOME), a free port and
+    a random token; stopped by PID at the end."""
     for notebook in [*HERE.glob("*.ipynb"), *NOTEBOOKS.glob("*.ipynb")]:
         shutil.copy(notebook, root / notebook.name)
     home = root / ".jupyter-home"
@@ -81,17 +101,18 @@ def jupyter_lab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> It
         json.dumps({"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True})
     )
     port, token = _free_port(), secrets.token_hex(16)
-    log = open(artifacts / "jupyter.log", "w")  # noqa: SIM115 (closed at teardown)
+    log = open(log_path, "w")  # noqa: SIM115 (closed at the end)
     start = time.monotonic()
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "jupyterlab",
+            module,
             f"--config={HERE / 'jupyter_server_test_config.py'}",
             f"--port={port}",
             f"--ServerApp.root_dir={root}",
             f"--IdentityProvider.token={token}",
+            *extra_args,
         ],
         cwd=root,
         env=env,
@@ -102,7 +123,7 @@ def jupyter_lab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> It
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(f"{url}/api/status?token={token}", proc)
-        print(f"[timing] jupyter lab ready in {time.monotonic() - start:.1f}s")
+        print(f"[timing] {module} ready in {time.monotonic() - start:.1f}s")
         yield {"url": url, "token": token, "root": root}
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -112,6 +133,35 @@ def jupyter_lab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> It
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def jupyter_lab(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[dict]:
+    """A JupyterLab on 127.0.0.1 with the test notebooks and notebooks/ in its root; stopped by PID at the end."""
+    with _jupyter_server(tmp_path_factory.mktemp("lab"), "jupyterlab", artifacts / "jupyter.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def jupyter_notebook(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[dict]:
+    """A Jupyter Notebook 7 (`python -m notebook`, what `jupyter notebook` runs) set up like the JupyterLab
+    above, in a root of its own; `window.jupyterapp` is its NotebookApp. Stopped when its test module ends."""
+    try:
+        from notebook import __version__ as version
+    except ImportError:
+        version = "0"
+    if int(version.split(".")[0]) < 7:
+        message = f"Notebook 7 is missing (found {version}): it is in the dev extras, pip install -e .[dev]"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    args = ("--JupyterNotebookApp.expose_app_in_browser=True",)
+    with _jupyter_server(tmp_path_factory.mktemp("nb7"), "notebook", artifacts / "notebook7.log", args) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -128,15 +178,64 @@ def browser() -> Iterator:
         browser.close()
 
 
-@pytest.fixture
-def lab_page(browser, jupyter_lab: dict, artifacts: Path, request: pytest.FixtureRequest) -> Iterator:
-    """A fresh page; fails the test on any page error or dialog, saves failure.png on failure."""
+class Console:
+    """The page's console errors and warnings and its uncaught errors, each as one line with where it came
+    from; ``problems()`` are those the allow-list does not excuse, ``ours()`` those from the widgets."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.all: list[str] = []  # every console message, for the failure printout
+
+    def on_console(self, msg) -> None:
+        location = msg.location or {}
+        where = f" @ {location.get('url', '')}:{location.get('lineNumber', '')}" if location.get("url") else ""
+        line = f"{msg.type}: {msg.text}{where}"
+        self.all.append(line)
+        if msg.type in ("error", "warning"):
+            self.lines.append(line)
+
+    def on_page_error(self, error) -> str:
+        line = f"page error: {error}\n{getattr(error, 'stack', '') or ''}".rstrip()
+        self.all.append(line)
+        self.lines.append(line)
+        return line
+
+    @staticmethod
+    def allowed(line: str) -> bool:
+        return any(re.search(pattern, line) for pattern, _ in CONSOLE_ALLOWED)
+
+    def problems(self) -> list[str]:
+        return [line for line in self.lines if not self.allowed(line)]
+
+    def ours(self) -> list[str]:
+        return [line for line in self.problems() if any(m in line.lower() for m in WIDGET_MARKERS)]
+
+    def report(self) -> str:
+        problems, ours = self.problems(), self.ours()
+        others = [line for line in problems if line not in ours]
+        return (
+            f"{len(problems)} console errors/warnings ({len(ours)} from the widgets, {len(others)} others"
+            f"; {len(self.lines) - len(problems)} allowed):\n"
+            + "\n".join(f"  [widgets] {line}" for line in ours)
+            + ("\n" if ours and others else "")
+            + "\n".join(f"  [other] {line}" for line in others)
+        )
+
+
+def _new_page(browser, artifacts: Path, request: pytest.FixtureRequest) -> Iterator:
+    """A fresh page; its tests fail on a page error (one the allow-list does not excuse) or a dialog, and (see
+    pytest_runtest_call) on console errors and warnings; saves failure-<test>.png on failure."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     problems: list[str] = []
-    console: list[str] = []
-    page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
-    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+    console = Console()
+
+    def on_page_error(error) -> None:
+        if not console.allowed(console.on_page_error(error)):
+            problems.append(f"page error: {error}")
+
+    page.on("pageerror", on_page_error)
+    page.on("console", console.on_console)
 
     def on_dialog(dialog) -> None:
         problems.append(f"dialog opened: {dialog.message}")
@@ -144,12 +243,50 @@ def lab_page(browser, jupyter_lab: dict, artifacts: Path, request: pytest.Fixtur
 
     page.on("dialog", on_dialog)
     page.problems = problems
+    page.console = console
     yield page
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
     if failed:
         page.screenshot(path=str(artifacts / f"failure-{request.node.name}.png"))
-        print("\n".join(console[-40:]))
+        print("\n".join(console.all[-40:]))
     context.close()
+
+
+@pytest.fixture
+def lab_page(browser, jupyter_lab: dict, artifacts: Path, request: pytest.FixtureRequest) -> Iterator:
+    """A fresh page for the JupyterLab server."""
+    yield from _new_page(browser, artifacts, request)
+
+
+@pytest.fixture
+def notebook_page(browser, jupyter_notebook: dict, artifacts: Path, request: pytest.FixtureRequest) -> Iterator:
+    """A fresh page for the Notebook 7 server."""
+    yield from _new_page(browser, artifacts, request)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """A test that used a page fails at its end on console errors or warnings that are not allow-listed,
+    with all of them printed; the counts go to test-artifacts/e2e-console.log."""
+    pages = [item.funcargs[name] for name in ("lab_page", "notebook_page") if name in getattr(item, "funcargs", {})]
+    try:
+        result = yield
+    except BaseException:
+        for page in pages:
+            if page.console.problems():
+                print(page.console.report())
+        raise
+    for page in pages:
+        console: Console = page.console
+        ARTIFACTS.mkdir(exist_ok=True)
+        with open(ARTIFACTS / "e2e-console.log", "a") as log:
+            log.write(
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {item.nodeid}: {len(console.problems())} problems, "
+                f"{len(console.ours())} from the widgets, {len(console.lines)} errors/warnings in all\n"
+            )
+        if console.problems():
+            pytest.fail(console.report(), pytrace=False)
+    return result
 
 
 @pytest.hookimpl(hookwrapper=True)
