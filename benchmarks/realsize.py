@@ -25,18 +25,17 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import neuronwidgets as nw
-from benchmarks._bench import PeakMemory, machine, release_memory
+from benchmarks._bench import PeakMemory, machine
 
-SIZE = 224
 CHUNK = 64
 
 
-def build(images: int, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """A random-weight ResNet-50 and images whose labels are its own predictions on every other image."""
+def build(images: int, arch: str = "resnet50", size: int = 224, seed: int = 0):
+    """A random-weight torchvision model and images whose labels are its own predictions on every other image."""
     torch.manual_seed(seed)
-    model = torchvision.models.resnet50(weights=None).eval()
+    model = getattr(torchvision.models, arch)(weights=None).eval()
     generator = torch.Generator().manual_seed(seed + 1)
-    data = torch.randn((images, 3, SIZE, SIZE), generator=generator)
+    data = torch.randn((images, 3, size, size), generator=generator)
     with torch.no_grad():
         predicted = torch.cat([model(data[i : i + CHUNK]).argmax(1) for i in range(0, images, CHUNK)])
     random = torch.randint(0, 1000, (images,), generator=generator)
@@ -55,12 +54,15 @@ def load() -> str:
     return f"{one:.2f} / {five:.2f}"
 
 
-def wait_for(condition, timeout: float = 3600.0, step: float = 0.01) -> float:
-    """Seconds until ``condition()`` holds (polling), or raise after ``timeout``."""
+def wait_for(condition, widgets=(), timeout: float = 1800.0, step: float = 0.01) -> float:
+    """Seconds until ``condition()`` holds (polling); raise after ``timeout``, or at once if one of ``widgets``
+    shows an error (it would never hold then)."""
     start = time.perf_counter()
     while not condition():
-        if time.perf_counter() - start > timeout:
-            raise TimeoutError("condition not reached")
+        failed = [f"{type(w).__name__}: {w.error}" for w in widgets if w.error]
+        if failed or time.perf_counter() - start > timeout:
+            states = [f"{type(w).__name__} status={w.status} error={w.error!r}" for w in widgets]
+            raise TimeoutError(f"condition not reached ({'; '.join(failed) or 'timeout'}): {'; '.join(states)}")
         time.sleep(step)
     return time.perf_counter() - start
 
@@ -68,6 +70,9 @@ def wait_for(condition, timeout: float = 3600.0, step: float = 0.01) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--arch", default="resnet50", help="a torchvision classification model (random weights)")
+    parser.add_argument("--size", type=int, default=224, help="image height and width")
+    parser.add_argument("--parts", default="rankings,explorer,autocast", help="which parts to run (comma list)")
     parser.add_argument("--sample", type=int, default=4, help="layer3 units timed for the extrapolation")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "realsize.md"))
     args = parser.parse_args()
@@ -77,7 +82,7 @@ def main() -> None:
         rows.append((what, figure, load()))
         print(f"{what}: {figure}  (load {rows[-1][2]})", flush=True)
 
-    model, images, labels = build(args.images)
+    model, images, labels = build(args.images, args.arch, args.size)
     categories = [f"class {i}" for i in range(1000)]
     peak = PeakMemory()
     peak.start()
@@ -88,14 +93,27 @@ def main() -> None:
         _, forward_seconds = clock(lambda: [model(images[i : i + CHUNK]) for i in range(0, args.images, CHUNK)])
     record(f"one full forward pass over {args.images} images (reference)", f"{forward_seconds:.1f} s")
 
-    _, seconds = clock(lambda: probe.rank("taylor", layer="layer4", progress=False))
-    record("preview: taylor, layer4", f"{seconds:.1f} s")
+    parts = set(args.parts.split(","))
     exact, seconds = clock(lambda: probe.rank("ablation", layer="layer4", progress=False))
     record(
         f"exact: ablation, layer4 ({exact.units} units, {exact.meta['engine']})",
         f"{seconds:.1f} s ({seconds / forward_seconds:.2f} forward passes); base accuracy "
         f"{exact.meta['base_accuracy']:.3f}",
     )
+    if "explorer" in parts:
+        explorer_rows(probe, record)
+    if "autocast" in parts:
+        autocast_rows(model, images, labels, exact, record)
+    if "rankings" in parts:
+        rankings_rows(model, images, labels, categories, probe, args, record)
+    record("peak resident memory above the start (everything above)", f"{peak.extra() / 2**30:.2f} GiB")
+    write(args, rows)
+
+
+def rankings_rows(model, images, labels, categories, probe: nw.Probe, args, record) -> None:
+    """The preview of layer4 and layer3, and layer3's exact unit loop (a sample of units, extrapolated)."""
+    _, seconds = clock(lambda: probe.rank("taylor", layer="layer4", progress=False))
+    record("preview: taylor, layer4", f"{seconds:.1f} s")
     _, seconds = clock(lambda: probe.rank("taylor", layer="layer3", progress=False))
     record("preview: taylor, layer3", f"{seconds:.1f} s")
 
@@ -112,12 +130,6 @@ def main() -> None:
         f"{per_unit:.1f} s per unit after the pass to the layer ({first:.1f} s with one unit), so all "
         f"{site.units} units: about {(first + per_unit * site.units) / 3600:.1f} h",
     )
-    record("peak resident memory above the start (the rankings above)", f"{peak.extra() / 2**30:.2f} GiB")
-
-    release_memory()
-    explorer_rows(probe, record)
-    autocast_rows(model, images, labels, exact, record)
-    write(args, rows)
 
 
 def explorer_rows(probe: nw.Probe, record) -> None:
@@ -125,14 +137,15 @@ def explorer_rows(probe: nw.Probe, record) -> None:
     explorer, seconds = clock(lambda: nw.Explorer(probe, method="taylor", layer="layer4"))
     record("Explorer(probe) returns (its first state is sent)", f"{seconds:.2f} s")
     ranked, overlay, panel = explorer.ranked_list, explorer.overlay, explorer.panel
-    seconds = wait_for(lambda: ranked.ranking is not None and bool(overlay.tiles))
+    views = (ranked, overlay, panel)
+    seconds = wait_for(lambda: ranked.ranking is not None and bool(overlay.tiles), views)
     record("Explorer: first ranking and overlay shown (taylor, layer4)", f"{seconds:.1f} s more")
     explorer.wait(3600)
     ranked.method = "ablation"  # a long ranking (layer4: closed form, about one pass) starts on the worker
     time.sleep(1.0)
     before = list(overlay.tiles)
     ranked.selected_unit = 7
-    seconds = wait_for(lambda: overlay.tiles != before and overlay.shown.get("unit") == 7)
+    seconds = wait_for(lambda: overlay.tiles != before and overlay.shown.get("unit") == 7, views)
     still_ranking = ranked.status == "running"
     record(
         "unit click -> overlay, while the ablation ranking runs",
@@ -141,7 +154,7 @@ def explorer_rows(probe: nw.Probe, record) -> None:
     explorer.wait(3600)
     request = panel.request
     panel.k = 5
-    seconds = wait_for(lambda: panel.after.get("request", -1) > request and panel.status != "running")
+    seconds = wait_for(lambda: panel.after.get("request", -1) > request and panel.status != "running", views)
     record("slider k=5 -> accuracy shown (layer4)", f"{seconds:.2f} s")
 
 
@@ -162,9 +175,10 @@ def autocast_rows(model, images, labels, exact: nw.Ranking, record) -> None:
 def write(args, rows) -> None:
     info = machine()
     lines = [
-        "# Real-size benchmark: ResNet-50, 1,000 classes, 224x224, CPU",
+        f"# Real-size benchmark: {args.arch}, 1,000 classes, {args.size}x{args.size}, CPU",
         "",
-        f"`python benchmarks/realsize.py --images {args.images} --sample {args.sample}`, random weights, labels equal "
+        f"`python benchmarks/realsize.py --images {args.images} --sample {args.sample} --parts {args.parts}`, "
+        f"{args.arch} at {args.size}x{args.size}, random weights, labels equal "
         "to the model's own predictions on every other image. Machine: "
         f"{info.get('cpu', '?')}, {info.get('cores', os.cpu_count())} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads. Load is the 1- and 5-minute load average when each figure was taken.",
