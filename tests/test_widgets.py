@@ -311,6 +311,20 @@ def test_worker_runs_one_job_at_a_time_and_drops_stale_ones():
     assert results == [3]  # 0 finished stale, 1 and 2 never ran
     assert sorted(dropped) == [0, 1, 2]
 
+    # a stale job that fails winds down as cancelled (its widget settles), and its error is not shown
+    errors, gate = [], threading.Event()
+
+    def failing(job: Job):
+        gate.wait(5)
+        raise RuntimeError("stale failure")
+
+    worker.submit(Job("slot", failing, results.append, errors.append, lambda: dropped.append("failed")))
+    time.sleep(0.1)
+    worker.submit(job(4), cancel_running=False)
+    gate.set()
+    assert worker.wait(5)
+    assert errors == [] and dropped[-1] == "failed" and results[-1] == 4
+
 
 def test_html_export_shows_the_static_picture(tmp_path):
     """A notebook executed without a browser and exported to HTML shows the widget's PNG, not an empty box."""

@@ -169,6 +169,8 @@ class Worker:
         except Exception as err:  # reported to the widget, which shows it; the thread must survive
             if job.current:
                 job.on_error(err)
+            else:
+                job.on_cancel()  # replaced meanwhile: its error is stale, but it must still wind down
             return
         if job.current:
             job.on_done(result)
