@@ -26,6 +26,7 @@ def labels_of(probe: Probe, indices: Sequence[int]) -> list[int | None]:
 def thumbnail(probe: Probe, unit: int, layer: str, colormap: str = "magma", size: int = 64) -> bytes:
     """PNG of the image that activates ``unit`` of ``layer`` most, with the unit's map over it (``size`` px
     wide)."""
+    probe.site(layer).summary(progress=False)  # the pass top_images reads (cached), without a tqdm bar
     (index,) = probe.top_images(unit, k=1, layer=layer)
     image = display_images(probe, [int(index)])[0]
     amap = probe.activation_maps(unit, [int(index)], layer=layer)[0]

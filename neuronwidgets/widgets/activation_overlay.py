@@ -114,6 +114,9 @@ class ActivationOverlay(Widget):
         colormap, scale, hide_border = self.colormap, self.scale, self.hide_border
 
         def run(job: Job) -> dict:
+            # the pass top_images reads (once per layer, cached): its progress shows in this widget, not as a
+            # tqdm bar in whichever cell ran last, and Cancel stops it
+            probe.site(layer).summary(progress=self._progress_callback(job), cancel=job.cancel)
             indices = [int(i) for i in probe.top_images(unit, k, layer=layer)]
             if image is not None:
                 indices = [image, *[i for i in indices if i != image]][: k + 1]

@@ -199,12 +199,12 @@ class RankedList(Widget):
         # warn=False: the list shows the warnings (info["warnings"]); from the worker thread they would land
         # as a stderr box in whichever cell ran last
         def run(job: Job) -> Ranking:
+            progress = self._progress_callback(job)
             if preview is not None:
-                first = probe.rank(preview, layer=layer, progress=False, cancel=job.cancel, warn=False)
+                first = probe.rank(preview, layer=layer, progress=progress, cancel=job.cancel, warn=False)
                 if job.current:
                     with self.hold_sync():
                         self._show(first, provisional=True)
-            progress = self._progress_callback(job)
             return probe.rank(method, layer=layer, progress=progress, cancel=job.cancel, warn=False, **options)
 
         def done(ranking: Ranking) -> None:
