@@ -54,6 +54,12 @@ CONSOLE_ALLOWED: list[tuple[str, str]] = [
         "Notebook 7's shortcuts plugin reads a settings schema not loaded yet, on opening a notebook (a race:"
         " jupyter/notebook#7862)",
     ),
+    (
+        r"^error: Failed to load resource: net::ERR_NAME_NOT_RESOLVED @ https://cdnjs\.cloudflare\.com/ajax/libs/"
+        r"(mathjax/2\.7\.7/|require\.js/2\.1\.10/)",
+        "the server's nbconvert HTML export (test_explorer's static picture) links MathJax and require.js from"
+        " cdnjs; the test machine is offline",
+    ),
 ]
 
 
@@ -266,26 +272,32 @@ def notebook_page(browser, jupyter_notebook: dict, artifacts: Path, request: pyt
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    """A test that used a page fails at its end on console errors or warnings that are not allow-listed,
-    with all of them printed; the counts go to test-artifacts/e2e-console.log."""
+    """A test that used a page fails at its end on console errors or warnings that are not allow-listed, with
+    all of them printed (printed too when it failed otherwise); the counts go to test-artifacts/e2e-console.log."""
     pages = [item.funcargs[name] for name in ("lab_page", "notebook_page") if name in getattr(item, "funcargs", {})]
+
+    def log_counts() -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        with open(ARTIFACTS / "e2e-console.log", "a") as log:
+            for page in pages:
+                console: Console = page.console
+                log.write(
+                    f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {item.nodeid}: {len(console.problems())} problems, "
+                    f"{len(console.ours())} from the widgets, {len(console.lines)} errors/warnings in all\n"
+                )
+
     try:
         result = yield
     except BaseException:
+        log_counts()
         for page in pages:
             if page.console.problems():
                 print(page.console.report())
         raise
+    log_counts()
     for page in pages:
-        console: Console = page.console
-        ARTIFACTS.mkdir(exist_ok=True)
-        with open(ARTIFACTS / "e2e-console.log", "a") as log:
-            log.write(
-                f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {item.nodeid}: {len(console.problems())} problems, "
-                f"{len(console.ours())} from the widgets, {len(console.lines)} errors/warnings in all\n"
-            )
-        if console.problems():
-            pytest.fail(console.report(), pytrace=False)
+        if page.console.problems():
+            pytest.fail(page.console.report(), pytrace=False)
     return result
 
 
