@@ -1,7 +1,8 @@
 """End to end in Jupyter Notebook 7 (`jupyter notebook`) and headless Chromium: the Explorer on the demo model
 renders, a click shows a unit's overlay, the ablation slider changes the accuracy, and the list keeps its keys:
 with the list focused, ArrowDown/ArrowUp/End/Home/PageDown move the list's selection and not the notebook's
-active cell (Notebook 7 runs its shortcuts before the page's own key handlers, JupyterLab after them)."""
+active cell (Notebook 7 runs its shortcuts before the page's own key handlers, JupyterLab after them), while the
+notebook's other shortcuts still work."""
 
 from __future__ import annotations
 
@@ -80,6 +81,11 @@ def test_explorer_in_notebook7(notebook_page, jupyter_notebook: dict, artifacts:
     last_unit = ranked.locator(f'.nw-row[data-rank="{VIEW_ROWS}"]').get_attribute("data-unit")
     expect(overlay.locator(f'.nw-tiles[data-unit="{last_unit}"]')).to_be_visible(timeout=15_000)
     assert page.evaluate("window.jupyterapp.shell.currentWidget.content.widgets.length") == cells
+    # the notebook's other shortcuts still work from the list: B inserts a cell below (taken out again)
+    page.keyboard.press("b")
+    page.wait_for_function(f"window.jupyterapp.shell.currentWidget.content.widgets.length === {cells + 1}")
+    page.evaluate("window.jupyterapp.shell.currentWidget.content.model.sharedModel.deleteCell(1)")
+    page.wait_for_function(f"window.jupyterapp.shell.currentWidget.content.widgets.length === {cells}")
 
     # the ablation slider changes the accuracy
     slider = panel.locator("input.nw-k")
