@@ -1,7 +1,7 @@
 // @ts-check
 /** AblationPanel: a top-k slider and per-unit toggles; accuracy before/after, per class, changed predictions. */
 import { ALL_CLASSES_UP_TO, TOP_CLASSES, classChanges, classesToList } from "./lib/classes.js";
-import { coalesced, h, listen, on, setOptions } from "./lib/dom.js";
+import { coalesced, h, listen, on, setOptions, throttled } from "./lib/dom.js";
 import { percent } from "./lib/format.js";
 import { showPng } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
@@ -9,6 +9,8 @@ import { decodeArray, setTrait, teardown } from "./lib/model.js";
 import { statusStrip } from "./lib/status.js";
 
 export const TOGGLES = 16; // toggles shown: the ranking's top units (plus the selected unit)
+export const THUMBNAILS_KEPT = 200; // decoded pictures of changed predictions kept for reuse, by image index
+export const SLIDER_INTERVAL = 100; // ms between the k values a dragged slider sends (the kernel runs the latest)
 
 /**
  * The ranking's units, most important first.
@@ -104,20 +106,45 @@ function render({ model, el }) {
     );
     syncWarning(before);
     syncClasses(before, after);
+    syncChanged();
+  }
+
+  /** @type {Map<number, HTMLImageElement>} image index -> its decoded picture (the same for every request) */
+  const thumbnails = new Map();
+  /** @type {unknown} */
+  let changedShown = null;
+  /** The changed predictions: redrawn only when the kernel sent a new list, reusing each image's picture (a
+   * slider drag lands a new list every few steps: new <img>s and blob URLs for each were the page's long tasks). */
+  function syncChanged() {
     /** @type {any[]} */
     const items = model.get("changed") || [];
     const count = model.get("changed_count");
     changedTitle.textContent = count
       ? `${count.toLocaleString("en-US")} prediction${count === 1 ? "" : "s"} changed${count > items.length ? ` (first ${items.length} shown)` : ""}`
       : "no prediction changed";
+    if (items === changedShown) return;
+    changedShown = items;
     changed.replaceChildren(
       ...items.map((item) =>
         h("figure", { class: `nw-change ${item.fixed ? "nw-fixed" : "nw-broken"}`, attrs: { "data-index": item.index } }, [
-          showPng(h("img", { attrs: { alt: `image ${item.index}` } }), item.image),
+          thumbnail(item),
           h("figcaption", { text: `#${item.index} (${item.label}): ${item.before} → ${item.after}` }),
         ]),
       ),
     );
+  }
+
+  /** @param {{ index: number, image: DataView }} item @returns {HTMLImageElement} */
+  function thumbnail(item) {
+    let img = thumbnails.get(item.index);
+    if (img) thumbnails.delete(item.index); // re-inserted below: the most recently used last
+    else img = showPng(h("img", { attrs: { alt: `image ${item.index}` } }), item.image);
+    thumbnails.set(item.index, img);
+    for (const oldest of thumbnails.keys()) {
+      if (thumbnails.size <= THUMBNAILS_KEPT) break;
+      thumbnails.delete(oldest);
+    }
+    return img;
   }
 
   /** What the kernel says about the accuracy without ablation (e.g. at or below chance, and why), as text. */
@@ -179,9 +206,12 @@ function render({ model, el }) {
     event.stopPropagation(); // typed into the box, not the notebook (whose shortcuts are single letters)
   };
 
+  // a drag sends its value at most every SLIDER_INTERVAL ms and its last value always (on release at once):
+  // each value is a comm message and an evaluation request, of which the kernel runs only the latest anyway
+  const sendK = throttled((/** @type {number} */ k) => setTrait(model, "k", k), SLIDER_INTERVAL);
   const onSlide = () => {
     kLabel.textContent = `${slider.value} of ${model.get("units")}`;
-    setTrait(model, "k", Number(slider.value)); // each move is a request; the kernel runs only the latest
+    sendK(Number(slider.value));
   };
   const onMode = () => setTrait(model, "mode", mode.value);
   /** @param {Event} event */
@@ -193,6 +223,7 @@ function render({ model, el }) {
   const drawResult = coalesced(syncResult);
   const cleanup = teardown([
     on(slider, "input", onSlide),
+    on(slider, "change", () => sendK.flush()),
     on(mode, "change", onMode),
     on(toggles, "change", onToggle),
     on(classSearch, "input", refreshClasses),
@@ -201,6 +232,7 @@ function render({ model, el }) {
     listen(model, ["change:k", "change:units", "change:mode", "change:order", "change:toggled", "change:selected_unit", "change:layer", "change:method"], drawControls),
     listen(model, ["change:before", "change:after", "change:changed", "change:changed_count", "change:status", "change:classes"], drawResult),
     status.cleanup,
+    sendK.cancel,
     drawControls.cancel,
     drawResult.cancel,
   ]);

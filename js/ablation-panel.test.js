@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import widget from "./ablation-panel.js";
+import widget, { SLIDER_INTERVAL } from "./ablation-panel.js";
 import { PNG, encoded, loaded, mount } from "./testing/fake-model.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
@@ -13,15 +13,38 @@ function setup() {
 }
 
 describe("AblationPanel view", () => {
-  it("sends every slider move; the kernel keeps only the latest", async () => {
+  it("sends a dragged slider's value at once, then at most every interval, and its last value always", async () => {
     const { model, el } = setup();
     const slider = el.querySelector(".nw-k");
     for (const k of [1, 2, 3]) {
       slider.value = String(k);
       slider.dispatchEvent(new Event("input"));
     }
-    expect(model.saved).toEqual([{ k: 1 }, { k: 2 }, { k: 3 }]);
-    expect(el.querySelector(".nw-k-label").textContent).toBe("3 of 40");
+    expect(model.saved).toEqual([{ k: 1 }]); // 2 and 3 wait for the interval; only the latest is sent
+    expect(el.querySelector(".nw-k-label").textContent).toBe("3 of 40"); // the label follows at once
+    await new Promise((resolve) => setTimeout(resolve, SLIDER_INTERVAL + 20));
+    expect(model.saved).toEqual([{ k: 1 }, { k: 3 }]);
+    slider.value = "7";
+    slider.dispatchEvent(new Event("input"));
+    slider.value = "8";
+    slider.dispatchEvent(new Event("input"));
+    slider.dispatchEvent(new Event("change")); // released: the last value goes at once
+    expect(model.saved).toEqual([{ k: 1 }, { k: 3 }, { k: 8 }]); // 7 was replaced within the interval
+  });
+
+  it("keeps each changed prediction's picture across updates, and redraws them only for a new list", async () => {
+    const { model, el } = setup();
+    const item = (index, after) => ({ index, label: "a", before: "a", after, fixed: false, image: PNG });
+    await model.pythonSet({ changed: [item(4, "b"), item(9, "b")], changed_count: 2 });
+    const [four] = el.querySelectorAll(".nw-change img");
+    expect(globalThis.liveBlobUrls.size).toBe(2);
+    await model.pythonSet({ status: "running" }); // only the status: nothing of the list is redrawn
+    expect(el.querySelector(".nw-change img")).toBe(four);
+    await model.pythonSet({ status: "idle", changed: [item(4, "a"), item(7, "b")], changed_count: 2 });
+    const images = el.querySelectorAll(".nw-change img");
+    expect(images[0]).toBe(four); // image 4's picture is reused: no new <img>, no new blob URL
+    expect(globalThis.liveBlobUrls.size).toBe(3);
+    expect(el.querySelector(".nw-change figcaption").textContent).toBe("#4 (a): a → a");
   });
 
   it("shows toggles for the top units and the selected one, checked when ablated", async () => {

@@ -137,6 +137,28 @@ describe("RankedList view", () => {
     el.remove();
   });
 
+  it("claims its own keys before the host's shortcuts (capture phase), and no others", async () => {
+    const { el, cleanup } = setup();
+    document.body.append(el);
+    const viewport = el.querySelector(".nw-list-viewport");
+    let seenByHost = null; // a host shortcut handler in the capture phase on document, as Notebook 7's lumino
+    const host = (event) => (seenByHost = event.defaultPrevented);
+    document.addEventListener("keydown", host, true);
+    const press = (key) => {
+      const event = new KeyboardEvent("keydown", { key, bubbles: true, cancelable: true, composed: true });
+      viewport.dispatchEvent(event);
+      return event;
+    };
+    expect(press("ArrowDown").defaultPrevented).toBe(true);
+    expect(seenByHost).toBe(true); // lumino skips a keydown whose default is prevented
+    expect(press("b").defaultPrevented).toBe(false); // the host's other shortcuts keep working
+    expect(seenByHost).toBe(false);
+    cleanup();
+    expect(press("ArrowDown").defaultPrevented).toBe(false); // the window listener is gone with the view
+    document.removeEventListener("keydown", host, true);
+    el.remove();
+  });
+
   it("disables the pickers for a fixed ranking", async () => {
     const { el } = setup(5, { interactive: false });
     for (const select of el.querySelectorAll("select")) expect(select.disabled).toBe(true);

@@ -96,3 +96,50 @@ export function coalesced(fn) {
     },
   });
 }
+
+/**
+ * `fn` at once, then at most once per `interval` ms, always with the latest arguments (the last call is never
+ * lost: it runs when the interval is over): a slider dragged across sixty values a second asks the kernel about
+ * ten times, its final value included. `flush()` runs a waiting call now; `cancel()` drops it.
+ * @template {any[]} A
+ * @param {(...args: A) => void} fn
+ * @param {number} interval milliseconds
+ * @returns {((...args: A) => void) & { flush: () => void, cancel: () => void }}
+ */
+export function throttled(fn, interval) {
+  let last = -Infinity;
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  let timer = null;
+  /** @type {A | null} */
+  let waiting = null;
+  const run = () => {
+    timer = null;
+    last = performance.now();
+    const args = waiting;
+    waiting = null;
+    if (args) fn(...args);
+  };
+  /** @param {A} args */
+  const call = (...args) => {
+    waiting = args;
+    if (timer !== null) return;
+    const wait = last + interval - performance.now();
+    if (wait <= 0) run();
+    else timer = setTimeout(run, wait);
+  };
+  const stop = () => {
+    if (timer !== null) clearTimeout(timer);
+    timer = null;
+  };
+  return Object.assign(call, {
+    flush: () => {
+      if (timer === null) return;
+      stop();
+      run();
+    },
+    cancel: () => {
+      stop();
+      waiting = null;
+    },
+  });
+}
