@@ -344,6 +344,8 @@ def test_html_export_shows_the_static_picture(tmp_path):
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3", store_widget_state=False).execute()
     (output,) = notebook.cells[0].outputs
     assert output["data"]["image/png"]
+    assert output["metadata"]["image/png"]["alt"].startswith("weight_l1 ranking of the 64 units of layer relu3")
+    assert "activation maps laid over the images" in output["metadata"]["image/png"]["alt"]
     (listed,) = notebook.cells[1].outputs
     alt = listed["metadata"]["image/png"]["alt"]  # the picture in words, for a screen reader
     assert alt.startswith("weight_l1 ranking of the 64 units of layer relu3 (all classes); top: unit ")

@@ -178,6 +178,10 @@ class Explorer(Pictured, Keyed, anywidget.AnyWidget):
         picture.paste(bottom, (left.width + 8, top.height + 8))
         return picture
 
+    def describe(self) -> str:
+        """The three views' pictures in words, in the picture's order (list, overlay, panel)."""
+        return ". ".join(view.describe() for view in self.children)
+
 
 def _shown(ranked_list: RankedList, overlay: ActivationOverlay, panel: AblationPanel) -> dict[str, Any]:
     """What the three views show now, as JSON: the list's ranking, the overlay's unit, the panel's accuracy."""
