@@ -383,3 +383,22 @@ def test_resnet18_224_overlay_while_ranking():
         f"{', '.join(f'{s:.3f} s' for s in idle)}); progress then {progress}"
     )
     assert_same(before, fingerprint(model))
+
+
+def test_exit_while_a_ranking_runs_is_clean():
+    """A script that ends while a widget's ranking runs on a worker thread exits with 0: the work is stopped at
+    exit (a thread still inside torch while the interpreter shuts down aborts the process, exit code 134)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import time, neuronwidgets as nw\n"
+        "model, data = nw.demo.load()\n"
+        "ranked = nw.RankedList(nw.Probe(model, data, layer='relu2', chunk_size=16), method='car')\n"
+        "while not ranked.progress: time.sleep(0.01)\n"
+        "print('ranking', flush=True)\n"
+    )
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip() == "ranking"

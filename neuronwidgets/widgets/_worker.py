@@ -11,6 +11,7 @@ for it (`neuronwidgets.engine.guard.yield_model`); interactive work keeps it unt
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import threading
 import weakref
@@ -119,6 +120,17 @@ class Worker:
         with self._cond:
             return self._cond.wait_for(lambda: not self._pending and not self._running, timeout)
 
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Drop every pending job and cancel the running ones; wait up to ``timeout`` s for them to end (they
+        stop at their next chunk). True if none runs any more."""
+        with self._cond:
+            self._pending.clear()
+            self._latest.clear()
+            for job in self._running.values():
+                job.cancel.set()
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: not self._running, timeout)
+
     def threads(self) -> list[threading.Thread]:
         """The lanes' threads that are alive (for tests: they end after ``idle_seconds`` without work)."""
         with self._cond:
@@ -180,6 +192,17 @@ class Worker:
 
 _WORKERS: weakref.WeakKeyDictionary[Any, Worker] = weakref.WeakKeyDictionary()
 _WORKERS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """At interpreter exit, stop the work still running on the lanes' daemon threads: a thread still inside
+    torch while the interpreter shuts down aborts the process ("terminate called without an active
+    exception", exit code 134), after a script or a test run that was otherwise fine."""
+    with _WORKERS_LOCK:
+        workers = list(_WORKERS.values())
+    for worker in workers:
+        worker.stop()
 
 
 def worker_for(probe: Any) -> Worker:
