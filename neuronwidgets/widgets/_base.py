@@ -171,14 +171,7 @@ class Widget(Pictured, Keyed, anywidget.AnyWidget):
         values the traits refuse are reported, and the front end is sent back the kernel's values."""
         keys = [k for k in sync_data if k in self.keys] if isinstance(sync_data, dict) else []
         try:
-            if not isinstance(sync_data, dict):
-                raise BadMessage("an update message must carry a 'state' object")
-            refused = sorted(set(sync_data) - self._writable, key=str)
-            if refused:
-                raise BadMessage(
-                    f"the front end may not set {', '.join(map(str, refused))}; "
-                    f"settable: {', '.join(sorted(self._writable))}"
-                )
+            check_update(sync_data, self._writable)
             super().set_state(sync_data)
         except (traitlets.TraitError, TypeError, ValueError) as err:  # BadMessage is a ValueError
             self.report(err)
@@ -319,6 +312,18 @@ class Widget(Pictured, Keyed, anywidget.AnyWidget):
 
     def _draw(self) -> Image.Image:
         raise NotImplementedError
+
+
+def check_update(sync_data: Any, writable: frozenset[str], whose: str = "") -> None:
+    """A BadMessage unless ``sync_data`` (a state update from the front end) is an object whose keys are all
+    in ``writable``; ``whose`` names the owner in the message (e.g. "the Explorer's ")."""
+    if not isinstance(sync_data, dict):
+        raise BadMessage("an update message must carry a 'state' object")
+    refused = sorted(set(sync_data) - writable, key=str)
+    if refused:
+        raise BadMessage(
+            f"the front end may not set {whose}{', '.join(map(str, refused))}; settable: {', '.join(sorted(writable))}"
+        )
 
 
 def _well_formed(msg: Any) -> dict:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
-from neuronwidgets.widgets._base import BadMessage, Keyed, StrictInt, Widget, asset, check_kwargs
+from neuronwidgets.widgets._base import Keyed, StrictInt, Widget, asset, check_kwargs, check_update
 from neuronwidgets.widgets._picture import Pictured
 from neuronwidgets.widgets.ablation_panel import AblationPanel
 from neuronwidgets.widgets.activation_overlay import ActivationOverlay
@@ -119,14 +119,7 @@ class Explorer(Pictured, Keyed, anywidget.AnyWidget):
         concern, and the front end is sent back the kernel's values."""
         keys = [k for k in sync_data if k in self.keys] if isinstance(sync_data, dict) else []
         try:
-            if not isinstance(sync_data, dict):
-                raise BadMessage("an update message must carry a 'state' object")
-            refused = sorted(set(sync_data) - self._writable, key=str)
-            if refused:
-                raise BadMessage(
-                    f"the front end may not set the Explorer's {', '.join(map(str, refused))}; "
-                    f"settable: {', '.join(sorted(self._writable))}"
-                )
+            check_update(sync_data, self._writable, "the Explorer's ")
             super().set_state(sync_data)
         except (traitlets.TraitError, TypeError, ValueError) as err:  # BadMessage is a ValueError
             concerned = [LINKED[k][0] for k in keys if k in LINKED]

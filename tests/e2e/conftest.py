@@ -10,16 +10,16 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.servers import free_port, wait_ready
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOKS = HERE.parent.parent / "notebooks"
@@ -63,26 +63,6 @@ CONSOLE_ALLOWED: list[tuple[str, str]] = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the Jupyter server exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"the Jupyter server did not answer {url} within {timeout} s")
-
-
 @contextmanager
 def _jupyter_server(root: Path, module: str, log_path: Path, extra_args: tuple[str, ...] = ()) -> Iterator[dict]:
     """`python -m <module>` (jupyterlab or notebook) on 127.0.0.1 with the test notebooks and notebooks/ in
@@ -106,7 +86,7 @@ def _jupyter_server(root: Path, module: str, log_path: Path, extra_args: tuple[s
     (notify / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True})
     )
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     log = open(log_path, "w")  # noqa: SIM115 (closed at the end)
     start = time.monotonic()
     proc = subprocess.Popen(
@@ -128,7 +108,7 @@ def _jupyter_server(root: Path, module: str, log_path: Path, extra_args: tuple[s
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(f"{url}/api/status?token={token}", proc)
+        wait_ready(f"{url}/api/status?token={token}", proc, "the Jupyter server")
         print(f"[timing] {module} ready in {time.monotonic() - start:.1f}s")
         yield {"url": url, "token": token, "root": root}
     finally:

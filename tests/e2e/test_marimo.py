@@ -8,41 +8,21 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.servers import free_port, wait_ready
 
 pytestmark = pytest.mark.e2e
 
 APP = Path(__file__).resolve().parent / "marimo_app.py"
 # Console messages from the widgets: anywidget loads our bundles from blob: URLs; our names start so.
 WIDGET_MARKERS = ("blob:", "neuronwidgets", "anywidget", "nw-", "model not found")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"marimo exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"marimo did not answer {url} within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +34,7 @@ def marimo_app(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Ite
     env = {**os.environ, "MARIMO_SKIP_UPDATE_CHECK": "1"}
     for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):
         env[var] = str(home / var.lower())
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "marimo", "run", str(APP), "--headless", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--no-token", "--no-sandbox", "--no-check"]
     log = open(artifacts / "marimo.log", "w")  # noqa: SIM115 (closed at teardown)
@@ -62,7 +42,7 @@ def marimo_app(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Ite
     proc = subprocess.Popen(command, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(f"{url}/health", proc)
+        wait_ready(f"{url}/health", proc, "marimo", timeout=60.0)
         print(f"[timing] marimo ready in {time.monotonic() - start:.1f}s")
         yield url
     finally:
