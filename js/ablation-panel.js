@@ -1,7 +1,7 @@
 // @ts-check
 /** AblationPanel: a top-k slider and per-unit toggles; accuracy before/after, per class, changed predictions. */
 import { ALL_CLASSES_UP_TO, TOP_CLASSES, classChanges, classesToList } from "./lib/classes.js";
-import { coalesced, h, listen, on, setOptions, throttled } from "./lib/dom.js";
+import { h, on, redrawOn, setOptions, throttled } from "./lib/dom.js";
 import { percent } from "./lib/format.js";
 import { showPng } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
@@ -219,8 +219,6 @@ function render({ model, el }) {
     const input = /** @type {HTMLInputElement} */ (event.target);
     if (input.dataset.unit !== undefined) model.send({ type: "toggle", unit: Number(input.dataset.unit) });
   };
-  const drawControls = coalesced(syncControls);
-  const drawResult = coalesced(syncResult);
   const cleanup = teardown([
     on(slider, "input", onSlide),
     on(slider, "change", () => sendK.flush()),
@@ -229,12 +227,10 @@ function render({ model, el }) {
     on(classSearch, "input", refreshClasses),
     on(classSearch, "keydown", onSearchKey),
     on(showAll, "click", onShowAll),
-    listen(model, ["change:k", "change:units", "change:mode", "change:order", "change:toggled", "change:selected_unit", "change:layer", "change:method"], drawControls),
-    listen(model, ["change:before", "change:after", "change:changed", "change:changed_count", "change:status", "change:classes"], drawResult),
+    redrawOn(model, ["change:k", "change:units", "change:mode", "change:order", "change:toggled", "change:selected_unit", "change:layer", "change:method"], syncControls),
+    redrawOn(model, ["change:before", "change:after", "change:changed", "change:changed_count", "change:status", "change:classes"], syncResult),
     status.cleanup,
     sendK.cancel,
-    drawControls.cancel,
-    drawResult.cancel,
   ]);
   syncControls();
   syncResult();

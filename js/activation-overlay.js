@@ -1,6 +1,6 @@
 // @ts-check
 /** ActivationOverlay: top images of a unit with its activation map over each; opacity works in the browser. */
-import { coalesced, h, listen, on, setOptions } from "./lib/dom.js";
+import { h, on, redrawOn, setOptions } from "./lib/dom.js";
 import { score } from "./lib/format.js";
 import { showPng } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
@@ -143,8 +143,6 @@ function render({ model, el }) {
     const value = image.value.trim();
     setTrait(model, "image", value === "" ? null : Math.trunc(Number(value)));
   };
-  const drawControls = coalesced(syncControls);
-  const drawTiles = coalesced(syncTiles);
   const cleanup = teardown([
     on(colormap, "change", onColormap),
     on(opacity, "input", onOpacity),
@@ -152,15 +150,13 @@ function render({ model, el }) {
     on(raw, "change", onRaw),
     on(border, "change", onBorder),
     on(image, "change", onImage),
-    listen(
+    redrawOn(
       model,
       ["change:colormaps", "change:colormaps_more", "change:colormap", "change:opacity", "change:scale", "change:show_raw", "change:hide_border", "change:image", "change:unit", "change:layer", "change:k"],
-      drawControls,
+      syncControls,
     ),
-    listen(model, ["change:tiles", "change:colorbar", "change:vrange", "change:shown"], drawTiles),
+    redrawOn(model, ["change:tiles", "change:colorbar", "change:vrange", "change:shown"], syncTiles),
     status.cleanup,
-    drawControls.cancel,
-    drawTiles.cancel,
   ]);
   syncControls();
   syncTiles();

@@ -1,6 +1,6 @@
 // @ts-check
 /** RankedList: units in ranked order with score bars; virtualised, so thousands of units stay fast. */
-import { coalesced, h, listen, on, setOptions } from "./lib/dom.js";
+import { h, listen, on, redrawOn, setOptions } from "./lib/dom.js";
 import { score } from "./lib/format.js";
 import { showPng } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
@@ -560,9 +560,6 @@ function render({ model, el }) {
     if (asking && document.activeElement === parts.method) (parts.searchField.hidden ? parts.target : parts.search).focus();
   };
 
-  const drawAll = coalesced(syncAll);
-  const drawRanking = coalesced(syncRanking);
-  const drawSelection = coalesced(redraw);
   const cleanup = teardown([
     on(parts.method, "change", () => setTrait(model, "method", parts.method.value)),
     on(parts.target, "change", () => setTrait(model, "target", parts.target.value === "" ? null : Number(parts.target.value))),
@@ -576,16 +573,13 @@ function render({ model, el }) {
     on(parts.viewport, "mousemove", (event) => tip.show(unitOf(event))),
     on(parts.viewport, "mouseleave", tip.hide),
     listen(model, ["msg:custom"], tip.received),
-    listen(model, ["change:methods", "change:method", "change:target", "change:classes", "change:layers", "change:layer", "change:image", "change:interactive", "change:prompt"], drawAll),
-    listen(model, ["change:scores", "change:order", "change:info"], drawRanking),
-    listen(model, ["change:selected_unit"], drawSelection),
+    redrawOn(model, ["change:methods", "change:method", "change:target", "change:classes", "change:layers", "change:layer", "change:image", "change:interactive", "change:prompt"], syncAll),
+    redrawOn(model, ["change:scores", "change:order", "change:info"], syncRanking),
+    redrawOn(model, ["change:selected_unit"], redraw),
     listen(model, ["change:layer"], tip.forget),
     status.cleanup,
     picker.cleanup,
     tip.forget,
-    drawAll.cancel,
-    drawRanking.cancel,
-    drawSelection.cancel,
   ]);
   syncAll();
   syncRanking();

@@ -98,6 +98,23 @@ export function coalesced(fn) {
 }
 
 /**
+ * Redraw with `draw` after model changes: once per burst of ``events`` (see `coalesced`), never after the
+ * returned cleanup ran (it removes the listeners and drops a pending redraw).
+ * @param {{ on(event: string, handler: any): void, off(event: string, handler: any): void }} model
+ * @param {string[]} events e.g. ["change:tiles", "change:vrange"]
+ * @param {() => void} draw
+ * @returns {() => void}
+ */
+export function redrawOn(model, events, draw) {
+  const run = coalesced(draw);
+  const off = listen(model, events, run);
+  return () => {
+    off();
+    run.cancel();
+  };
+}
+
+/**
  * `fn` at once, then at most once per `interval` ms, always with the latest arguments (the last call is never
  * lost: it runs when the interval is over): a slider dragged across sixty values a second asks the kernel about
  * ten times, its final value included. `flush()` runs a waiting call now; `cancel()` drops it.

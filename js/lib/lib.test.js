@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { FakeModel, PNG, loaded, settled } from "../testing/fake-model.js";
-import { coalesced, h, listen, on, setOptions } from "./dom.js";
+import { coalesced, h, listen, on, redrawOn, setOptions } from "./dom.js";
 import { percent, score, seconds } from "./format.js";
 import { bytesOf, showPng } from "./images.js";
 import { statusStrip } from "./status.js";
@@ -52,6 +52,19 @@ describe("images", () => {
     broken.dispatchEvent(new Event("error"));
     expect(globalThis.liveBlobUrls.size).toBe(0);
     expect(showPng(img, new DataView(new ArrayBuffer(0))).hasAttribute("src")).toBe(false);
+  });
+
+  it("redraws once per burst of model changes, and never after its cleanup", async () => {
+    const model = new FakeModel({ a: 1, b: 2 });
+    let draws = 0;
+    const cleanup = redrawOn(model, ["change:a", "change:b"], () => draws++);
+    await model.pythonSet({ a: 3, b: 4 });
+    expect(draws).toBe(1);
+    model.pythonSet({ a: 5 });
+    cleanup(); // before the pending redraw ran
+    await settled();
+    expect(draws).toBe(1);
+    expect(model.listenerCount()).toBe(0);
   });
 
   it("runs a coalesced function once per burst of calls, and never after cancel", async () => {
