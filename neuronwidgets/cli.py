@@ -117,9 +117,9 @@ def _table(ranking: Ranking, probe: Probe, top: int, model_name: str) -> str:
     tiebreak = method.tiebreak if ranking.tiebreak is not None else None
     if tiebreak:
         lines[-1] += f"; equal scores are ordered by the {tiebreak}"
-    heading = f"{'rank':>4}  {'unit':>5}  {method.score:>{max(12, len(method.score))}}"
-    lines += ["", heading + (f"  {tiebreak:>14}" if tiebreak else "")]
     width = max(12, len(method.score))
+    heading = f"{'rank':>4}  {'unit':>5}  {method.score:>{width}}"
+    lines += ["", heading + (f"  {tiebreak:>14}" if tiebreak else "")]
     for position, (unit, score) in enumerate(ranking.top(top), start=1):
         row = f"{position:>4}  {unit:>5}  {scale * score:>{width}.6g}"
         if tiebreak:

@@ -62,12 +62,13 @@ class ActivationOverlay(Widget):
         layer = kwargs.pop("layer", probe.layer)
         if layer not in probe.layers:
             raise ValueError(f"unknown layer {layer!r}; valid: {', '.join(probe.layers)}")
+        first, more = render.offered_colormaps()
         super().__init__(
             layer=layer,
             units=probe.layer_info(layer).units,
             image_count=len(probe.source),
-            colormaps=render.offered_colormaps()[0],
-            colormaps_more=render.offered_colormaps()[1],
+            colormaps=first,
+            colormaps_more=more,
         )
         with self.hold_trait_notifications():
             for key, value in kwargs.items():
