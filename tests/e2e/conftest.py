@@ -9,7 +9,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.servers import free_port, wait_ready
+from tests.e2e.servers import free_port, stop, wait_ready
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOKS = HERE.parent.parent / "notebooks"
@@ -112,12 +111,7 @@ def _jupyter_server(root: Path, module: str, log_path: Path, extra_args: tuple[s
         print(f"[timing] {module} ready in {time.monotonic() - start:.1f}s")
         yield {"url": url, "token": token, "root": root}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop(proc)
         log.close()
 
 

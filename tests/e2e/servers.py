@@ -1,7 +1,9 @@
-"""What the end-to-end tests' servers share: a free port on 127.0.0.1, and waiting until a server answers."""
+"""What the end-to-end tests' servers share: a free port on 127.0.0.1, waiting until a server answers, stopping it."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -28,3 +30,13 @@ def wait_ready(url: str, proc: subprocess.Popen, what: str, timeout: float = 90.
         except OSError:
             time.sleep(0.3)
     raise TimeoutError(f"{what} did not answer {url} within {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server started in its own session: SIGTERM to it, then SIGKILL to its process group after 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)

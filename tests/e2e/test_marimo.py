@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.servers import free_port, wait_ready
+from tests.e2e.servers import free_port, stop, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -46,12 +45,7 @@ def marimo_app(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Ite
         print(f"[timing] marimo ready in {time.monotonic() - start:.1f}s")
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop(proc)
         log.close()
 
 
