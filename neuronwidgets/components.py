@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from neuronwidgets.engine.capture import capture
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
 from neuronwidgets.engine.site import Site
 from neuronwidgets.engine.stats import Moments
@@ -109,7 +108,8 @@ def layer_components(
         total: Moments | None = None
         with site.running():
             for chunk, bar in site.chunks(f"components of {site.layer}", progress, cancel):
-                part = Moments.of(channel_samples(capture(site.model, site.module, chunk.images), sampling))
+                output = site.sliced("layer output", site.layer_output, chunk.images, bar=bar)
+                part = Moments.of(channel_samples(output, sampling))
                 total = part if total is None else total.merge(part)
                 bar.advance()
         assert total is not None

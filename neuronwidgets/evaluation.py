@@ -78,8 +78,14 @@ def evaluate(
     ablator = site.ablator()
     counts = OutcomeCounts.zeros(1, site.num_classes)
     predictions, labels = [], []
+    composed = _compose(steps) if steps else None
+
+    def suffix(*values: torch.Tensor) -> torch.Tensor:
+        return ablator.scores(list(values)) if composed is None else ablator.transformed(list(values), composed)
+
     for values, chunk, bar in site.crossings("evaluating", progress, cancel):
-        scores = ablator.transformed(values, _compose(steps)) if steps else ablator.scores(values)
+        # ours handle each image on its own; a user's transform might not, so it gets whole chunks
+        scores = site.sliced("suffix", suffix, *values, bar=bar) if transform is None else suffix(*values)
         assert chunk.labels is not None
         counts.count_images(chunk.labels)
         counts.add([0], scores.unsqueeze(0), chunk.labels)

@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from neuronwidgets.engine.graph import Frontier, Split, TraceError, split
 from neuronwidgets.engine.hooks import forward_hooks
+from neuronwidgets.engine.slicing import rows_of, slices_exact
 
 # The unit loop builds at most 1/_WORK_SHARE of the cut's values kept in memory at once (at least
 # _MIN_WORK_BYTES), but each call of the network after the layer does at least _MIN_CALL_FLOPS of work: smaller
@@ -145,10 +146,10 @@ class Ablator:
         budget = self.work_budget(crossing, cached_bytes)
         slices = self.work_slices(crossing, budget)
         if len(slices) > 1 and not self._slices_checked:
-            self._check_images_independent(crossing, slices)
+            self._check_images_independent(crossing)
             slices = self.work_slices(crossing, budget)
         for rows in slices:
-            yield from self._each_unit_in(_sliced(crossing, rows), rows, units, fill, base, budget)
+            yield from self._each_unit_in(rows_of(crossing, rows), rows, units, fill, base, budget)
 
     def work_slices(self, crossing: list[torch.Tensor], budget: int | None = None) -> list[slice]:
         """Equal slices of the chunk's images for the unit loop: the values it builds per unit (the frontier
@@ -177,7 +178,7 @@ class Ablator:
         """(bytes the unit loop builds per unit, FLOPs of the network it re-runs per unit), for one image;
         measured once on the chunk's first image."""
         if self._per_image_cost is None:
-            one = [v.clone() for v in _sliced(crossing, slice(0, 1))]
+            one = [v.clone() for v in rows_of(crossing, slice(0, 1))]
             with FlopCounterMode(display=False) as flops:
                 if self.path == "pushdown":
                     assert self.split is not None and self.split.frontier is not None
@@ -192,19 +193,12 @@ class Ablator:
                     self._per_image_cost = sum(_bytes(v) for v in one), flops.get_total_flops()
         return self._per_image_cost
 
-    def _check_images_independent(self, crossing: list[torch.Tensor], slices: list[slice]) -> None:
+    def _check_images_independent(self, crossing: list[torch.Tensor]) -> None:
         """Whether the network after the layer scores each image on its own (true of eval-mode CNNs), so that
-        slicing the images changes nothing; checked once by comparing the scores of the whole chunk with the
-        scores of its slices. Where it fails, the unit loop works on whole chunks."""
+        slicing the images changes nothing; checked once, on the chunk's first images (`slices_exact`). Where
+        it fails, the unit loop works on whole chunks."""
         self._slices_checked = True
-        whole = self.scores(crossing)
-        try:
-            parts = torch.cat([self.scores(_sliced(crossing, rows)) for rows in slices])
-            self.images_independent = parts.shape == whole.shape and torch.allclose(
-                parts, whole, rtol=1e-4, atol=1e-4 * float(whole.abs().max())
-            )
-        except RuntimeError:  # e.g. a value that crosses the cut with a batch-sized first dimension by chance
-            self.images_independent = False
+        self.images_independent = slices_exact(lambda *values: self.scores(list(values)), crossing)
         if not self.images_independent:
             note = "the network after the layer does not score images independently, so chunks are not sliced"
             self.reason = f"{self.reason}; {note}" if self.reason else note
@@ -269,14 +263,6 @@ class Ablator:
             ]
             others = [v.clone() if m else v for v, m in zip(crossing[1:], rest_mutated)]
             yield [unit], frontier.rest(*corrected, *others)[0].unsqueeze(0)
-
-
-def _sliced(values: list[torch.Tensor], rows: slice) -> list[torch.Tensor]:
-    """``values`` restricted to the images in ``rows``; values without the batch dimension are shared by all."""
-    n = values[0].shape[0]
-    if rows == slice(0, n):
-        return values
-    return [v[rows] if v.ndim and v.shape[0] == n else v for v in values]
 
 
 def _bytes(value: torch.Tensor) -> int:

@@ -89,26 +89,41 @@ class ModelLock:
             self._states.remove(state)
 
     def lend(self) -> bool:
-        """If this thread holds the lock and others wait: undo the holder's states, release every level, let
-        those waiting run first (in their order), then take all levels back and redo the states. True if the
-        lock was lent."""
+        """If this thread holds the lock and others wait: let those waiting run first (in their order), then
+        carry on. True if the lock was lent."""
+        with self.lent(only_if_waited=True) as lent:
+            return lent
+
+    @contextmanager
+    def lent(self, only_if_waited: bool = False) -> Iterator[bool]:
+        """The block runs with the lock given up, if this thread holds it (and, with ``only_if_waited``, others
+        wait): the holder's states are undone, every level released, and work waiting for the lock runs
+        meanwhile; afterwards the thread queues for all its levels and redoes the states. Yields whether it
+        gave the lock up."""
         me = threading.get_ident()
         with self._cond:
-            if self._owner != me or not self._queue:
-                return False
-            states, self._states = self._states, []
+            if self._owner != me or (only_if_waited and not self._queue):
+                lendable = False
+            else:
+                lendable, states, self._states = True, self._states, []
+        if not lendable:
+            yield False
+            return
         for state in reversed(states):
             state.suspend()
         try:
             with self._cond:
                 levels, self._owner, self._count = self._count, None, 0
                 self._cond.notify_all()
-                self._take(me, levels, None)
+            try:
+                yield True
+            finally:
+                with self._cond:
+                    self._take(me, levels, None)
         finally:
             self._states = states
             for state in states:
                 state.resume()
-        return True
 
     def _take(self, me: int, levels: int, timeout: float | None) -> None:
         """Join the queue and wait for the lock (the condition is held); on timeout or an interrupt the
@@ -173,6 +188,18 @@ def yield_model(model: nn.Module) -> bool:
     waiting work's own `evaluating`). True if the model was lent.
     """
     return yielding() and model_lock(model).lend()
+
+
+@contextmanager
+def lending(model: nn.Module) -> Iterator[None]:
+    """The block runs without ``model``'s lock, where this thread holds it and may lend it (`yield_model`'s
+    conditions): for work that does not need the model, such as loading the next chunk of data, so that a
+    click's overlay need not wait for it."""
+    if not yielding():
+        yield
+        return
+    with model_lock(model).lent():
+        yield
 
 
 @contextmanager

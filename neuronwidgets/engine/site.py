@@ -6,7 +6,7 @@ points at meanwhile; `Probe` makes one per call. Sites of one probe share its `R
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,10 +18,11 @@ from neuronwidgets.data import Chunk, DataSource, as_float_images
 from neuronwidgets.engine.ablate import Ablator
 from neuronwidgets.engine.cache import ResultCache
 from neuronwidgets.engine.capture import capture
-from neuronwidgets.engine.guard import evaluating, yield_model
+from neuronwidgets.engine.guard import evaluating, lending, yield_model
 from neuronwidgets.engine.indices import as_indices
 from neuronwidgets.engine.layers import LayerInfo
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
+from neuronwidgets.engine.slicing import Output, Pace, concat, rows_of, slices_exact
 from neuronwidgets.engine.stats import LayerSummary, OutcomeCounts
 
 ABLATION_MODES = ("zero", "mean")
@@ -66,6 +67,7 @@ class Site:
         self.memory = memory
         self.autocast = autocast
         self._ablator_checked = False
+        self._paces: dict[str, Pace] = {}
 
     @property
     def layer(self) -> str:
@@ -123,9 +125,42 @@ class Site:
         (`yield_model`: a click's overlay need not wait for a whole ranking)."""
         total = self.source.num_chunks * steps_per_chunk
         with Progress.within(description, total, progress, cancel) as bar:
-            for chunk in self.source.chunks():
+            loading = iter(self.source.chunks())
+            while True:
+                with lending(self.model):  # a click's overlay need not wait while the next chunk loads
+                    chunk = next(loading, None)
+                if chunk is None:
+                    return
                 yield self._to_device(chunk), bar
                 yield_model(self.model)
+
+    def sliced(
+        self, what: str, work: Callable[..., Output], *batches: torch.Tensor, bar: Progress | None = None
+    ) -> Output:
+        """``work(*batches)``, whose outputs have a chunk's images as their first dimension (as do the first of
+        ``batches`` and any other of that length; the rest are passed whole to every slice), run
+        on slices of the images that take about `slicing.SLICE_SECONDS` each (timed as they run, per ``what``),
+        with work waiting for the model (a click's overlay) let in between slices: it waits for a slice, not
+        for the whole chunk. ``bar``'s cancellation is honoured between slices too.
+
+        Exact where ``work`` handles each image on its own, which is checked once per ``what``, layer and model
+        version; where it does not (a model that normalises over its batch), the chunk runs whole."""
+        n = batches[0].shape[0]
+        pace = self._paces.setdefault(what, Pace())
+        if pace.size(n) >= n:
+            return pace.timed(work, batches)
+        if not self.cached(("slices exact", what), lambda: slices_exact(work, batches)):
+            return work(*batches)
+        parts, begin = [], 0
+        while begin < n:
+            rows = slice(begin, begin + pace.size(n - begin))
+            parts.append(pace.timed(work, rows_of(batches, rows)))
+            begin = rows.stop
+            if begin < n:
+                yield_model(self.model)
+                if bar is not None:
+                    bar.check()
+        return concat(parts)
 
     def _to_device(self, chunk: Chunk) -> Chunk:
         labels = chunk.labels
@@ -143,6 +178,10 @@ class Site:
     def images(self, indices: Any) -> torch.Tensor:
         """The images at ``indices`` (ints, in the order given) as the model sees them (a CPU tensor)."""
         return self.source.take(as_indices(indices, "images", len(self.source), "the data")).images
+
+    def layer_output(self, images: torch.Tensor) -> torch.Tensor:
+        """The layer's output for a batch of images already on the model's device (the model running)."""
+        return capture(self.model, self.module, images)
 
     def output(self, images: torch.Tensor) -> torch.Tensor:
         """The layer's output for a batch of images (N, C, H, W) or one image (C, H, W); uint8 images are
@@ -192,7 +231,8 @@ class Site:
             total: LayerSummary | None = None
             with self.running():
                 for chunk, bar in self.chunks(f"reading {self.layer}", progress, cancel):
-                    part = LayerSummary.of(capture(self.model, self.module, chunk.images), chunk.labels)
+                    output = self.sliced("layer output", self.layer_output, chunk.images, bar=bar)
+                    part = LayerSummary.of(output, chunk.labels)
                     total = part if total is None else total.merge(part)
                     bar.advance()
             assert total is not None
@@ -229,7 +269,7 @@ class Site:
             collected: list | None = []
             size = 0
             for chunk, bar in self.chunks(description, progress, cancel, steps_per_chunk):
-                values = ablator.crossing(chunk.images)
+                values = self.sliced("cut", ablator.crossing, chunk.images, bar=bar)
                 if collected is not None:
                     kept = {id(t): t for t in (*values, chunk.images)}.values()
                     size += sum(t.numel() * t.element_size() for t in kept)
@@ -275,7 +315,10 @@ class Site:
             assert chunk.labels is not None
             before.count_images(chunk.labels)
             per_unit.count_images(chunk.labels)
-            scores = ablator.replaced(values, base, fill) if base else ablator.scores(values)
+            if base:
+                scores = self.sliced("suffix", lambda *vs: ablator.replaced(list(vs), base, fill), *values, bar=bar)
+            else:
+                scores = self.sliced("suffix", lambda *vs: ablator.scores(list(vs)), *values, bar=bar)
             before.add([0], scores.unsqueeze(0), chunk.labels)
             chunk_images = len(chunk.labels)
             kept = self._kept_cut_bytes(values, chunk)

@@ -31,8 +31,18 @@ def collect(
     found = 0
     channels_last = True  # until the model shows that it cannot take that layout
 
-    # the hook is on for each chunk's forward only, so the model can be lent between chunks (a click's overlay
-    # need not wait for the whole pass; with the hook on, its forward would run the hook)
+    def maps_and_logits(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's output (N, units, positions) and the class-``target`` logit (N,), on the CPU. The hook
+        is on for this forward only, so the model can be lent between slices (a click's overlay need not
+        wait for the whole pass; with the hook on, its forward would run the hook)."""
+        nonlocal channels_last
+        with forward_hooks([(site.module, recorder(captured))]):
+            scores, channels_last = _forward(site.model, images, captured, channels_last)
+        if not captured:
+            raise RuntimeError(f"the layer {site.layer!r} did not run during the forward pass")
+        out = captured[0]
+        return out.reshape(out.shape[0], out.shape[1], -1).cpu(), scores[:, target].cpu()
+
     with site.running():
         for chunk, bar in site.chunks(f"pcace: reading {site.layer}", progress, cancel):
             assert chunk.labels is not None
@@ -40,13 +50,9 @@ def collect(
             if max_images is not None:
                 where = where[: max_images - found]
             if len(where):
-                with forward_hooks([(site.module, recorder(captured))]):
-                    scores, channels_last = _forward(site.model, chunk.images[where], captured, channels_last)
-                if not captured:
-                    raise RuntimeError(f"the layer {site.layer!r} did not run during the forward pass")
-                out = captured[0]
-                maps.append(out.reshape(out.shape[0], out.shape[1], -1).cpu())
-                logits.append(scores[:, target].cpu())
+                out, logit = site.sliced("pcace", maps_and_logits, chunk.images[where], bar=bar)
+                maps.append(out)
+                logits.append(logit)
                 indices.append(where.cpu() + chunk.start)
                 found += len(where)
             bar.advance()

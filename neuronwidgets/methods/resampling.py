@@ -97,14 +97,22 @@ def _run(site: Site, image: torch.Tensor, how: Resampling, progress: ProgressOpt
     batch = perturbations(image.to(site.dtype).cpu(), how.copies, how.sigma, how.schedule, generator)
     activations, scores = [], []
     captured: list[torch.Tensor] = []
+
+    def scores_and_maps(copies: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class scores and the layer's output for some of the copies; the hook is on for this forward only,
+        so that the model can be lent between slices (to a click's overlay)."""
+        captured.clear()
+        with forward_hooks([(site.module, recorder(captured))]):
+            out = site.model(copies.to(site.device)).double().cpu()
+        return out, captured[0].double().cpu()
+
     step = site.source.chunk_size
     steps = -(-how.copies // step)
     with site.running(), Progress("resampling", steps, progress, cancel) as bar:
         for start in range(0, how.copies, step):
-            captured.clear()
-            with forward_hooks([(site.module, recorder(captured))]):  # on for this step's forward only
-                scores.append(site.model(batch[start : start + step].to(site.device)).double().cpu())
-            activations.append(captured[0].double().cpu())
+            logits, maps = site.sliced("resampling", scores_and_maps, batch[start : start + step], bar=bar)
+            scores.append(logits)
+            activations.append(maps)
             bar.advance()
             yield_model(site.model)  # between steps, work waiting for the model (a click's overlay) runs first
     logits = torch.cat(scores)

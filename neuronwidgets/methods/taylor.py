@@ -33,22 +33,27 @@ def rank(site: Site, *, progress: ProgressOption = None, cancel: CancelFlag = No
         held.append(leaf)
         return leaf.clone()  # later in-place ops change the clone, not the leaf we differentiate
 
+    def per_image(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class scores (N, classes) and, per image and unit, activation x gradient summed over positions."""
+        held.clear()
+        try:
+            with forward_hooks([(module, hold)]):
+                scores = site.model(images)
+            loss = F.cross_entropy(scores, labels, reduction="sum")  # a sum: each image's gradient is its own
+        finally:
+            torch.set_grad_enabled(False)
+        (grad,) = torch.autograd.grad(loss, held)
+        product = (held[0].detach() * grad).double()
+        return scores.detach(), product.reshape(product.shape[0], product.shape[1], -1).sum(2)
+
     with site.running(grad=False):
         for chunk, bar in site.chunks(f"taylor {site.layer}", progress, cancel):
-            held.clear()
-            try:
-                with forward_hooks([(module, hold)]):
-                    scores = site.model(chunk.images)
-                loss = F.cross_entropy(scores, chunk.labels, reduction="sum")
-            finally:
-                torch.set_grad_enabled(False)
+            assert chunk.labels is not None
+            scores, sums = site.sliced("taylor", per_image, chunk.images, chunk.labels, bar=bar)
             correct += int((scores.argmax(1) == chunk.labels).sum())
             class_images += torch.bincount(chunk.labels.cpu(), minlength=site.num_classes)
-            (grad,) = torch.autograd.grad(loss, held)
-            product = (held[0].detach() * grad).double()
-            per_unit = product.transpose(0, 1).reshape(product.shape[1], -1).sum(1)
-            total = per_unit if total is None else total + per_unit
-            count += product[:, 0].numel()
+            total = sums.sum(0) if total is None else total + sums.sum(0)
+            count += held[0][0, 0].numel() * len(chunk.labels)  # positions per image x images
             bar.advance()
     assert total is not None
     raw = (total / count).abs()
