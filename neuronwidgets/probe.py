@@ -71,7 +71,8 @@ class Probe:
     warning; the reason is kept in `classes_note`). ``display``: how images are shown, see
     `neuronwidgets.display` (default: un-normalised by the ``Normalize`` found in the dataset's transform).
     ``memory``: how much of the layer's cut (the values after the layer that ablation re-runs from, all chunks)
-    is kept between passes, in bytes or as ``"512MB"``/``"2GiB"`` (default 256 MiB). Below it, repeated
+    is kept between passes, in bytes or as ``"512MB"``/``"2GiB"`` (default: 1/16 of the memory of the model's
+    device, RAM or GPU, within 256 MiB and 4 GiB). Below it, repeated
     evaluations (the ablation slider) and the unit loop reuse them; above it, each pass streams the data again.
     The unit loop's working memory is kept to 1/8 of what is cached (at least 1 MiB). ``autocast``:
     ``torch.bfloat16`` or ``torch.float16`` (or their names) runs every forward pass under `torch.autocast`,
@@ -98,10 +99,10 @@ class Probe:
         if device is not None and not isinstance(device, (str, torch.device)):
             raise TypeError(f"device must be a str or torch.device such as 'cpu' or 'cuda:0', got {device!r}")
         self.model = model
-        self.memory = memory_budget(memory)
         self.autocast = _autocast_dtype(autocast)
         self.source = DataSource(data, chunk_size=chunk_size)
         self.device = model_device(model)
+        self.memory = memory_budget(memory, self.device)
         if device is not None and torch.device(device) != self.device:
             raise ValueError(
                 f"the model is on {self.device} but device={device!r} was asked for; neuronwidgets never "
@@ -315,11 +316,18 @@ class Probe:
         """(n, h, w) maps of ``unit`` for ``images`` (indices into the data, or a tensor of images)."""
         site = self.site(layer)
         unit = as_index(unit, "units", site.units, f"layer {site.layer!r}")
-        out = site.output(images if isinstance(images, torch.Tensor) else site.images(images))
-        maps = out[:, unit]
-        if maps.ndim == 1:
-            maps = maps.reshape(-1, 1, 1)
-        return maps.float().cpu().numpy()
+        if isinstance(images, torch.Tensor):
+            maps = site.output(images)[:, unit].float().cpu().numpy()
+        else:  # the unit's top images' maps, kept by the layer's summary pass; the model runs for the others
+            indices = [i % len(self.source) for i in as_indices(images, "images", len(self.source), "the data")]
+            top = site.top_maps()
+            known = {} if top is None else top.maps_of(unit, indices)
+            missing = [i for i in dict.fromkeys(indices) if i not in known]
+            if missing:
+                computed = site.output(site.images(missing))[:, unit].float().cpu().numpy()
+                known.update(zip(missing, computed))
+            maps = np.stack([known[i] for i in indices])
+        return maps.reshape(-1, 1, 1) if maps.ndim == 1 else maps
 
     def top_images(self, unit: int, k: int = 9, *, layer: str | None = None) -> np.ndarray:
         """Indices of the ``k`` images on which ``unit`` reaches its highest activation (spatial maximum)."""

@@ -426,6 +426,22 @@ def test_the_memory_budget_decides_what_is_kept_and_never_changes_the_answer(pla
             nw.Probe(model, images, memory=bad)
 
 
+def test_the_default_budget_is_a_sixteenth_of_the_machines_memory_and_one_cut_is_kept_at_a_time(plain):
+    import os
+
+    from neuronwidgets.engine.cache import default_memory
+
+    model, images, labels = plain
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    expected = min(4 * 2**30, max(256 * 2**20, total // 16))
+    probe = nw.Probe(model, (images, labels), layer="relu2")
+    assert probe.memory == default_memory(torch.device("cpu")) == expected
+    probe.evaluate([0], layer="relu1")
+    probe.evaluate([0], layer="relu2")
+    kept = [key for key in probe._cache._current() if key[0] == "crossings"]
+    assert [key[-1] for key in kept] == ["relu2"]  # the other layer's cut was dropped: the budget holds
+
+
 def test_autocast_runs_every_pass_in_the_lower_precision_and_stays_close(plain):
     model, images, labels = plain
     model = model.float()

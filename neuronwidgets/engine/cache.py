@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 from neuronwidgets.engine.guard import model_lock, model_version
 
 T = TypeVar("T")
-DEFAULT_MEMORY = 256 * 2**20
+MIN_DEFAULT_MEMORY = 256 * 2**20
+MAX_DEFAULT_MEMORY = 4 * 2**30
+DEFAULT_SHARE = 16  # the default budget is this fraction of the device's memory
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
-def memory_budget(value: int | str | None) -> int:
+def default_memory(device: torch.device) -> int:
+    """The default budget: 1/16 of the device's memory (the machine's RAM for the CPU, the GPU's for CUDA),
+    within 256 MiB and 4 GiB; 256 MiB where the size cannot be read."""
+    total = 0
+    try:
+        if device.type == "cuda":
+            total = torch.cuda.get_device_properties(device).total_memory
+        elif device.type == "cpu":
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError, RuntimeError):  # no sysconf (Windows), no such name (macOS)
+        total = 0
+    return min(MAX_DEFAULT_MEMORY, max(MIN_DEFAULT_MEMORY, total // DEFAULT_SHARE))
+
+
+def memory_budget(value: int | str | None, device: torch.device | None = None) -> int:
     """Bytes from ``value``: an int, a string such as ``"512MB"`` or ``"2 GiB"``, or None for the default
-    (256 MiB); refused when it is not a size."""
+    (`default_memory` of ``device``, the CPU if None); refused when it is not a size."""
     if value is None:
-        return DEFAULT_MEMORY
+        return default_memory(device or torch.device("cpu"))
     if isinstance(value, str):
         text = value.strip().upper().replace(" ", "")
         number = text.rstrip("KMGIB")

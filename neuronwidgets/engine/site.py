@@ -23,9 +23,10 @@ from neuronwidgets.engine.indices import as_indices
 from neuronwidgets.engine.layers import LayerInfo
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
 from neuronwidgets.engine.slicing import Output, Pace, concat, rows_of, slices_exact
-from neuronwidgets.engine.stats import LayerSummary, OutcomeCounts
+from neuronwidgets.engine.stats import LayerSummary, OutcomeCounts, TopMaps
 
 ABLATION_MODES = ("zero", "mean")
+TOP_MAPS = 33  # maps kept per unit from the summary's pass: the overlay's most images (32) and a chosen one
 
 
 def require_labels(has_labels: bool, what: str) -> None:
@@ -225,20 +226,38 @@ class Site:
             return Ablator(self.model, self.layer, self.module)
 
     def summary(self, progress: ProgressOption = None, cancel: CancelFlag = None) -> LayerSummary:
-        """Per-image and summed statistics of the layer's output over all the data (one pass, cached)."""
+        """Per-image and summed statistics of the layer's output over all the data (one pass, cached). The same
+        pass keeps each unit's maps on its top images where they fit in a quarter of ``memory`` (`top_maps`)."""
+        keep = self._top_maps_kept()
 
         def compute() -> LayerSummary:
             total: LayerSummary | None = None
+            top: TopMaps | None = None
             with self.running():
                 for chunk, bar in self.chunks(f"reading {self.layer}", progress, cancel):
                     output = self.sliced("layer output", self.layer_output, chunk.images, bar=bar)
                     part = LayerSummary.of(output, chunk.labels)
                     total = part if total is None else total.merge(part)
+                    if keep:
+                        best = TopMaps.of(output, keep, chunk.start)
+                        top = best if top is None else top.merge(best)
                     bar.advance()
             assert total is not None
+            if top is not None:
+                self._cache.put(("top maps", self.layer), top)
             return total
 
         return self.cached(("summary",), compute)
+
+    def _top_maps_kept(self) -> int:
+        """How many top images' maps per unit the summary's pass keeps: `TOP_MAPS`, or fewer where that
+        does not fit in a quarter of ``memory`` (float32 maps)."""
+        per_image = int(np.prod(self.info.shape, dtype=np.int64)) * 4  # every unit's map of one image
+        return int(min(TOP_MAPS, self.memory // 4 // max(1, per_image)))
+
+    def top_maps(self) -> TopMaps | None:
+        """The maps the summary's pass kept (None before that pass, or where none fit)."""
+        return self._cache.get(("top maps", self.layer))
 
     def fill(self, mode: str) -> torch.Tensor:
         """What an ablated unit's output is set to: zeros, or its mean map over the data."""
@@ -277,7 +296,8 @@ class Site:
                     if collected is not None:
                         collected.append((values, chunk))
                 yield values, chunk, bar
-            if collected is not None:
+            if collected is not None:  # one layer's cut is kept at a time, so the budget holds across layers
+                self._cache.forget(lambda other: other[0] == "crossings" and other != key)
                 self._cache.put(key, collected)
 
     def _kept_cut_bytes(self, values: list[torch.Tensor], chunk: Chunk) -> int | None:

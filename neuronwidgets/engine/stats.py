@@ -154,3 +154,38 @@ class Moments:
         """The population covariance (divides by the count)."""
         mean = self.mean
         return self.outer / self.count - np.outer(mean, mean)
+
+
+@dataclass
+class TopMaps:
+    """Each unit's maps on its ``k`` images of highest peak (ties: the earlier image), kept from the summary's
+    pass so that an overlay of a unit's top images needs no forward pass; merges exactly across chunks."""
+
+    index: np.ndarray  # (units, k) int64: image indices, highest peak first
+    peak: np.ndarray  # (units, k): those images' peaks, as `LayerSummary.image_max` holds them
+    maps: np.ndarray  # (units, k, *spatial) float32: the unit's map on each of them
+
+    @classmethod
+    def of(cls, activations: torch.Tensor, k: int, start: int = 0) -> TopMaps:
+        """The top ``k`` of one chunk of activations (N, units, *spatial) whose first image is ``start``."""
+        a = activations.detach()
+        peak = a.reshape(a.shape[0], a.shape[1], -1).double().amax(2).to(per_image_dtype(a.dtype)).T.cpu()
+        order = torch.sort(peak, dim=1, descending=True, stable=True).indices[:, :k]  # (units, k)
+        units = torch.arange(a.shape[1]).unsqueeze(1)
+        maps = a.transpose(0, 1).cpu()[units, order]  # (units, k, *spatial)
+        return cls((order + start).numpy(), torch.gather(peak, 1, order).numpy(), maps.float().numpy())
+
+    def merge(self, other: TopMaps) -> TopMaps:
+        """The top ``k`` of both (``other``'s images after ``self``'s)."""
+        k = self.index.shape[1]
+        index = np.concatenate([self.index, other.index], 1)
+        peak = np.concatenate([self.peak, other.peak], 1)
+        order = np.lexsort((index, -peak), axis=1)[:, :k]  # by peak, then by image
+        maps = np.concatenate([self.maps, other.maps], 1)
+        rows = np.arange(index.shape[0])[:, None]
+        return TopMaps(index[rows, order], peak[rows, order], maps[rows, order])
+
+    def maps_of(self, unit: int, indices: list[int]) -> dict[int, np.ndarray]:
+        """``unit``'s kept maps among ``indices``, by image index (those not kept are left out)."""
+        where = {int(i): j for j, i in enumerate(self.index[unit])}
+        return {i: self.maps[unit, where[i]] for i in indices if i in where}

@@ -1,0 +1,84 @@
+"""End to end in a real JupyterLab at a user's size: ResNet-18 at 224x224 on the CPU, 1,000 classes. While an
+exact ablation of layer3 runs (minutes), unit clicks show their overlays within about a second, and Cancel
+stops it; the model is untouched afterwards. The figures go to test-artifacts/e2e-timings.log."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_explorer import KERNEL_IDLE
+from tests.e2e.test_many_classes import CLOSE
+
+pytestmark = pytest.mark.e2e
+
+NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+CURRENT_IS_OURS = "window.jupyterapp?.shell?.currentWidget?.context?.path === 'realsize.ipynb'"
+
+
+def test_clicks_while_resnet18_ranks_at_224(lab_page, jupyter_lab: dict, artifacts: Path) -> None:
+    try:
+        run_realsize(lab_page, jupyter_lab, artifacts)
+    finally:  # its kernel's CPU and its tab must not stay for the next test
+        lab_page.evaluate(CLOSE)
+        lab_page.wait_for_timeout(1500)
+
+
+def run_realsize(page, jupyter_lab: dict, artifacts: Path) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{jupyter_lab['url']}/lab/workspaces/realsize/tree/realsize.ipynb?reset&token={jupyter_lab['token']}")
+    page.wait_for_function(CURRENT_IS_OURS, timeout=90_000)
+    page.wait_for_function(KERNEL_IDLE, timeout=90_000)
+    start = time.perf_counter()
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+    explorer = page.locator(f"{NOTEBOOK} .nw-explorer").first
+    ranked, overlay = explorer.locator(".nw-ranked-list"), explorer.locator(".nw-overlay")
+    expect(ranked.locator(".nw-title")).to_contain_text("taylor · layer layer3 · all classes", timeout=300_000)
+    expect(overlay.locator(".nw-tiles")).to_be_visible(timeout=120_000)
+    expect(ranked.locator(".nw-status")).not_to_have_attribute("data-status", "running", timeout=120_000)
+    first = time.perf_counter() - start
+    print(f"[timing] resnet18 224: preview and first overlay after {first:.1f} s")
+
+    # the exact ablation of layer3: 256 units, minutes on two cores
+    ranked.locator('select[aria-label="ranking method"]').select_option("ablation")
+    progress = ranked.locator(".nw-progress")
+    expect(progress).to_be_visible(timeout=60_000)
+    page.wait_for_timeout(1500)  # into the pass, not at its start
+    clicks = []
+    for rank in (2, 3, 4, 5):
+        row = ranked.locator(f'.nw-row[data-rank="{rank}"]')
+        unit = row.get_attribute("data-unit")
+        begin = time.perf_counter()
+        row.click()
+        expect(overlay.locator(f'.nw-tiles[data-unit="{unit}"]')).to_be_visible(timeout=60_000)
+        clicks.append(time.perf_counter() - begin)
+        assert progress.is_visible(), "the ranking ended before the overlay landed: nothing was measured"
+        page.wait_for_timeout(700)
+    print(f"[timing] resnet18 224: click -> overlay while ablating layer3: {', '.join(f'{s:.2f} s' for s in clicks)}")
+    explorer.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "e2e_realsize_ranking.png"))
+
+    begin = time.perf_counter()
+    progress.locator(".nw-cancel").click()
+    expect(ranked.locator(".nw-status")).to_have_attribute("data-status", "cancelled", timeout=60_000)
+    cancelled = time.perf_counter() - begin
+    print(f"[timing] resnet18 224: Cancel -> cancelled: {cancelled:.2f} s")
+    page.screenshot(path=str(artifacts / "e2e_realsize_cancelled.png"))
+
+    page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+    last = page.locator(f"{NOTEBOOK} .jp-Cell").nth(1)
+    last.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Control+Enter")
+    expect(last.locator(".jp-OutputArea-output")).to_contain_text(
+        "KERNEL status=cancelled busy=False same=True eval=True", timeout=30_000
+    )
+    with open(artifacts / "e2e-timings.log", "a") as log:
+        log.write(
+            f"realsize resnet18 224: first {first:.1f} s; clicks while ranking "
+            f"{' '.join(f'{s:.2f}' for s in clicks)} s; cancel {cancelled:.2f} s\n"
+        )
+    assert not page.problems, page.problems
