@@ -12,21 +12,21 @@ import torch
 from torch import nn
 
 import neuronwidgets as nw
-from neuronwidgets.engine.guard import ModelLock, evaluating, model_lock, no_yield, yield_model
+from neuronwidgets.engine.guard import ModelLock, evaluating, model_lock, no_yield, urgent, yield_model
 from neuronwidgets.engine.hooks import forward_hooks
 from neuronwidgets.engine.progress import Progress, ProgressInfo
-from neuronwidgets.widgets._worker import BACKGROUND, INTERACTIVE, Job, Worker, lane_of, worker_for
+from neuronwidgets.widgets._worker import BACKGROUND, Job, Worker, lane_of, worker_for
 from tests.test_sacred import assert_same, fingerprint
 from tests.test_widgets import custom, update
 
 
-def demo_probe(images: int = 96, chunk_size: int = 8, layer: str = "relu2") -> nw.Probe:
+def demo_probe(images: int = 96, chunk_size: int = 8, layer: str = "relu2", **options) -> nw.Probe:
     """The demo model on its first ``images`` test images, in small chunks (many yield points)."""
     model, data = nw.demo.load()
     pairs = [data[i] for i in range(images)]
     x = torch.stack([torch.as_tensor(p[0]) for p in pairs])
     y = torch.tensor([int(p[1]) for p in pairs])
-    return nw.Probe(model, (x, y), layer=layer, chunk_size=chunk_size)
+    return nw.Probe(model, (x, y), layer=layer, chunk_size=chunk_size, **options)
 
 
 def in_thread(target, *args) -> threading.Thread:
@@ -173,12 +173,50 @@ def test_an_eta_without_a_warmup_is_the_whole_rate_as_before():
     assert ProgressInfo("x", 0, 10, 4.0).eta is None
 
 
-# -- two lanes ------------------------------------------------------------------------------------------------
+# -- lanes ----------------------------------------------------------------------------------------------------
 
 
-def test_interactive_slots_run_on_their_own_lane():
-    assert lane_of("123:overlay") == lane_of("7:thumbnail") == lane_of("7:evaluate") == INTERACTIVE
-    assert lane_of("123:rank") == BACKGROUND
+def test_interactive_slots_run_on_a_lane_per_kind():
+    assert [lane_of(slot) for slot in ("123:overlay", "7:thumbnail", "7:evaluate")] == [
+        "overlay",
+        "thumbnail",
+        "evaluate",
+    ]
+    assert lane_of("123:overlay") == lane_of("9:overlay") and lane_of("123:rank") == BACKGROUND
+
+
+def test_urgent_waiters_go_first_and_urgent_holders_lend_only_to_them():
+    lock, order = ModelLock(), []
+
+    def wait(name: str, is_urgent: bool) -> None:
+        with urgent() if is_urgent else no_yield():
+            lock.acquire()
+            order.append(name)
+            lock.release()
+
+    with lock:
+        threads = []
+        for name, is_urgent in (("ranking", False), ("overlay", True), ("thumbnail", True)):
+            threads.append(in_thread(wait, name, is_urgent))
+            while lock.waiting() < len(threads):
+                time.sleep(0.001)
+    for t in threads:
+        t.join(5)
+    assert order == ["overlay", "thumbnail", "ranking"]  # urgent first, each kind in arrival order
+
+    order.clear()
+    with urgent(), lock:
+        background = in_thread(wait, "ranking", False)
+        while lock.waiting() < 1:
+            time.sleep(0.001)
+        assert not lock.lend()  # urgent work does not give the model to a ranking
+        click = in_thread(wait, "overlay", True)
+        while lock.waiting() < 2:
+            time.sleep(0.001)
+        assert lock.lend() and order == ["overlay"]  # but to a click, and takes it back before the ranking
+    background.join(5)
+    click.join(5)
+    assert order == ["overlay", "ranking"]
 
 
 def test_an_interactive_job_runs_while_a_background_job_runs():
@@ -245,6 +283,33 @@ def test_overlay_lands_while_a_ranking_runs_and_the_model_never_runs_twice_at_on
         handle.remove()
     assert offences == []
     assert_same(before, fingerprint(probe.model))
+
+
+def test_a_click_gets_in_between_the_slices_of_the_sliders_evaluation(monkeypatch):
+    """The slider's evaluation is interactive too, and its first one computes the layer's cut (a whole pass):
+    a click's overlay does not wait for it, it gets the model at the evaluation's next slice."""
+    from neuronwidgets.engine import slicing
+
+    monkeypatch.setattr(slicing, "SLICE_SECONDS", 0.0)  # one image per slice
+    probe = demo_probe(images=96, chunk_size=128, memory=0)  # no cut kept: every evaluation makes it again
+    overlay = nw.ActivationOverlay(probe, layer="relu2", unit=0, k=4)
+    assert overlay.wait(60)  # the layer's first pass
+    panel = nw.AblationPanel(probe, layer="relu2", ranking=probe.rank("activation", layer="relu2", progress=False))
+    assert panel.wait(60)
+    slow = probe.model.conv1.register_forward_pre_hook(lambda module, args: time.sleep(0.02))
+    try:
+        update(panel, k=3)  # a new evaluation, which makes the cut of relu2 again
+        deadline = time.monotonic() + 30
+        while panel.status != "running" and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(0.2)
+        latency = click(overlay, 5)
+        still_running = panel.status == "running"
+    finally:
+        slow.remove()
+    assert panel.wait(60) and panel.after.get("k") == 3
+    print(f"[timing] overlay while the slider's evaluation runs: {latency:.3f} s (still running: {still_running})")
+    assert still_running, "the overlay waited for the whole evaluation"
 
 
 # -- Cancel ---------------------------------------------------------------------------------------------------

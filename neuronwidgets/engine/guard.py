@@ -1,11 +1,12 @@
 """Keep the user's model exactly as it was: train/eval flags restored on every exit path, and one pass at a
 time on it.
 
-Every pass over a model takes its `ModelLock`. A long pass (a ranking) calls `yield_model` between chunks:
-where another thread waits for the model (a click's overlay, a slider's evaluation), the long pass lets it
-run, then carries on. The model still never runs on two threads at once, and never while another pass has
-hooks on it: `no_yield` (taken by every hook block, and by interactive work, which must not be overtaken)
-keeps the lock where it is.
+Every pass over a model takes its `ModelLock`. A long pass (a ranking) calls `yield_model` between slices of
+its chunks: where another thread waits for the model (a click's overlay, a slider's evaluation), the long pass
+lets it run, then carries on. Work a user waits for runs `urgent`: it goes before other waiters, and lends the
+model only to other urgent work (a click's overlay gets in between the slices of a slider's evaluation, a
+ranking does not). The model still never runs on two threads at once, and never while another pass has hooks
+on it: `no_yield` (taken by every hook block) keeps the lock where it is.
 """
 
 from __future__ import annotations
@@ -29,19 +30,28 @@ class Suspendable(Protocol):
     def resume(self) -> None: ...
 
 
+class _Waiter:
+    """A place in a `ModelLock`'s queue."""
+
+    __slots__ = ("urgent",)
+
+    def __init__(self, urgent: bool) -> None:
+        self.urgent = urgent
+
+
 class ModelLock:
     """A re-entrant lock granted first come, first served, that its holder can lend out between chunks.
 
-    Compared with `threading.RLock`: waiters are served in arrival order (so a yielding pass re-queues behind
-    the work it yields to and cannot grab the lock straight back), and `lend` releases every recursion level
-    at once while someone waits, then takes them all back.
+    Compared with `threading.RLock`: waiters are served in arrival order, urgent ones first (so a yielding
+    pass re-queues behind the work it yields to and cannot grab the lock straight back), and `lend` releases
+    every recursion level at once while someone waits, then takes them all back.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._owner: int | None = None
         self._count = 0
-        self._queue: deque[object] = deque()
+        self._queue: deque[_Waiter] = deque()
         self._states: list[Suspendable] = []  # the holder's, innermost last
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
@@ -96,13 +106,13 @@ class ModelLock:
 
     @contextmanager
     def lent(self, only_if_waited: bool = False) -> Iterator[bool]:
-        """The block runs with the lock given up, if this thread holds it (and, with ``only_if_waited``, others
-        wait): the holder's states are undone, every level released, and work waiting for the lock runs
-        meanwhile; afterwards the thread queues for all its levels and redoes the states. Yields whether it
-        gave the lock up."""
+        """The block runs with the lock given up, if this thread holds it (and, with ``only_if_waited``, a
+        waiter may go first: any waiter, or for `urgent` work an urgent one): the holder's states are undone,
+        every level released, and work waiting for the lock runs meanwhile; afterwards the thread queues for
+        all its levels and redoes the states. Yields whether it gave the lock up."""
         me = threading.get_ident()
         with self._cond:
-            if self._owner != me or (only_if_waited and not self._queue):
+            if self._owner != me or (only_if_waited and not self._yields_to_waiter()):
                 lendable = False
             else:
                 lendable, states, self._states = True, self._states, []
@@ -125,24 +135,32 @@ class ModelLock:
             for state in states:
                 state.resume()
 
+    def _yields_to_waiter(self) -> bool:
+        """Whether a waiter may have the lock before this thread (the condition is held)."""
+        return any(waiter.urgent for waiter in self._queue) if is_urgent() else bool(self._queue)
+
+    def _next(self) -> _Waiter:
+        """The waiter served next: the first urgent one, else the first (the condition is held)."""
+        return next((waiter for waiter in self._queue if waiter.urgent), self._queue[0])
+
     def _take(self, me: int, levels: int, timeout: float | None) -> None:
         """Join the queue and wait for the lock (the condition is held); on timeout or an interrupt the
         place in the queue is given up."""
-        token = object()
-        self._queue.append(token)
+        waiter = _Waiter(is_urgent())
+        self._queue.append(waiter)
         try:
-            got = self._cond.wait_for(lambda: self._owner is None and self._queue[0] is token, timeout)
+            got = self._cond.wait_for(lambda: self._owner is None and self._next() is waiter, timeout)
         except BaseException:
-            self._leave(token)
+            self._leave(waiter)
             raise
         if not got:
-            self._leave(token)
+            self._leave(waiter)
             return
-        self._queue.popleft()
+        self._queue.remove(waiter)
         self._owner, self._count = me, levels
 
-    def _leave(self, token: object) -> None:
-        self._queue.remove(token)
+    def _leave(self, waiter: _Waiter) -> None:
+        self._queue.remove(waiter)
         self._cond.notify_all()
 
     def __enter__(self) -> ModelLock:
@@ -168,12 +186,30 @@ def model_lock(model: nn.Module) -> ModelLock:
 @contextmanager
 def no_yield() -> Iterator[None]:
     """While the block runs, this thread lends no model lock it holds: hooks are on the model (a forward of
-    other work would run them), or the work is interactive and must not wait for a long pass."""
+    other work would run them)."""
     _LOCAL.pinned = getattr(_LOCAL, "pinned", 0) + 1
     try:
         yield
     finally:
         _LOCAL.pinned -= 1
+
+
+@contextmanager
+def urgent() -> Iterator[None]:
+    """While the block runs, this thread's work is what a user waits for (a click's overlay, the slider's
+    evaluation): it is served before other waiters for a model's lock, and lends the lock only to other
+    urgent work."""
+    before = getattr(_LOCAL, "urgent", False)
+    _LOCAL.urgent = True
+    try:
+        yield
+    finally:
+        _LOCAL.urgent = before
+
+
+def is_urgent() -> bool:
+    """True inside `urgent`."""
+    return getattr(_LOCAL, "urgent", False)
 
 
 def yielding() -> bool:

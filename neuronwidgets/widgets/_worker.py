@@ -2,11 +2,13 @@
 
 Jobs are grouped in slots ("rank", "evaluate", ...): within a slot the latest request wins, a pending older
 one is dropped without running, and a running older one is asked to cancel (when it can) or has its result
-dropped. Each probe's worker has two lanes, each one thread: long work (rankings) runs on the ``background``
-lane, and what a click or a hover asks for (overlays, thumbnails, the slider's evaluation) on the
-``interactive`` lane, so it does not queue behind a ranking. Both lanes run the model, but never at the same
-time: every pass takes the model's lock, which a ranking lends between chunks to interactive work waiting
-for it (`neuronwidgets.engine.guard.yield_model`); interactive work keeps it until done (`no_yield`).
+dropped. Each probe's worker has lanes, each one thread: long work (rankings) runs on the ``background``
+lane, and what a click or a hover asks for (overlays, thumbnails, the slider's evaluation) on a lane per kind,
+so it queues neither behind a ranking nor behind another kind (a click's overlay, behind the slider's
+evaluation). The lanes run the model, but never at the same time: every pass takes the model's lock, which a
+pass lends between slices to work waiting for it (`neuronwidgets.engine.guard.yield_model`). Interactive work
+is `urgent`: it holds the model from its start to its end, goes before a ranking, and lends the model only to
+other interactive work.
 """
 
 from __future__ import annotations
@@ -15,23 +17,25 @@ import atexit
 import itertools
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from neuronwidgets.engine.guard import no_yield
+from neuronwidgets.engine.guard import model_lock, urgent
 from neuronwidgets.engine.progress import Cancelled
 
-BACKGROUND, INTERACTIVE = "background", "interactive"
-LANES = (BACKGROUND, INTERACTIVE)
-# slot names (the part after a widget's "id:" prefix) whose jobs a user waits for with the mouse in hand
+BACKGROUND = "background"
+# slot names (the part after a widget's "id:" prefix) whose jobs a user waits for with the mouse in hand; each
+# is its own lane
 INTERACTIVE_SLOTS = frozenset({"overlay", "thumbnail", "evaluate"})
 IDLE_SECONDS = 30.0  # a lane's thread ends after this long without work (a new one starts on demand)
 
 
 def lane_of(slot: str) -> str:
-    """The lane a slot's jobs run on: interactive for the slots in `INTERACTIVE_SLOTS`, else background."""
-    return INTERACTIVE if slot.rsplit(":", 1)[-1] in INTERACTIVE_SLOTS else BACKGROUND
+    """The lane a slot's jobs run on: its name for the slots in `INTERACTIVE_SLOTS`, else background."""
+    name = slot.rsplit(":", 1)[-1]
+    return name if name in INTERACTIVE_SLOTS else BACKGROUND
 
 
 @dataclass(eq=False)
@@ -58,11 +62,12 @@ class Job:
 
 
 class Worker:
-    """Runs a probe's jobs on two lanes (one daemon thread each, started on demand); latest request per
-    slot wins."""
+    """Runs a probe's jobs on lanes (one daemon thread each, started on demand); latest request per slot wins.
+    ``model``: what interactive jobs hold from start to end (None: they take its lock pass by pass)."""
 
-    def __init__(self, idle_seconds: float = IDLE_SECONDS) -> None:
+    def __init__(self, idle_seconds: float = IDLE_SECONDS, model: Any = None) -> None:
         self.idle_seconds = idle_seconds
+        self.model = model
         self._cond = threading.Condition()
         self._pending: dict[str, Job] = {}
         self._latest: dict[str, Job] = {}
@@ -167,14 +172,13 @@ class Worker:
                     del self._running[lane]
                     self._cond.notify_all()
 
-    @staticmethod
-    def _execute(job: Job) -> None:
+    def _execute(self, job: Job) -> None:
         try:
-            if job.lane == INTERACTIVE:
-                with no_yield():  # a click's work keeps the model until done: a ranking waits, not it
-                    result = job.run(job)
-            else:
+            if job.lane == BACKGROUND:
                 result = job.run(job)
+            else:  # a click's work: before a ranking, and one wait for the model rather than one per pass
+                with urgent(), _holding(self.model):
+                    result = job.run(job)
         except Cancelled:
             job.on_cancel()
             return
@@ -188,6 +192,16 @@ class Worker:
             job.on_done(result)
         else:
             job.on_cancel()
+
+
+@contextmanager
+def _holding(model: Any) -> Iterator[None]:
+    """The block holds ``model``'s lock (nothing for None)."""
+    if model is None:
+        yield
+        return
+    with model_lock(model):
+        yield
 
 
 _WORKERS: weakref.WeakKeyDictionary[Any, Worker] = weakref.WeakKeyDictionary()
@@ -209,5 +223,5 @@ def worker_for(probe: Any) -> Worker:
     """The worker shared by every widget of ``probe`` (so its widgets' requests share two lanes)."""
     with _WORKERS_LOCK:
         if probe not in _WORKERS:
-            _WORKERS[probe] = Worker()
+            _WORKERS[probe] = Worker(model=probe.model)
         return _WORKERS[probe]
