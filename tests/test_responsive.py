@@ -173,6 +173,19 @@ def test_an_eta_without_a_warmup_is_the_whole_rate_as_before():
     assert ProgressInfo("x", 0, 10, 4.0).eta is None
 
 
+def test_a_slice_of_a_step_is_reported_without_being_counted_and_without_an_eta_before_the_first_step():
+    clock, seen = FakeClock(), []
+    bar = Progress("reading", 4, seen.append, clock=clock)
+    clock.now += 3.0
+    bar.within_step(0.5)
+    assert seen[-1].done == 0.5 and seen[-1].eta is None and bar.done == 0  # no rate before a step ended
+    bar.advance()
+    clock.now += 2.0
+    bar.within_step(0.5)
+    assert seen[-1].done == 1.5 and seen[-1].eta == pytest.approx(2.5 / 0.5 * 2.0)
+    assert bar.done == 1
+
+
 # -- lanes ----------------------------------------------------------------------------------------------------
 
 

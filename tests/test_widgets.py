@@ -75,6 +75,18 @@ def test_ranked_list_ranks_in_the_background_and_shows_an_estimate_first(probe):
     second.wait(60)
     assert [i["provisional"] for i in infos][-1] is False
     assert any(i["provisional"] and i["method"] == "taylor" for i in infos)
+    # a list that has shown taylor shows it again as the estimate at once, without ranking it again
+    third = nw.RankedList(probe, method="taylor")
+    assert third.wait(60)
+    ranked_methods = []
+    rank = probe.rank
+    probe.rank = lambda method, **options: (ranked_methods.append(method), rank(method, **options))[1]
+    try:
+        update(third, method="ablation")
+        assert third.wait(60) and third.info["method"] == "ablation"
+    finally:
+        del probe.rank
+    assert ranked_methods == ["ablation"]
 
 
 def test_ranked_list_front_end_messages(probe):

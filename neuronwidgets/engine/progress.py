@@ -131,6 +131,15 @@ class Progress:
             self._callback(self.info())
         self.check()
 
+    def within_step(self, fraction: float) -> None:
+        """Report that ``fraction`` of the step under way is done (a slice of a chunk), without counting it:
+        the caller's `advance` does. Before the first step ends there is no rate yet, so no ETA either."""
+        if self._callback is None:
+            return
+        done, elapsed = self.done + min(max(fraction, 0.0), 1.0), self._clock() - self._start
+        warmup = self._warmup if self._warmup is not None else (done, elapsed)
+        self._callback(ProgressInfo(self.description, done, self.total, elapsed, warmup))
+
     def info(self) -> ProgressInfo:
         return ProgressInfo(self.description, self.done, self.total, self._clock() - self._start, self._warmup)
 
@@ -168,6 +177,9 @@ class _Shared(Progress):
 
     def check(self) -> None:
         self._outer.check()
+
+    def within_step(self, fraction: float) -> None:
+        self._outer.within_step(fraction)
 
     def info(self) -> ProgressInfo:
         return self._outer.info()

@@ -142,7 +142,8 @@ class Site:
         ``batches`` and any other of that length; the rest are passed whole to every slice), run
         on slices of the images that take about `slicing.SLICE_SECONDS` each (timed as they run, per ``what``),
         with work waiting for the model (a click's overlay) let in between slices: it waits for a slice, not
-        for the whole chunk. ``bar``'s cancellation is honoured between slices too.
+        for the whole chunk. ``bar``'s cancellation is honoured between slices too, and the share of its step
+        done is reported (`Progress.within_step`).
 
         Exact where ``work`` handles each image on its own, which is checked once per ``what``, layer and model
         version; where it does not (a model that normalises over its batch), the chunk runs whole."""
@@ -161,6 +162,7 @@ class Site:
                 yield_model(self.model)
                 if bar is not None:
                     bar.check()
+                    bar.within_step(begin / n)
         return concat(parts)
 
     def _to_device(self, chunk: Chunk) -> Chunk:

@@ -195,13 +195,16 @@ class RankedList(Widget):
         probe, method, layer = self._probe, self.method, self.layer
         # the declared cheaper estimate of the same quantity, shown while the ranking runs (not per class)
         preview = spec(method).preview if "target" not in options else None
+        shown_before = None if preview is None else self._cache.get((layer, preview, ()))  # no need to rank again
 
         # warn=False: the list shows the warnings (info["warnings"]); from the worker thread they would land
         # as a stderr box in whichever cell ran last
         def run(job: Job) -> Ranking:
             progress = self._progress_callback(job)
             if preview is not None:
-                first = probe.rank(preview, layer=layer, progress=progress, cancel=job.cancel, warn=False)
+                first = shown_before
+                if first is None:
+                    first = probe.rank(preview, layer=layer, progress=progress, cancel=job.cancel, warn=False)
                 if job.current:
                     with self.hold_sync():
                         self._show(first, provisional=True)
