@@ -433,7 +433,7 @@ def test_resnet18_224_overlay_while_ranking():
     images = torch.randn(32, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # half the labels the model's own predictions, so the accuracy is not 0
         labels = torch.where(torch.arange(32) % 2 == 0, model(images).argmax(1), torch.arange(32) * 31)
-    probe = nw.Probe(model, (images, labels), layer="layer3", chunk_size=8)
+    probe = nw.Probe(model, (images, labels), layer="layer3")  # one chunk: the model is lent within it
     before = fingerprint(model)
     start = time.perf_counter()
     probe.top_images(0, 8, layer="layer2")  # the layer's first pass

@@ -1,5 +1,6 @@
 // @ts-check
-/** The status strip every widget shares: progress bar with ETA and cancel, and errors from the kernel. */
+/** The status strip every widget shares: progress bar with ETA and cancel, a note once cancelled, and errors
+ * from the kernel. */
 import { h, listen } from "./dom.js";
 import { seconds } from "./format.js";
 import { teardown } from "./model.js";
@@ -36,13 +37,19 @@ export function statusStrip(model, { cancellable = false } = {}) {
       on: { click: () => model.send({ type: "dismiss" }) },
     }),
   ]);
-  const el = h("div", { class: "nw-status" }, [progress, error]);
+  const stopped = h("div", {
+    class: "nw-cancelled",
+    text: "Cancelled: this view still shows its last finished result.",
+    attrs: { role: "status" },
+  });
+  const el = h("div", { class: "nw-status" }, [progress, stopped, error]);
 
   function update() {
     const status = model.get("status");
     const info = model.get("progress") || {};
     const running = status === "running";
     progress.hidden = !running;
+    stopped.hidden = status !== "cancelled";
     el.dataset.status = status;
     if (running) {
       const fraction = info.total ? Math.min(1, info.done / info.total) : null;

@@ -12,8 +12,14 @@ describe("status strip's time left", () => {
     expect(strip.el.textContent).toContain("ablating: 2%, estimating time left…");
     model.pythonSet({ progress: { description: "ablating", done: 2, total: 50, eta: 48 } });
     expect(strip.el.textContent).toContain("ablating: 4%, 48 s left");
+    expect(strip.el.querySelector(".nw-cancelled").hidden).toBe(true);
     model.pythonSet({ status: "cancelled", progress: {} });
     expect(strip.el.querySelector(".nw-progress").hidden).toBe(true);
+    const note = strip.el.querySelector(".nw-cancelled");
+    expect(note.hidden).toBe(false);
+    expect(note.textContent).toBe("Cancelled: this view still shows its last finished result.");
+    model.pythonSet({ status: "idle" });
+    expect(note.hidden).toBe(true);
     strip.cleanup();
   });
 });

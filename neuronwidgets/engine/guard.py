@@ -40,7 +40,8 @@ class _Waiter:
 
 
 class ModelLock:
-    """A re-entrant lock granted first come, first served, that its holder can lend out between chunks.
+    """A re-entrant lock granted first come, first served (urgent work first), that its holder can lend out
+    between slices of a long pass.
 
     Compared with `threading.RLock`: waiters are served in arrival order, urgent ones first (so a yielding
     pass re-queues behind the work it yields to and cannot grab the lock straight back), and `lend` releases
@@ -218,7 +219,7 @@ def yielding() -> bool:
 
 
 def yield_model(model: nn.Module) -> bool:
-    """A point between chunks of a long pass: let work waiting for ``model`` run now, then continue.
+    """A point between slices of a long pass: let work waiting for ``model`` run now, then continue.
 
     Call it only where the pass keeps no state in the model (no hooks; eval flags are set again by the
     waiting work's own `evaluating`). True if the model was lent.
@@ -244,7 +245,7 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 
     Restoring per module (not just ``model.train(was_training)``) matters: a user may keep a frozen,
     eval-mode BatchNorm inside a model that is otherwise training. Holds the model's lock meanwhile; while
-    the lock is lent between chunks (`yield_model`), the flags are the user's again.
+    the lock is lent between slices (`yield_model`), the flags are the user's again.
     """
     lock = model_lock(model)
     with lock:

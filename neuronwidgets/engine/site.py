@@ -146,8 +146,11 @@ class Site:
         done is reported (`Progress.within_step`).
 
         Exact where ``work`` handles each image on its own, which is checked once per ``what``, layer and model
-        version; where it does not (a model that normalises over its batch), the chunk runs whole."""
+        version; where it does not (a model that normalises over its batch), the chunk runs whole. Off the CPU
+        too: a GPU runs a chunk in milliseconds, and asynchronously, so a slice's wall-clock time means little."""
         n = batches[0].shape[0]
+        if self.device.type != "cpu":
+            return work(*batches)
         pace = self._paces.setdefault(what, Pace())
         if pace.size(n) >= n:
             return pace.timed(work, batches)

@@ -169,11 +169,11 @@ class TopMaps:
     def of(cls, activations: torch.Tensor, k: int, start: int = 0) -> TopMaps:
         """The top ``k`` of one chunk of activations (N, units, *spatial) whose first image is ``start``."""
         a = activations.detach()
-        peak = a.reshape(a.shape[0], a.shape[1], -1).double().amax(2).to(per_image_dtype(a.dtype)).T.cpu()
+        peak = a.reshape(a.shape[0], a.shape[1], -1).double().amax(2).to(per_image_dtype(a.dtype)).T
         order = torch.sort(peak, dim=1, descending=True, stable=True).indices[:, :k]  # (units, k)
-        units = torch.arange(a.shape[1]).unsqueeze(1)
-        maps = a.transpose(0, 1).cpu()[units, order]  # (units, k, *spatial)
-        return cls((order + start).numpy(), torch.gather(peak, 1, order).numpy(), maps.float().numpy())
+        units = torch.arange(a.shape[1], device=a.device).unsqueeze(1)
+        maps = a.transpose(0, 1)[units, order].float().cpu()  # (units, k, *spatial): only these leave the device
+        return cls((order + start).cpu().numpy(), torch.gather(peak, 1, order).cpu().numpy(), maps.numpy())
 
     def merge(self, other: TopMaps) -> TopMaps:
         """The top ``k`` of both (``other``'s images after ``self``'s)."""

@@ -220,7 +220,7 @@ def _stop_all() -> None:
 
 
 def worker_for(probe: Any) -> Worker:
-    """The worker shared by every widget of ``probe`` (so its widgets' requests share two lanes)."""
+    """The worker shared by every widget of ``probe`` (so its widgets' requests share its lanes)."""
     with _WORKERS_LOCK:
         if probe not in _WORKERS:
             _WORKERS[probe] = Worker(model=probe.model)

@@ -68,6 +68,17 @@ HTML_CLASS = "<img src=x onerror=alert(1)>"
 HTML_LAYER = "<img src=x onerror=alert(2)>"
 
 
+def appeared(within, selector: str, timeout: float = 15_000) -> None:
+    """Wait until ``selector`` matches a visible element inside the locator ``within``, checking on every
+    animation frame: `expect` re-checks after 100, 250, 500 and 1,000 ms, which rounds a latency up by as much."""
+    within.page.wait_for_function(
+        "([root, sel]) => [...root.querySelectorAll(sel)].some((el) => el.getClientRects().length > 0)",
+        arg=[within.element_handle(), selector],
+        polling="raf",
+        timeout=timeout,
+    )
+
+
 def _timed(label: str, timings: dict, action, wait) -> None:
     start = time.perf_counter()
     action()
@@ -105,7 +116,7 @@ def test_explorer_in_jupyterlab(lab_page, jupyter_lab: dict, artifacts: Path) ->
         "select_to_overlay",
         timings,
         row.click,
-        lambda: expect(overlay.locator(f'.nw-tiles[data-unit="{unit}"]')).to_be_visible(timeout=15_000),
+        lambda: appeared(overlay, f'.nw-tiles[data-unit="{unit}"]'),
     )
     expect(row).to_have_attribute("aria-selected", "true")
     expect(overlay.locator(".nw-title")).to_contain_text(f"unit {unit} ")
@@ -132,7 +143,7 @@ def test_explorer_in_jupyterlab(lab_page, jupyter_lab: dict, artifacts: Path) ->
         "slider_to_accuracy",
         timings,
         drag,
-        lambda: expect(panel.locator('.nw-after[data-k="10"]')).to_be_visible(timeout=15_000),
+        lambda: appeared(panel, '.nw-after[data-k="10"]'),
     )
     expect(panel.locator(".nw-accuracy")).to_contain_text("10 units zeroed")
     expect(panel.locator(".nw-class-name").first).to_have_text(HTML_CLASS)
@@ -156,7 +167,7 @@ def test_explorer_in_jupyterlab(lab_page, jupyter_lab: dict, artifacts: Path) ->
         "select_to_overlay_while_ranking",
         timings,
         busy_row.click,
-        lambda: expect(overlay.locator(f'.nw-tiles[data-unit="{busy_unit}"]')).to_be_visible(timeout=15_000),
+        lambda: appeared(overlay, f'.nw-tiles[data-unit="{busy_unit}"]'),
     )
     timings["ranking_still_running_when_overlay_landed"] = progress.is_visible()
     print(f"[timing] ranking still running when the overlay landed: {progress.is_visible()}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_explorer import KERNEL_IDLE
+from tests.e2e.test_explorer import KERNEL_IDLE, appeared
 from tests.e2e.test_many_classes import CLOSE
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +54,7 @@ def run_realsize(page, jupyter_lab: dict, artifacts: Path) -> None:
         unit = row.get_attribute("data-unit")
         begin = time.perf_counter()
         row.click()
-        expect(overlay.locator(f'.nw-tiles[data-unit="{unit}"]')).to_be_visible(timeout=60_000)
+        appeared(overlay, f'.nw-tiles[data-unit="{unit}"]', timeout=60_000)
         clicks.append(time.perf_counter() - begin)
         assert progress.is_visible(), "the ranking ended before the overlay landed: nothing was measured"
         page.wait_for_timeout(700)
@@ -66,6 +66,8 @@ def run_realsize(page, jupyter_lab: dict, artifacts: Path) -> None:
     progress.locator(".nw-cancel").click()
     expect(ranked.locator(".nw-status")).to_have_attribute("data-status", "cancelled", timeout=60_000)
     cancelled = time.perf_counter() - begin
+    expect(ranked.locator(".nw-cancelled")).to_have_text("Cancelled: this view still shows its last finished result.")
+    expect(ranked.locator(".nw-title")).to_contain_text("taylor · layer layer3")  # what it shows, said as it is
     print(f"[timing] resnet18 224: Cancel -> cancelled: {cancelled:.2f} s")
     page.screenshot(path=str(artifacts / "e2e_realsize_cancelled.png"))
 
