@@ -72,9 +72,9 @@ class Probe:
     `neuronwidgets.display` (default: un-normalised by the ``Normalize`` found in the dataset's transform).
     ``memory``: how much of the layer's cut (the values after the layer that ablation re-runs from, all chunks)
     is kept between passes, in bytes or as ``"512MB"``/``"2GiB"`` (default: 1/16 of the memory of the model's
-    device, RAM or GPU, within 256 MiB and 4 GiB). Below it, repeated
-    evaluations (the ablation slider) and the unit loop reuse them; above it, each pass streams the data again.
-    The unit loop's working memory is kept to 1/8 of what is cached (at least 1 MiB). ``autocast``:
+    device, RAM or GPU, within 256 MiB and 4 GiB). Below it, repeated evaluations (the ablation slider) and the
+    unit loop reuse them; above it, each pass streams the data again. The unit loop's working memory is kept to
+    1/8 of what is cached (at least 1 MiB), the maps kept for overlays to 1/4. ``autocast``:
     ``torch.bfloat16`` or ``torch.float16`` (or their names) runs every forward pass under `torch.autocast`,
     faster on GPUs (and CPUs with bfloat16 units) at the cost of exactness: rankings are then estimates (see the
     README for the measured effect); default None, the model's own precision.

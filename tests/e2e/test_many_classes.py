@@ -38,7 +38,7 @@ def settled(page, quiet_ms: int = 1500) -> None:
 
 # this notebook's tab: JupyterLab's workspace may restore another test's notebook beside it
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
-CURRENT_IS_OURS = "window.jupyterapp?.shell?.currentWidget?.context?.path === 'many_classes.ipynb'"
+CURRENT_IS = "(path) => window.jupyterapp?.shell?.currentWidget?.context?.path === path"
 CLOSE = """async () => {
   const panel = window.jupyterapp.shell.currentWidget;
   await panel.sessionContext.shutdown();
@@ -58,18 +58,23 @@ def test_explorer_with_1000_classes(lab_page, jupyter_lab: dict, artifacts: Path
         lab_page.wait_for_timeout(1500)  # the workspace saves the closed tab
 
 
-def run_many_classes(page, jupyter_lab: dict, artifacts: Path) -> None:
-    from playwright.sync_api import expect
-
-    # a workspace of its own, reset: the shared one restores the previous test's notebook, which would then be
-    # the current tab that "run all cells" runs
-    page.goto(
-        f"{jupyter_lab['url']}/lab/workspaces/many-classes/tree/many_classes.ipynb?reset&token={jupyter_lab['token']}"
-    )
-    page.wait_for_function(CURRENT_IS_OURS, timeout=90_000)
+def run_all_cells(page, jupyter_lab: dict, notebook: str) -> float:
+    """Open ``notebook`` in a workspace of its own, reset (the shared one restores the previous test's notebook,
+    which would then be the current tab that "run all cells" runs), wait for its kernel, and run all its cells;
+    returns `time.perf_counter()` when they were started."""
+    workspace = notebook.removesuffix(".ipynb").replace("_", "-")
+    page.goto(f"{jupyter_lab['url']}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={jupyter_lab['token']}")
+    page.wait_for_function(CURRENT_IS, arg=notebook, timeout=90_000)
     page.wait_for_function(KERNEL_IDLE, timeout=90_000)
     start = time.perf_counter()
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    return start
+
+
+def run_many_classes(page, jupyter_lab: dict, artifacts: Path) -> None:
+    from playwright.sync_api import expect
+
+    start = run_all_cells(page, jupyter_lab, "many_classes.ipynb")
 
     explorer = page.locator(f"{NOTEBOOK} .nw-explorer").first
     ranked, panel = explorer.locator(".nw-ranked-list"), explorer.locator(".nw-ablation")

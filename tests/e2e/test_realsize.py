@@ -10,12 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_explorer import KERNEL_IDLE, click_to_shown
-from tests.e2e.test_many_classes import CLOSE
+from tests.e2e.test_many_classes import CLOSE, NOTEBOOK, run_all_cells
 
 pytestmark = pytest.mark.e2e
-
-NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
-CURRENT_IS_OURS = "window.jupyterapp?.shell?.currentWidget?.context?.path === 'realsize.ipynb'"
 
 
 def test_clicks_while_resnet18_ranks_at_224(lab_page, jupyter_lab: dict, artifacts: Path) -> None:
@@ -29,11 +26,7 @@ def test_clicks_while_resnet18_ranks_at_224(lab_page, jupyter_lab: dict, artifac
 def run_realsize(page, jupyter_lab: dict, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
-    page.goto(f"{jupyter_lab['url']}/lab/workspaces/realsize/tree/realsize.ipynb?reset&token={jupyter_lab['token']}")
-    page.wait_for_function(CURRENT_IS_OURS, timeout=90_000)
-    page.wait_for_function(KERNEL_IDLE, timeout=90_000)
-    start = time.perf_counter()
-    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    start = run_all_cells(page, jupyter_lab, "realsize.ipynb")
 
     explorer = page.locator(f"{NOTEBOOK} .nw-explorer").first
     ranked, overlay = explorer.locator(".nw-ranked-list"), explorer.locator(".nw-overlay")
