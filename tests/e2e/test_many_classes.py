@@ -159,7 +159,11 @@ def run_many_classes(page, jupyter_lab: dict, artifacts: Path) -> None:
     filter_box.click()
     page.keyboard.type("retriever")
     expect(panel.locator(".nw-classes-title")).to_contain_text("of 1,000 classes match")
-    found = panel.locator(".nw-class-name").all_text_contents()
+    # each keystroke redraws the rows: wait for those of the whole word, not of "r" or "re"
+    names = panel.locator(".nw-class-name")
+    expect(names.filter(has_text="golden retriever")).to_have_count(1)
+    expect(names.filter(has_not_text="retriever")).to_have_count(0)
+    found = names.all_text_contents()
     assert "golden retriever" in found and all("retriever" in name for name in found), found
     page.keyboard.press("Escape")
     expect(rows).to_have_count(TOP_CLASSES)
