@@ -18,7 +18,8 @@ def test_merged_chunks_keep_the_top_images_of_all_the_data_ties_to_the_earlier_i
     k = 6
     top = None
     for start in range(0, 37, 8):
-        part = TopMaps.of(activations[start : start + 8], k, start)
+        chunk = activations[start : start + 8]
+        part = TopMaps.of(chunk, chunk.amax((2, 3)).numpy(), k, start)
         top = part if top is None else top.merge(part)
     peaks = activations.amax((2, 3)).numpy()
     for unit in range(5):

@@ -166,14 +166,15 @@ class TopMaps:
     maps: np.ndarray  # (units, k, *spatial) float32: the unit's map on each of them
 
     @classmethod
-    def of(cls, activations: torch.Tensor, k: int, start: int = 0) -> TopMaps:
-        """The top ``k`` of one chunk of activations (N, units, *spatial) whose first image is ``start``."""
-        a = activations.detach()
-        peak = a.reshape(a.shape[0], a.shape[1], -1).double().amax(2).to(per_image_dtype(a.dtype)).T
-        order = torch.sort(peak, dim=1, descending=True, stable=True).indices[:, :k]  # (units, k)
-        units = torch.arange(a.shape[1], device=a.device).unsqueeze(1)
-        maps = a.transpose(0, 1)[units, order].float().cpu()  # (units, k, *spatial): only these leave the device
-        return cls((order + start).cpu().numpy(), torch.gather(peak, 1, order).cpu().numpy(), maps.numpy())
+    def of(cls, activations: torch.Tensor, peaks: np.ndarray, k: int, start: int = 0) -> TopMaps:
+        """The top ``k`` of one chunk of activations (N, units, *spatial) whose first image is ``start``, by
+        their ``peaks`` (N, units): the chunk's `LayerSummary.image_max`, not computed again."""
+        by_unit = torch.from_numpy(np.ascontiguousarray(peaks.T))  # (units, N)
+        order = torch.sort(by_unit, dim=1, descending=True, stable=True).indices[:, :k]  # (units, k)
+        device = activations.device
+        units = torch.arange(activations.shape[1], device=device).unsqueeze(1)
+        maps = activations.detach().transpose(0, 1)[units, order.to(device)]  # only these leave the device
+        return cls((order + start).numpy(), torch.gather(by_unit, 1, order).numpy(), maps.float().cpu().numpy())
 
     def merge(self, other: TopMaps) -> TopMaps:
         """The top ``k`` of both (``other``'s images after ``self``'s)."""
