@@ -244,7 +244,7 @@ class Site:
                     part = LayerSummary.of(output, chunk.labels)
                     total = part if total is None else total.merge(part)
                     if keep:
-                        best = TopMaps.of(output, keep, chunk.start)
+                        best = TopMaps.of(output, part.image_max, keep, chunk.start)
                         top = best if top is None else top.merge(best)
                     bar.advance()
             assert total is not None
@@ -336,14 +336,16 @@ class Site:
         before = OutcomeCounts.zeros(1, self.num_classes)
         per_unit = OutcomeCounts.zeros(len(units), self.num_classes)
         position = {u: i for i, u in enumerate(units)}
+
+        def suffix(*values: torch.Tensor) -> torch.Tensor:
+            """Class scores with the ``base`` units replaced (none: the model's own)."""
+            return ablator.replaced(list(values), base, fill) if base else ablator.scores(list(values))
+
         for values, chunk, bar in self.crossings(f"ablating {self.layer}", progress, cancel, len(units)):
             assert chunk.labels is not None
             before.count_images(chunk.labels)
             per_unit.count_images(chunk.labels)
-            if base:
-                scores = self.sliced("suffix", lambda *vs: ablator.replaced(list(vs), base, fill), *values, bar=bar)
-            else:
-                scores = self.sliced("suffix", lambda *vs: ablator.scores(list(vs)), *values, bar=bar)
+            scores = self.sliced("suffix", suffix, *values, bar=bar)
             before.add([0], scores.unsqueeze(0), chunk.labels)
             chunk_images = len(chunk.labels)
             kept = self._kept_cut_bytes(values, chunk)

@@ -185,7 +185,7 @@ class RankedList(Widget):
             return
         self.prompt = ""
         options = self._options()
-        key = (self.layer, self.method, tuple(sorted(options.items())))
+        key = _cache_key(self.layer, self.method, options)
         if key in self._cache:
             self._worker.cancel(self._slot("rank"))
             self._show(self._cache[key])
@@ -195,7 +195,8 @@ class RankedList(Widget):
         probe, method, layer = self._probe, self.method, self.layer
         # the declared cheaper estimate of the same quantity, shown while the ranking runs (not per class)
         preview = spec(method).preview if "target" not in options else None
-        shown_before = None if preview is None else self._cache.get((layer, preview, ()))  # no need to rank again
+        # a preview this list has shown already is shown again rather than ranked again
+        shown_before = None if preview is None else self._cache.get(_cache_key(layer, preview, {}))
 
         # warn=False: the list shows the warnings (info["warnings"]); from the worker thread they would land
         # as a stderr box in whichever cell ran last
@@ -303,3 +304,8 @@ class RankedList(Widget):
         text = f"{ranking.method} ranking of the {ranking.units} units of layer {ranking.layer} ({target}); top: {top}"
         warnings = info.get("warnings") or []
         return text + "".join(f". Warning: {w}" for w in warnings)
+
+
+def _cache_key(layer: str, method: str, options: dict[str, Any]) -> tuple:
+    """What a list's rankings are cached under: the layer, the method and its options."""
+    return (layer, method, tuple(sorted(options.items())))
