@@ -105,6 +105,17 @@ def _clicked(label: str, timings: dict, target, within, selector: str) -> None:
     print(f"[timing] {label}: {timings[label]:.3f} s")
 
 
+def rerun_cell(cell, expected: str, idle_timeout: float = 60_000) -> None:
+    """Once the kernel is idle, run the notebook cell ``cell`` (a locator) in place and wait for ``expected``
+    in its output: what Python holds, as the cell prints it."""
+    from playwright.sync_api import expect
+
+    cell.page.wait_for_function(KERNEL_IDLE, timeout=idle_timeout)
+    cell.locator(".jp-InputArea-editor").click()
+    cell.page.keyboard.press("Control+Enter")
+    expect(cell.locator(".jp-OutputArea-output")).to_contain_text(expected, timeout=30_000)
+
+
 def _timed(label: str, timings: dict, action, wait) -> None:
     start = time.perf_counter()
     action()
@@ -208,14 +219,11 @@ def test_explorer_in_jupyterlab(lab_page, jupyter_lab: dict, artifacts: Path) ->
     assert page.locator("img[src='x']").count() == 0
 
     # kernel side: run the last cell in place and read what Python holds
-    page.wait_for_function(KERNEL_IDLE, timeout=30_000)
-    last = page.locator(".jp-Cell").nth(2)
-    last.locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Control+Enter")
-    expect(last.locator(".jp-OutputArea-output")).to_contain_text(
+    rerun_cell(
+        page.locator(".jp-Cell").nth(2),
         f"KERNEL selected={busy_unit} overlay={busy_unit} k=10 after_k=10 "
         f"method={'car' if final_status == 'cancelled' else 'activation'} target=3 status={final_status}",
-        timeout=30_000,
+        idle_timeout=30_000,
     )
     explorer.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "e2e_explorer.png"), full_page=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_explorer import KERNEL_IDLE, click_to_shown
+from tests.e2e.test_explorer import click_to_shown, rerun_cell
 from tests.e2e.test_many_classes import CLOSE, NOTEBOOK, run_all_cells
 
 pytestmark = pytest.mark.e2e
@@ -61,13 +61,7 @@ def run_realsize(page, jupyter_lab: dict, artifacts: Path) -> None:
     print(f"[timing] resnet18 224: Cancel -> cancelled: {cancelled:.2f} s")
     page.screenshot(path=str(artifacts / "e2e_realsize_cancelled.png"))
 
-    page.wait_for_function(KERNEL_IDLE, timeout=60_000)
-    last = page.locator(f"{NOTEBOOK} .jp-Cell").nth(1)
-    last.locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Control+Enter")
-    expect(last.locator(".jp-OutputArea-output")).to_contain_text(
-        "KERNEL status=cancelled busy=False same=True eval=True", timeout=30_000
-    )
+    rerun_cell(page.locator(f"{NOTEBOOK} .jp-Cell").nth(1), "KERNEL status=cancelled busy=False same=True eval=True")
     with open(artifacts / "e2e-timings.log", "a") as log:
         log.write(
             f"realsize resnet18 224: first {first:.1f} s; clicks while ranking "
