@@ -235,7 +235,14 @@ class DataSource:
         )
 
     def _take_from_loader(self, idx: list[int]) -> Chunk:
-        """Images at ``idx`` (each in range) read in one pass over the loader, stopping once all are found."""
+        """Images at ``idx`` (each in range): read from the loader's dataset and collated as the loader does,
+        where it batches a map-style dataset in order (what it yields as image i is then ``dataset[i]``); else
+        in one pass over the loader, stopping once all are found."""
+        loader = self._loader
+        assert loader is not None
+        if loader.batch_sampler is not None and not isinstance(loader.dataset, IterableDataset):
+            images, labels = _split_item(loader.collate_fn([loader.dataset[i] for i in idx]))
+            return _make_chunk(0, images, labels)
         wanted = set(idx)
         found: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         for chunk in self.chunks():

@@ -66,6 +66,8 @@ def training_model(request):
 CALLS = [
     lambda p: p.rank("ablation", progress=False),
     lambda p: p.rank("ablation", mode="mean", progress=False),
+    lambda p: p.rank("ablation", top=1, tolerance=0.1, progress=False),
+    lambda p: p.rank("ablation", fraction=0.5, progress=False),
     lambda p: p.rank("taylor", progress=False),
     lambda p: p.rank("selectivity", progress=False),
     lambda p: p.rank("activation", progress=False),
@@ -87,8 +89,11 @@ def test_every_call_leaves_the_model_untouched(training_model):
 
 
 @pytest.mark.parametrize("exception", [RuntimeError, KeyboardInterrupt])
-@pytest.mark.parametrize("method", ["ablation", "taylor", "selectivity"])
-def test_an_exception_midway_leaves_the_model_untouched(training_model, exception, method):
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [("ablation", {}), ("ablation", {"top": 1}), ("taylor", {}), ("selectivity", {})],
+)
+def test_an_exception_midway_leaves_the_model_untouched(training_model, exception, method, options):
     model, images, labels = training_model
     before = fingerprint(model)
     probe = nw.Probe(model, (images, labels), chunk_size=3)
@@ -99,7 +104,7 @@ def test_an_exception_midway_leaves_the_model_untouched(training_model, exceptio
             raise exception("stop")
 
     with pytest.raises(exception):
-        probe.rank(method, progress=explode)
+        probe.rank(method, progress=explode, **options)
     assert_same(before, fingerprint(model))
 
 

@@ -145,8 +145,7 @@ class Ablator:
         units, base = list(units), list(base)
         budget = self.work_budget(crossing, cached_bytes)
         slices = self.work_slices(crossing, budget)
-        if len(slices) > 1 and not self._slices_checked:
-            self._check_images_independent(crossing)
+        if len(slices) > 1 and not self.scores_images_independently(crossing):
             slices = self.work_slices(crossing, budget)
         for rows in slices:
             yield from self._each_unit_in(rows_of(crossing, rows), rows, units, fill, base, budget)
@@ -193,15 +192,17 @@ class Ablator:
                     self._per_image_cost = sum(_bytes(v) for v in one), flops.get_total_flops()
         return self._per_image_cost
 
-    def _check_images_independent(self, crossing: list[torch.Tensor]) -> None:
+    def scores_images_independently(self, crossing: list[torch.Tensor]) -> bool:
         """Whether the network after the layer scores each image on its own (true of eval-mode CNNs), so that
-        slicing the images changes nothing; checked once, on the chunk's first images (`slices_exact`). Where
-        it fails, the unit loop works on whole chunks."""
-        self._slices_checked = True
-        self.images_independent = slices_exact(lambda *values: self.scores(list(values)), crossing)
-        if not self.images_independent:
-            note = "the network after the layer does not score images independently, so chunks are not sliced"
-            self.reason = f"{self.reason}; {note}" if self.reason else note
+        slicing the images, or taking them in any order, changes nothing; checked once, on the first images of
+        ``crossing`` (`slices_exact`). Where it fails, the unit loop works on whole chunks."""
+        if not self._slices_checked:
+            self._slices_checked = True
+            self.images_independent = slices_exact(lambda *values: self.scores(list(values)), crossing)
+            if not self.images_independent:
+                note = "the network after the layer does not score images independently, so chunks are not sliced"
+                self.reason = f"{self.reason}; {note}" if self.reason else note
+        return self.images_independent
 
     def _each_unit_in(
         self,

@@ -31,13 +31,10 @@ class OutcomeCounts:
 
     def add(self, variants: list[int], scores: torch.Tensor, labels: torch.Tensor) -> None:
         """Add class scores of shape (len(variants), N, classes) for one chunk with true ``labels`` (N,)."""
-        block, n, classes = scores.shape
-        hits = (scores.argmax(-1) == labels).to(torch.float64)
+        block, _, classes = scores.shape
+        hits, loss = image_outcomes(scores, labels)
         per_class = torch.zeros(block, classes, dtype=torch.float64, device=scores.device)
-        per_class.index_add_(1, labels, hits)
-        loss = F.cross_entropy(
-            scores.reshape(block * n, classes).double(), labels.repeat(block), reduction="none"
-        ).reshape(block, n)
+        per_class.index_add_(1, labels, hits.to(torch.float64))
         self.correct[variants] += per_class.round().long().cpu().numpy()
         self.loss[variants] += loss.sum(1).cpu().numpy()
 
@@ -58,6 +55,24 @@ class OutcomeCounts:
     @property
     def mean_loss(self) -> np.ndarray:
         return self.loss / max(1, int(self.images.sum()))
+
+
+@dataclass
+class ImageOutcomes:
+    """The model's outcome on each image of the data: its label, whether the top class is right, the loss."""
+
+    labels: np.ndarray  # (images,) int64
+    hits: np.ndarray  # (images,) bool
+    loss: np.ndarray  # (images,) float64: cross-entropy
+
+
+def image_outcomes(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per variant and image, whether the top class is the true one and the cross-entropy (float64), from
+    class scores of shape (variants, N, classes) and true ``labels`` (N,)."""
+    block, n, classes = scores.shape
+    hits = scores.argmax(-1) == labels
+    loss = F.cross_entropy(scores.reshape(block * n, classes).double(), labels.repeat(block), reduction="none")
+    return hits, loss.reshape(block, n)
 
 
 def per_image_dtype(dtype: torch.dtype) -> torch.dtype:

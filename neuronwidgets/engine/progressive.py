@@ -1,0 +1,194 @@
+"""Ablation on a random share of the images, with confidence intervals: an estimate early on, and a top-k
+set settled without seeing every image.
+
+Images are visited in a seeded random order, the same order for every unit. After each round, every unit that
+took part has the paired differences (top class right before its ablation, minus right after) on the first
+images of that order. Their mean is an unbiased estimate of the unit's accuracy drop over the population (all
+images, or those of the target class). `confidence.bounds` gives each estimate an interval that holds at every
+look at once, for sampling without replacement, so the intervals shrink to the exact drop once every image
+has been seen.
+
+The adaptive top-k stops spending images on a unit once its place is settled: it is clearly in the top-k set,
+or clearly out. "Clearly" allows a ``tolerance``: with it, the declared set is an epsilon-PAC top-k. Every
+declared unit's true drop is then at least the k-th largest minus the tolerance, with probability at least the
+confidence, because the intervals are made to hold for all units at once (a union bound over the units).
+This is LUCB's stopping rule (Kalyanakrishnan et al. 2012), applied to every unit still in question in each
+round, as successive elimination does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from neuronwidgets.engine import confidence
+from neuronwidgets.engine.guard import yield_model
+from neuronwidgets.engine.progress import Progress
+from neuronwidgets.engine.site import Site
+from neuronwidgets.engine.stats import ImageOutcomes, image_outcomes
+
+GROWTH = 0.25  # each round adds this share of the images a unit has seen (so looks cost little), ...
+FIRST_ROUND = 64  # ... and at least this many images
+
+
+@dataclass
+class Estimate:
+    """Each unit's estimated accuracy drop on its share of the population, with an interval, after a look."""
+
+    drop: np.ndarray  # (units,) estimated accuracy drop over the population
+    lower: np.ndarray  # (units,) interval of the drop at the confidence asked for
+    upper: np.ndarray
+    loss_increase: np.ndarray  # (units,) estimated increase of the mean cross-entropy (no interval)
+    seen: np.ndarray  # (units,) images of the population each unit was ablated on
+    population: int  # images the drop is a mean over
+    settled: np.ndarray  # (units,) bool: the unit's place in or out of the top set is decided
+    top: list[int] | None  # the declared top-k set, best first (None without top=)
+
+    @property
+    def exact(self) -> bool:
+        """Every unit has seen every image of the population: the drops are exact."""
+        return bool(np.all(self.seen == self.population))
+
+    @property
+    def intervals(self) -> np.ndarray:
+        """(units, 2): each drop's lower and upper bound."""
+        return np.stack([self.lower, self.upper], axis=1)
+
+
+class ProgressiveAblation:
+    """Single-unit ablation of ``site``'s layer on images in a seeded random order, one round at a time."""
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        mode: str,
+        target: int | None,
+        confidence_level: float,
+        seed: int | None,
+        simultaneous: bool,
+        bar: Progress,
+    ) -> None:
+        self.site = site
+        self.fill = site.fill(mode)
+        self.ablator = site.ablator()
+        self.base: ImageOutcomes = site.image_outcomes(bar)
+        labels = self.base.labels
+        population = np.arange(len(labels)) if target is None else np.flatnonzero(labels == target)
+        self.order = np.random.default_rng(seed).permutation(population)
+        self.population = len(self.order)
+        units = site.units
+        # Each unit's interval at alpha/units holds for every unit at once with probability >= confidence.
+        alpha = 1.0 - confidence_level
+        self.alpha = alpha / units if simultaneous else alpha
+        self.diffs = np.zeros((units, 0), np.int8)  # per unit, right before minus right after, in visit order
+        self.seen = np.zeros(units, np.int64)
+        self.hits = np.zeros(units, np.int64)  # images still right after the ablation, among those seen
+        self.loss = np.zeros(units, np.float64)  # summed loss after the ablation, over those seen
+        self.lower = np.full(units, -1.0)
+        self.upper = np.full(units, 1.0)
+        self.base_hits_before = np.concatenate([[0], np.cumsum(self.base.hits[self.order])])
+        self.base_loss_before = np.concatenate([[0.0], np.cumsum(self.base.loss[self.order])])
+        self.bar = bar
+        kept = site.kept_cut()
+        self._kept_bytes = None if kept is None else sum(v.numel() * v.element_size() for vs, _ in kept for v in vs)
+
+    def independent(self) -> bool:
+        """Whether the network after the layer scores each image on its own, so that visiting images in any
+        order and any grouping gives the same outcomes as the exact engine's chunks."""
+        with self.site.running():
+            return self.ablator.scores_images_independently(self.site.cut_at(self.order[:3]))
+
+    def run(
+        self,
+        *,
+        top: int | None,
+        tolerance: float,
+        limit: int,
+        on_look: Callable[[Estimate], None] | None = None,
+    ) -> Estimate:
+        """Rounds until every unit has seen ``limit`` images of the population, or, with ``top``, until the
+        top set is settled; ``on_look`` receives the estimate after each round."""
+        active = np.arange(self.site.units)
+        while True:
+            for start in np.unique(self.seen[active]):
+                group = active[self.seen[active] == start]
+                size = min(limit - int(start), max(FIRST_ROUND, int(start * GROWTH)))
+                self._round(group, int(start), size)
+            self._look(active)
+            estimate, active = self._decide(top, tolerance, limit)
+            if on_look is not None:
+                on_look(estimate)
+            if not len(active):
+                return estimate
+
+    def _round(self, units: np.ndarray, start: int, size: int) -> None:
+        """Ablate each of ``units`` on the images ``order[start:start + size]``."""
+        images = self.order[start : start + size]
+        if self.diffs.shape[1] < start + size:
+            grown = np.zeros((self.site.units, start + size), np.int8)
+            grown[:, : self.diffs.shape[1]] = self.diffs
+            self.diffs = grown
+        values = self.site.cut_at(images)
+        labels = torch.from_numpy(self.base.labels[images]).to(self.site.device)
+        base_hits = self.base.hits[images]
+        position = {int(u): i for i, u in enumerate(units)}
+        with self.site.running():
+            pieces = self.ablator.each_unit(values, units.tolist(), self.fill, cached_bytes=self._kept_bytes)
+            for block, rows, scores in pieces:
+                hits, loss = image_outcomes(scores, labels[rows])
+                hits = hits.cpu().numpy()
+                which = units[[position[u] for u in block]]
+                columns = np.arange(start + rows.start, start + rows.stop)
+                self.diffs[np.ix_(which, columns)] = base_hits[rows].astype(np.int8) - hits.astype(np.int8)
+                self.hits[which] += hits.sum(1)
+                self.loss[which] += loss.sum(1).cpu().numpy()
+                self.bar.advance(len(block) * len(columns))
+                yield_model(self.site.model)
+        self.seen[units] += size
+
+    def _look(self, units: np.ndarray) -> None:
+        """New intervals for ``units``, intersected with their earlier ones."""
+        lower, upper = confidence.bounds(
+            self.diffs[units],
+            self.seen[units],
+            self.population,
+            self.alpha,
+            previous=(self.lower[units], self.upper[units]),
+            value_range=(-1.0, 1.0),
+        )
+        self.lower[units], self.upper[units] = lower, upper
+
+    def estimate(self) -> tuple[np.ndarray, np.ndarray]:
+        """(drop, loss increase) of every unit on the images it has seen. With all of them seen, the drop is
+        computed as the exact engine computes it (accuracy before minus after), to the last bit."""
+        seen = np.maximum(self.seen, 1)
+        drop = self.base_hits_before[self.seen] / seen - self.hits / seen
+        loss_increase = (self.loss - self.base_loss_before[self.seen]) / seen
+        return drop, loss_increase
+
+    def _decide(self, top: int | None, tolerance: float, limit: int) -> tuple[Estimate, np.ndarray]:
+        """The estimate after this look, and the units that need more images."""
+        drop, loss_increase = self.estimate()
+        done = self.seen >= self.population
+        lower = np.where(done, drop, np.minimum(self.lower, drop))
+        upper = np.where(done, drop, np.maximum(self.upper, drop))
+        open_ = self.seen < limit
+        if top is None:
+            settled = np.zeros(len(drop), bool)
+            return Estimate(drop, lower, upper, loss_increase, self.seen.copy(), self.population, settled, None), (
+                np.flatnonzero(open_)
+            )
+        best = np.lexsort((-loss_increase, -drop))  # largest drop first, ties by the larger loss increase
+        chosen = np.zeros(len(drop), bool)
+        chosen[best[:top]] = True
+        weakest_in = lower[chosen].min()
+        strongest_out = upper[~chosen].max()
+        unsettled = (chosen & (lower < strongest_out - tolerance)) | (~chosen & (upper > weakest_in + tolerance))
+        estimate = Estimate(
+            drop, lower, upper, loss_increase, self.seen.copy(), self.population, ~unsettled, best[:top].tolist()
+        )
+        return estimate, np.flatnonzero(unsettled & open_)
