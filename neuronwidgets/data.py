@@ -110,6 +110,7 @@ class DataSource:
         self._dataset: Dataset | None = None
         self._images: torch.Tensor | None = None
         self._labels: torch.Tensor | None = None
+        self._all_labels: np.ndarray | None = None
         self.classes: list[str] | None = None
         self._setup(data)
         if len(self) == 0:
@@ -195,6 +196,18 @@ class DataSource:
                 f"dataset and batch size give {expected}: a collate_fn or dataset that drops or adds images "
                 "changes what image i means. Pass a DataLoader that yields each image of its dataset once."
             )
+
+    def labels(self) -> np.ndarray | None:
+        """Every image's label (None for data without labels): at once for tensors, else from one pass that
+        reads the data (kept: the data is assumed not to change)."""
+        if self._images is not None:
+            return None if self._labels is None else self._labels.numpy()
+        if self._all_labels is None:
+            parts = [chunk.labels for chunk in self.chunks()]
+            if any(part is None for part in parts):
+                return None
+            self._all_labels = torch.cat(parts).numpy()  # type: ignore[arg-type]
+        return self._all_labels
 
     def _slice(self, start: int, stop: int) -> Chunk:
         if self._images is not None:

@@ -22,13 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from neuronwidgets.engine import confidence
 from neuronwidgets.engine.guard import yield_model
 from neuronwidgets.engine.progress import Progress
 from neuronwidgets.engine.site import Site
-from neuronwidgets.engine.stats import ImageOutcomes, image_outcomes
+from neuronwidgets.engine.stats import image_outcomes
 
 GROWTH = 0.25  # each round adds this share of the images a unit has seen (so looks cost little), ...
 FIRST_ROUND = 64  # ... and at least this many images
@@ -59,7 +58,9 @@ class Estimate:
 
 
 class ProgressiveAblation:
-    """Single-unit ablation of ``site``'s layer on images in a seeded random order, one round at a time."""
+    """Single-unit ablation of ``site``'s layer on images in a seeded random order, one round at a time. No
+    pass over all the data comes first: each round computes the cut and the model's own outcome for its
+    images only, so the first estimate comes after a few dozen images."""
 
     def __init__(
         self,
@@ -72,12 +73,18 @@ class ProgressiveAblation:
         simultaneous: bool,
         bar: Progress,
     ) -> None:
+        site.require_labels("ablation")
         self.site = site
         self.fill = site.fill(mode)
         self.ablator = site.ablator()
-        self.base: ImageOutcomes = site.image_outcomes(bar)
-        labels = self.base.labels
-        population = np.arange(len(labels)) if target is None else np.flatnonzero(labels == target)
+        images = len(site.source)
+        if target is None:
+            population = np.arange(images)
+        else:
+            labels = site.source.labels()
+            assert labels is not None
+            site.require_class(target, np.bincount(labels, minlength=site.num_classes))
+            population = np.flatnonzero(labels == target)
         self.order = np.random.default_rng(seed).permutation(population)
         self.population = len(self.order)
         units = site.units
@@ -90,8 +97,11 @@ class ProgressiveAblation:
         self.loss = np.zeros(units, np.float64)  # summed loss after the ablation, over those seen
         self.lower = np.full(units, -1.0)
         self.upper = np.full(units, 1.0)
-        self.base_hits_before = np.concatenate([[0], np.cumsum(self.base.hits[self.order])])
-        self.base_loss_before = np.concatenate([[0.0], np.cumsum(self.base.loss[self.order])])
+        # The model's own outcome per position in the order, once a round has reached it.
+        self.base_hits = np.zeros(self.population, bool)
+        self.base_loss = np.zeros(self.population)
+        self.labels = np.zeros(self.population, np.int64)
+        self.reached = 0
         self.bar = bar
         kept = site.kept_cut()
         self._kept_bytes = None if kept is None else sum(v.numel() * v.element_size() for vs, _ in kept for v in vs)
@@ -100,7 +110,8 @@ class ProgressiveAblation:
         """Whether the network after the layer scores each image on its own, so that visiting images in any
         order and any grouping gives the same outcomes as the exact engine's chunks."""
         with self.site.running():
-            return self.ablator.scores_images_independently(self.site.cut_at(self.order[:3]))
+            values, _ = self.site.cut_at(self.order[:3])
+            return self.ablator.scores_images_independently(values)
 
     def run(
         self,
@@ -126,24 +137,31 @@ class ProgressiveAblation:
                 return estimate
 
     def _round(self, units: np.ndarray, start: int, size: int) -> None:
-        """Ablate each of ``units`` on the images ``order[start:start + size]``."""
-        images = self.order[start : start + size]
-        if self.diffs.shape[1] < start + size:
-            grown = np.zeros((self.site.units, start + size), np.int8)
+        """Ablate each of ``units`` on the images at positions ``start:start + size`` of the order."""
+        positions = slice(start, start + size)
+        if self.diffs.shape[1] < positions.stop:
+            grown = np.zeros((self.site.units, positions.stop), np.int8)
             grown[:, : self.diffs.shape[1]] = self.diffs
             self.diffs = grown
-        values = self.site.cut_at(images)
-        labels = torch.from_numpy(self.base.labels[images]).to(self.site.device)
-        base_hits = self.base.hits[images]
-        position = {int(u): i for i, u in enumerate(units)}
+        values, labels = self.site.cut_at(self.order[positions])
         with self.site.running():
+            if positions.stop > self.reached:  # the model's own outcome, first time these images come up
+                scores = self.site.sliced("suffix", lambda *v: self.ablator.scores(list(v)), *values, bar=self.bar)
+                hits, loss = image_outcomes(scores.unsqueeze(0), labels)
+                self.base_hits[positions] = hits[0].cpu().numpy()
+                self.base_loss[positions] = loss[0].cpu().numpy()
+                self.labels[positions] = labels.cpu().numpy()
+                self.bar.advance(positions.stop - max(start, self.reached))
+                self.reached = positions.stop
+            base_hits = self.base_hits[positions].astype(np.int8)
+            position = {int(u): i for i, u in enumerate(units)}
             pieces = self.ablator.each_unit(values, units.tolist(), self.fill, cached_bytes=self._kept_bytes)
             for block, rows, scores in pieces:
                 hits, loss = image_outcomes(scores, labels[rows])
                 hits = hits.cpu().numpy()
                 which = units[[position[u] for u in block]]
                 columns = np.arange(start + rows.start, start + rows.stop)
-                self.diffs[np.ix_(which, columns)] = base_hits[rows].astype(np.int8) - hits.astype(np.int8)
+                self.diffs[np.ix_(which, columns)] = base_hits[rows] - hits.astype(np.int8)
                 self.hits[which] += hits.sum(1)
                 self.loss[which] += loss.sum(1).cpu().numpy()
                 self.bar.advance(len(block) * len(columns))
@@ -166,9 +184,19 @@ class ProgressiveAblation:
         """(drop, loss increase) of every unit on the images it has seen. With all of them seen, the drop is
         computed as the exact engine computes it (accuracy before minus after), to the last bit."""
         seen = np.maximum(self.seen, 1)
-        drop = self.base_hits_before[self.seen] / seen - self.hits / seen
-        loss_increase = (self.loss - self.base_loss_before[self.seen]) / seen
-        return drop, loss_increase
+        base_hits = np.concatenate([[0], np.cumsum(self.base_hits)])[self.seen]
+        base_loss = np.concatenate([[0.0], np.cumsum(self.base_loss)])[self.seen]
+        return base_hits / seen - self.hits / seen, (self.loss - base_loss) / seen
+
+    def base_accuracy(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """The model's own accuracy on the images reached so far, overall and per class, and those images'
+        count per class."""
+        labels, hits = self.labels[: self.reached], self.base_hits[: self.reached]
+        classes = self.site.num_classes
+        count = np.bincount(labels, minlength=classes)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_class = np.where(count > 0, np.bincount(labels, weights=hits, minlength=classes) / count, np.nan)
+        return float(hits.mean()) if self.reached else float("nan"), per_class, count
 
     def _decide(self, top: int | None, tolerance: float, limit: int) -> tuple[Estimate, np.ndarray]:
         """The estimate after this look, and the units that need more images."""

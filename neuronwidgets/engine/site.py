@@ -23,7 +23,7 @@ from neuronwidgets.engine.indices import as_indices
 from neuronwidgets.engine.layers import LayerInfo
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
 from neuronwidgets.engine.slicing import Output, Pace, concat, rows_of, slices_exact
-from neuronwidgets.engine.stats import ImageOutcomes, LayerSummary, OutcomeCounts, TopMaps, image_outcomes
+from neuronwidgets.engine.stats import LayerSummary, OutcomeCounts, TopMaps
 
 ABLATION_MODES = ("zero", "mean")
 TOP_MAPS = 33  # maps kept per unit from the summary's pass: the overlay's most images (32) and a chosen one
@@ -309,14 +309,16 @@ class Site:
         """The cut's values of every chunk, where `crossings` keeps them in memory; else None."""
         return self._cache.get(("crossings", id(self.ablator()), self.layer))
 
-    def cut_at(self, indices: np.ndarray) -> list[torch.Tensor]:
-        """The cut's values for the images at ``indices`` (any order, kept): gathered from the kept cut, or
-        computed from those images where the cut is streamed."""
+    def cut_at(self, indices: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The cut's values and the labels of the images at ``indices`` (any order, kept): gathered from the
+        kept cut, or computed from those images (read by `DataSource.take`) where none is kept."""
+        self.require_labels("ablation")
         kept = self.kept_cut()
         if kept is None:
-            images = self.source.take(indices).images.to(self.device, self.dtype)
+            chunk = self._to_device(self.source.take(indices))
+            assert chunk.labels is not None
             with self.running():
-                return self.sliced("cut", self.ablator().crossing, images)
+                return self.sliced("cut", self.ablator().crossing, chunk.images), chunk.labels
         indices = np.asarray(indices, np.int64)
         starts = np.array([chunk.start for _, chunk in kept])
         owner = np.searchsorted(starts, indices, side="right") - 1
@@ -324,35 +326,17 @@ class Site:
         back = torch.from_numpy(np.argsort(grouped)).to(self.device)
         first = kept[0][0]
         per_image = [bool(v.ndim) and v.shape[0] == first[0].shape[0] for v in first]  # as `rows_of` decides
-        pieces = []
+        pieces, labels = [], []
         for c in np.unique(owner):
             values, chunk = kept[c]
+            assert chunk.labels is not None
             rows = torch.from_numpy(indices[grouped][owner[grouped] == c] - chunk.start).to(self.device)
             pieces.append([v[rows] if image else v for v, image in zip(values, per_image)])
-        return [
+            labels.append(chunk.labels[rows])
+        values = [
             torch.cat([piece[j] for piece in pieces])[back] if image else first[j] for j, image in enumerate(per_image)
         ]
-
-    def image_outcomes(self, bar: Progress) -> ImageOutcomes:
-        """The model's own outcome on every image (label, top class right, loss), from one pass at the cut,
-        advancing ``bar`` one step per image; the pass keeps the cut in memory where it fits, for `cut_at`.
-        Cached per layer and model version."""
-        self.require_labels("ablation")
-        ablator = self.ablator()
-
-        def compute() -> ImageOutcomes:
-            labels, hits, loss = [], [], []
-            for values, chunk, _ in self.crossings(f"ablating {self.layer}", bar):
-                assert chunk.labels is not None
-                scores = self.sliced("suffix", lambda *v: ablator.scores(list(v)), *values, bar=bar)
-                chunk_hits, chunk_loss = image_outcomes(scores.unsqueeze(0), chunk.labels)
-                labels.append(chunk.labels.cpu().numpy())
-                hits.append(chunk_hits[0].cpu().numpy())
-                loss.append(chunk_loss[0].cpu().numpy())
-                bar.advance(len(chunk.labels))
-            return ImageOutcomes(np.concatenate(labels).astype(np.int64), np.concatenate(hits), np.concatenate(loss))
-
-        return self.cached(("image outcomes", id(ablator)), compute)
+        return values, torch.cat(labels)[back]
 
     def _kept_cut_bytes(self, values: list[torch.Tensor], chunk: Chunk) -> int | None:
         """Bytes of the cut's values of all chunks, estimated from one chunk, where `crossings` keeps them in

@@ -57,15 +57,6 @@ class OutcomeCounts:
         return self.loss / max(1, int(self.images.sum()))
 
 
-@dataclass
-class ImageOutcomes:
-    """The model's outcome on each image of the data: its label, whether the top class is right, the loss."""
-
-    labels: np.ndarray  # (images,) int64
-    hits: np.ndarray  # (images,) bool
-    loss: np.ndarray  # (images,) float64: cross-entropy
-
-
 def image_outcomes(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per variant and image, whether the top class is the true one and the cross-entropy (float64), from
     class scores of shape (variants, N, classes) and true ``labels`` (N,)."""

@@ -73,7 +73,6 @@ def rank(
             simultaneous=top is not None,
             bar=bar,
         )
-        site.require_class(target, np.bincount(sampler.base.labels, minlength=site.num_classes))
         if not sampler.independent():
             ranking = _exact(site, target, mode, bar, cancel)
             ranking.meta["engine_note"] = (
@@ -133,12 +132,7 @@ def _sampled_ranking(
     mode: str,
     options: dict,
 ) -> Ranking:
-    labels = sampler.base.labels
-    class_images = np.bincount(labels, minlength=site.num_classes)
-    base_class_accuracy = np.bincount(labels, weights=sampler.base.hits, minlength=site.num_classes) / np.maximum(
-        class_images, 1
-    )
-    base_accuracy = float(sampler.base.hits.mean())
+    base_accuracy, base_class_accuracy, class_images = sampler.base_accuracy()
     meta = {
         "mode": mode,
         **site.ablator().describe(),
@@ -150,16 +144,16 @@ def _sampled_ranking(
         "simultaneous": options["top"] is not None,
         "interval_method": INTERVAL_METHOD,
         "settled": estimate.settled,
-        "base_accuracy": base_accuracy,
-        "base_class_accuracy": np.where(class_images > 0, base_class_accuracy, np.nan),
         "loss_increase": estimate.loss_increase,
-        "class_images": class_images,
     }
+    if target is None:  # with a target only that class's images were read, so the whole data's accuracy is unknown
+        meta.update(base_accuracy=base_accuracy, base_class_accuracy=base_class_accuracy, class_images=class_images)
+        meta["ablated_accuracy"] = base_accuracy - estimate.drop
+    else:
+        meta["base_class_accuracy"] = base_class_accuracy
     if options["top"] is not None:
         meta["top_set"] = estimate.top
         meta["tolerance"] = options["tolerance"]
-    if target is None:
-        meta["ablated_accuracy"] = base_accuracy - estimate.drop
     return Ranking(
         scores=estimate.drop,
         tiebreak=estimate.loss_increase,
