@@ -190,6 +190,74 @@ def test_the_preview_shown_first_is_the_declared_one(probe, monkeypatch):
     assert [i["provisional"] for i in infos] == [False]
 
 
+def test_a_list_that_has_shown_the_preview_shows_it_again_without_ranking_it(probe, monkeypatch):
+    declared = specs()
+    changed = {**declared, "activation": dataclasses.replace(declared["activation"], preview="weight_l1")}
+    monkeypatch.setattr(ranked_list, "spec", lambda name: changed[name])
+    ranked = nw.RankedList(probe, method="weight_l1", layer="relu1")
+    ranked.wait(30)
+    ranked_methods = []
+    rank = probe.rank
+
+    def recorded(method, **options):
+        ranked_methods.append(method)
+        return rank(method, **options)
+
+    monkeypatch.setattr(probe, "rank", recorded)
+    infos = []
+    ranked.observe(lambda c: infos.append(dict(c["new"])), names=["info"])
+    ranked.method = "activation"
+    ranked.wait(60)
+    assert ranked_methods == ["activation"]
+    assert [(i["method"], i["provisional"]) for i in infos] == [("weight_l1", True), ("activation", False)]
+
+
+class Clocked:
+    """A stand-in ranking: only the meta `LiveEstimates` reads."""
+
+    def __init__(self, name, exact=False):
+        self.name, self.meta = name, {"exact": exact}
+
+
+def test_live_estimates_show_a_few_a_second_the_latest_that_waited_and_never_the_exact_one():
+    shown, reported = [], []
+    live = ranked_list.LiveEstimates(lambda r: shown.append(r.name), reported.append, interval=3600)
+    live.update(Clocked("first"))  # the first is shown at once
+    live.update(Clocked("second"))  # too soon: waits ...
+    live.update(Clocked("third"))  # ... and is replaced by a later one
+    live.progress("step")
+    assert shown == ["first"] and reported == ["step"]
+    live.interval = 0  # the interval has passed: the next progress report shows the estimate that waited
+    live.progress("step")
+    live.progress("step")
+    assert shown == ["first", "third"]
+    live.update(Clocked("exact", exact=True))  # the result itself follows: not shown as an estimate
+    live.progress("step")
+    assert shown == ["first", "third"] and len(reported) == 4
+
+
+def test_a_sampled_ranking_sends_its_intervals_settled_places_and_images(probe):
+    sampled = probe.rank("ablation", top=3, fraction=0.3, seed=0, progress=False, warn=False)
+    listed = nw.RankedList(sampled)
+    state = listed.get_state(["intervals", "settled"])
+    assert state["intervals"]["dtype"] == "float64" and state["intervals"]["shape"] == [probe.units, 2]
+    assert state["settled"]["dtype"] == "uint8" and state["settled"]["shape"] == [probe.units]
+    np.testing.assert_array_equal(array_from_json(state["intervals"]), sampled.meta["intervals"])
+    used = sampled.meta["images_used"]
+    assert {k: listed.info[k] for k in ("exact", "images_used", "population", "simultaneous")} == {
+        "exact": False,
+        "images_used": [used.min(), used.max()],
+        "population": len(probe.source),
+        "simultaneous": True,
+    }
+    assert listed.info["top_set"] == sampled.meta["top_set"] and listed.info["confidence"] == 0.95
+    # exact: no intervals to draw, and no settled marks without a top set
+    exact = nw.RankedList(probe.rank("ablation", progress=False, warn=False))
+    assert exact.intervals is None and exact.settled is None and exact.info["exact"] is True
+    assert exact.info["images_used"] == [len(probe.source)] * 2
+    assert nw.RankedList(probe.rank("taylor", progress=False)).info["exact"] is None
+
+
 # -- 4. keywords, choices, ranges, typed arrays ------------------------------------------------------------------
 
 

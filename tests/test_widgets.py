@@ -68,13 +68,20 @@ def test_ranked_list_ranks_in_the_background_and_shows_an_estimate_first(probe):
     assert ranked.methods and all(
         set(m) == {"name", "description", "takes_target", "needs_target", "needs_image"} for m in ranked.methods
     )
-    # a second list shows the provisional taylor estimate before the exact ablation ranking
+    # a second list shows ablation's own estimates, with intervals, as they refine, then the exact ranking
     second = nw.RankedList(probe)
-    infos = []
+    infos, intervals = [], []
     second.observe(lambda c: infos.append(dict(c["new"])), names=["info"])
+    second.observe(lambda c: intervals.append(c["new"]), names=["intervals"])
     second.wait(60)
-    assert [i["provisional"] for i in infos][-1] is False
-    assert any(i["provisional"] and i["method"] == "taylor" for i in infos)
+    estimates = [i for i in infos if i["provisional"]]
+    assert estimates and all(i["method"] == "ablation" and i["exact"] is False for i in estimates)
+    assert all(i["images_used"][0] < i["population"] == len(probe.source) for i in estimates)
+    assert infos[-1]["provisional"] is False and infos[-1]["exact"] is True
+    assert intervals[0].shape == (probe.units, 2) and intervals[-1] is None  # an exact ranking draws none
+    np.testing.assert_array_equal(second.ranking.scores, ranked.ranking.scores)  # the result is the exact one
+    assert second.ranking.meta["exact"]
+    # no Taylor preview for ablation: a list switching to it ranks ablation only
     # a list that has shown taylor shows it again as the estimate at once, without ranking it again
     third = nw.RankedList(probe, method="taylor")
     assert third.wait(60)
@@ -190,6 +197,34 @@ def test_cancel_a_long_ranking_keeps_the_kernel_and_the_list(probe):
     custom(ranked, {"type": "cancel"})
     assert ranked.wait(30)
     assert ranked.status == "cancelled" and ranked.ranking is shown
+
+
+def test_cancel_while_an_estimate_refines_shows_the_ranking_before_again(probe):
+    ranked = nw.RankedList(probe, method="activation", layer="relu2")
+    ranked.wait(30)
+    shown = ranked.ranking
+    looked = threading.Event()
+    rank = probe.rank
+
+    def held(method, *, update=None, cancel=None, **options):
+        def look(estimate):
+            update(estimate)
+            looked.set()
+            cancel.wait(30)  # the ranking stays at its first estimate until the list cancels it
+
+        return rank(method, update=None if update is None else look, cancel=cancel, **options)
+
+    probe.rank = held
+    try:
+        update(ranked, method="ablation")
+        assert looked.wait(30)
+        assert ranked.info["provisional"] and ranked.info["exact"] is False and ranked.intervals is not None
+        custom(ranked, {"type": "cancel"})
+        assert ranked.wait(30)
+    finally:
+        del probe.rank
+    assert ranked.status == "cancelled" and ranked.ranking is shown
+    assert ranked.info["provisional"] is False and ranked.info["exact"] is None and ranked.intervals is None
 
 
 def test_overlay_sends_png_buffers_and_validates(probe):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -10,6 +12,7 @@ import numpy as np
 import traitlets
 from PIL import Image
 
+from neuronwidgets.engine.progress import ProgressInfo
 from neuronwidgets.methods import MethodSpec, spec, specs
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
@@ -19,6 +22,8 @@ from neuronwidgets.widgets._images import thumbnail
 from neuronwidgets.widgets._worker import Job, worker_for
 
 DEFAULT_METHOD = "ablation"
+# seconds between two estimates a refining ranking shows: a few a second, so a fast run does not flood the comm
+LIVE_INTERVAL = 0.25
 
 
 def method_info(method: MethodSpec) -> dict[str, Any]:
@@ -30,6 +35,70 @@ def method_info(method: MethodSpec) -> dict[str, Any]:
         "needs_target": method.needs_target,
         "needs_image": method.needs_image,
     }
+
+
+def refines_live(method: MethodSpec) -> bool:
+    """Whether the method can rank every image in a random order and report its estimate after each round
+    (``fraction``, ``seed`` and an ``update`` callback; ablation): the list then shows it refine to the exact
+    ranking instead of showing a cheaper preview method first."""
+    return {"fraction", "seed", "update"} <= set(method.options)
+
+
+def sampling_info(ranking: Ranking) -> dict[str, Any]:
+    """What the list says about how much of the data a ranking is based on: ``exact`` (None for a method
+    that does not say), and for a sampled estimate the images it used (fewest, most, per unit), the population
+    its scores are means over, the intervals' confidence and whether they hold for every unit at once, and the
+    top set it settled (with ``top=``)."""
+    meta = ranking.meta
+    if "exact" not in meta:
+        return {"exact": None}
+    used = np.asarray(meta["images_used"])
+    population = int(meta.get("population", used.max()))
+    top_set = meta.get("top_set")
+    return {
+        "exact": bool(meta["exact"]),
+        "images_used": [int(used.min()), int(used.max())],
+        "population": population,
+        "confidence": meta.get("confidence"),
+        "simultaneous": bool(meta.get("simultaneous", False)),
+        "top_set": None if top_set is None else [int(unit) for unit in top_set],
+    }
+
+
+class LiveEstimates:
+    """The estimates of a refining ranking, shown at most once per ``interval`` seconds. One that comes
+    sooner waits and is shown at the next estimate or progress report after the interval (the latest wins),
+    so the list lags the ranking by at most a progress step. The exact estimate is not shown: it is the
+    result, which follows at once."""
+
+    def __init__(
+        self,
+        show: Callable[[Ranking], None],
+        progress: Callable[[ProgressInfo], None],
+        interval: float = LIVE_INTERVAL,
+    ) -> None:
+        self._show = show
+        self._progress = progress
+        self.interval = interval
+        self._pending: Ranking | None = None
+        self._shown_at = -math.inf
+
+    def update(self, ranking: Ranking) -> None:
+        """The ``update=`` callback of `Probe.rank`: the ranking so far."""
+        self._pending = None if ranking.meta.get("exact") else ranking
+        self._flush()
+
+    def progress(self, info: ProgressInfo) -> None:
+        """The ``progress=`` callback: reported on, and a chance to show an estimate that waited."""
+        self._progress(info)
+        self._flush()
+
+    def _flush(self) -> None:
+        now = time.perf_counter()
+        if self._pending is None or now - self._shown_at < self.interval:
+            return
+        ranking, self._pending, self._shown_at = self._pending, None, now
+        self._show(ranking)
 
 
 def ranking_warnings(ranking: Ranking) -> list[str]:
@@ -68,7 +137,10 @@ class RankedList(Widget):
     interactive = traitlets.Bool(False).tag(sync=True)  # False for a fixed Ranking: pickers disabled
     scores = array_trait("float64", help="score of each unit")
     order = array_trait("int32", help="unit indices, most important first")
-    info = traitlets.Dict().tag(sync=True)  # method, layer, target, units, provisional, seconds, engine
+    intervals = array_trait("float64", help="(units, 2) lower and upper bound of each score of an estimate")
+    settled = array_trait("uint8", help="1 for each unit whose place in or out of the top set is settled")
+    # method, layer, target, units, provisional, seconds, engine, warnings, and sampling_info()
+    info = traitlets.Dict().tag(sync=True)
     prompt = traitlets.Unicode("").tag(sync=True)  # what the list waits for (a class, for a method that needs one)
     ranking = traitlets.Instance(Ranking, allow_none=True)  # the Ranking shown (not synced)
 
@@ -193,8 +265,10 @@ class RankedList(Widget):
             self._settle("idle")
             return
         probe, method, layer = self._probe, self.method, self.layer
-        # the declared cheaper estimate of the same quantity, shown while the ranking runs (not per class)
-        preview = spec(method).preview if "target" not in options else None
+        refines = refines_live(spec(method))
+        # the declared cheaper estimate of the same quantity, shown while the ranking runs (not per class, and
+        # not for a method that shows its own estimate as it refines)
+        preview = spec(method).preview if "target" not in options and not refines else None
         # a preview this list has shown already is shown again rather than ranked again
         shown_before = None if preview is None else self._cache.get(_cache_key(layer, preview, {}))
 
@@ -202,13 +276,24 @@ class RankedList(Widget):
         # as a stderr box in whichever cell ran last
         def run(job: Job) -> Ranking:
             progress = self._progress_callback(job)
+            if refines:
+                live = self._live_estimates(job, progress)
+                return probe.rank(
+                    method,
+                    layer=layer,
+                    fraction=1.0,
+                    seed=0,
+                    update=live.update,
+                    progress=live.progress,
+                    cancel=job.cancel,
+                    warn=False,
+                    **options,
+                )
             if preview is not None:
                 first = shown_before
                 if first is None:
                     first = probe.rank(preview, layer=layer, progress=progress, cancel=job.cancel, warn=False)
-                if job.current:
-                    with self.hold_sync():
-                        self._show(first, provisional=True)
+                self._show_provisional(job, first)
             return probe.rank(method, layer=layer, progress=progress, cancel=job.cancel, warn=False, **options)
 
         def done(ranking: Ranking) -> None:
@@ -222,6 +307,16 @@ class RankedList(Widget):
                 self._show(previous)  # the estimate promised an exact ranking that will not come
 
         self._submit("rank", run, done, on_cancel=cancelled)
+
+    def _live_estimates(self, job: Job, progress: Callable[[ProgressInfo], None]) -> LiveEstimates:
+        """The callbacks that show a refining ranking's estimates while ``job`` is current."""
+        return LiveEstimates(lambda ranking: self._show_provisional(job, ranking), progress)
+
+    def _show_provisional(self, job: Job, ranking: Ranking) -> None:
+        """Show ``ranking`` as an estimate of the one ``job`` computes, unless a newer request replaced it."""
+        if job.current:
+            with self.hold_sync():
+                self._show(ranking, provisional=True)
 
     def cancel(self) -> None:
         """Stop the ranking in progress; the list keeps what it showed."""
@@ -240,10 +335,16 @@ class RankedList(Widget):
         self._refresh_callbacks.append(callback)
 
     def _show(self, ranking: Ranking, provisional: bool = False) -> None:
+        """Put ``ranking`` on show: scores, order, a sampled estimate's intervals and settled units, and the
+        ``info`` the heading and the status line are made of."""
         if self.selected_unit is not None and self.selected_unit >= ranking.units:
             self.selected_unit = None
+        sampling = sampling_info(ranking)
         self.scores = ranking.scores
         self.order = ranking.order
+        # an exact ranking's intervals have zero width: nothing to draw
+        self.intervals = None if sampling["exact"] in (None, True) else ranking.meta["intervals"]
+        self.settled = ranking.meta["settled"] if sampling.get("top_set") is not None else None
         self.info = {
             "method": ranking.method,
             "layer": ranking.layer,
@@ -255,6 +356,7 @@ class RankedList(Widget):
             "seconds": ranking.meta.get("seconds"),
             "engine": ranking.meta.get("engine"),
             "warnings": ranking_warnings(ranking),
+            **sampling,
         }
         self.ranking = ranking
 
