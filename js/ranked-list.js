@@ -30,8 +30,11 @@ export const MATCHES_SHOWN = 50;
  * @property {NumberArray} scores score of each unit
  * @property {NumberArray} order unit indices, most important first
  * @property {Int32Array} rankOf rank of each unit (0 = most important)
+ * @property {NumberArray | null} intervals an estimate's lower and upper bound of each unit's score (flat, 2 per unit)
+ * @property {NumberArray | null} settled 1 for each unit whose place in or out of the top set is settled
+ * @property {Set<number>} topSet the settled top set (with `top=`)
  * @property {number} lo the score at the left end of the bars (0 or the lowest score)
- * @property {number} hi the score at the right end of the bars
+ * @property {number} hi the score at the right end of the bars (the highest score or upper bound)
  */
 
 /**
@@ -52,6 +55,7 @@ export const MATCHES_SHOWN = 50;
  * @property {HTMLButtonElement} refresh
  * @property {HTMLElement} title
  * @property {HTMLElement} badge
+ * @property {HTMLElement} sample what the ranking is based on: "exact", or an estimate from some of the images
  * @property {HTMLElement} spacer
  * @property {HTMLElement} viewport
  * @property {HTMLElement} tip
@@ -69,8 +73,43 @@ export function decodeRanking(model) {
   const order = decodeArray(model.get("order")).data;
   const rankOf = new Int32Array(order.length);
   order.forEach((unit, rank) => (rankOf[unit] = rank));
+  const intervals = model.get("intervals") ? decodeArray(model.get("intervals")).data : null;
+  const settled = model.get("settled") ? decodeArray(model.get("settled")).data : null;
+  const topSet = new Set(/** @type {number[]} */ ((model.get("info") || {}).top_set || []));
   const lo = Math.min(0, ...scores);
-  return { scores, order, rankOf, lo, hi: Math.max(...scores, lo + 1e-12) };
+  let hi = Math.max(...scores, lo + 1e-12);
+  // the bars' scale reaches the highest upper bound, so every whisker's right end shows
+  for (let i = 1; intervals && i < intervals.length; i += 2) if (intervals[i] > hi) hi = intervals[i];
+  return { scores, order, rankOf, intervals, settled, topSet, lo, hi };
+}
+
+/**
+ * What the ranking is based on, for a method that says (`info.exact` set): "exact (all N images)", or the
+ * estimate's images and intervals; "" for a method that does not say.
+ * @param {Record<string, any>} info the `info` trait
+ * @returns {string}
+ */
+export function sampleStatus(info) {
+  if (info.exact === null || info.exact === undefined) return "";
+  const count = (/** @type {number} */ n) => n.toLocaleString("en-US");
+  const population = count(info.population ?? 0);
+  if (info.exact) return `exact (all ${population} images)`;
+  const [fewest, most] = info.images_used ?? [0, 0];
+  const used = fewest === most ? `${count(fewest)} of ${population} images` : `${count(fewest)} to ${count(most)} of ${population} images per unit`;
+  const level = info.confidence === null || info.confidence === undefined ? "" : `${Math.round(100 * info.confidence)}% `;
+  return `estimate from ${used}, ${level}intervals${info.simultaneous ? " for all units at once" : ""}`;
+}
+
+/**
+ * The badge of a provisional ranking: what is on the way (the method's own estimate refining, or a fast
+ * estimate by a cheaper method).
+ * @param {Record<string, any>} info the `info` trait
+ * @returns {string}
+ */
+export function badgeText(info) {
+  if (!info.provisional) return "";
+  if (info.method === info.estimate_for) return "refining: the exact ranking is on the way";
+  return `fast estimate (${info.method}); ${info.estimate_for} on the way`;
 }
 
 /**
@@ -145,6 +184,7 @@ function build(status) {
   });
   const title = h("div", { class: "nw-title" });
   const badge = h("span", { class: "nw-badge" });
+  const sample = h("span", { class: "nw-sample", attrs: { role: "status" } });
   const spacer = h("div", { class: "nw-list-spacer" });
   const viewport = h("div", {
     class: "nw-list-viewport",
@@ -157,7 +197,7 @@ function build(status) {
   tip.hidden = true;
   const root = h("div", { class: "nw-root nw-ranked-list" }, [
     h("div", { class: "nw-controls" }, [field("method", method), targetField, searchField, field("layer", layer), imageField, refresh]),
-    h("div", { class: "nw-heading" }, [title, badge]),
+    h("div", { class: "nw-heading" }, [title, badge, sample]),
     warnings,
     prompt,
     status,
@@ -165,7 +205,7 @@ function build(status) {
   ]);
   return {
     root, method, target, search, matches, targetField, searchField, warnings, prompt, layer, image, imageField, refresh, title, badge,
-    spacer, viewport, tip, tipText, tipImage,
+    sample, spacer, viewport, tip, tipText, tipImage,
   };
 }
 
@@ -204,7 +244,59 @@ function syncControls(model, parts) {
 }
 
 /**
- * One row: rank, unit, score bar and score.
+ * Where ``value`` lies on the bars' scale, in percent of the track (0 to 100).
+ * @param {Shown} shown @param {number} value
+ */
+function place(shown, value) {
+  return Math.max(0, Math.min(100, (100 * (value - shown.lo)) / (shown.hi - shown.lo)));
+}
+
+/**
+ * The whisker of a unit's interval on the bars' scale; an end beyond the track is drawn open (no cap).
+ * @param {Shown} shown @param {number} unit
+ * @returns {HTMLElement | null} null for a unit without an interval (an exact ranking)
+ */
+function whisker(shown, unit) {
+  if (!shown.intervals) return null;
+  const lower = shown.intervals[2 * unit];
+  const upper = shown.intervals[2 * unit + 1];
+  const left = place(shown, lower);
+  const right = place(shown, upper);
+  const open = `${lower < shown.lo ? " nw-open-lo" : ""}${upper > shown.hi ? " nw-open-hi" : ""}`;
+  const el = h("span", { class: `nw-whisker${open}` });
+  el.style.left = `${left.toFixed(1)}%`;
+  el.style.width = `${(right - left).toFixed(1)}%`;
+  return el;
+}
+
+/**
+ * The settled mark of a row, for a ranking that says which places are settled (else null).
+ * @param {Shown} shown @param {number} unit @returns {HTMLElement | null}
+ */
+function settledMark(shown, unit) {
+  if (!shown.settled) return null;
+  if (!shown.settled[unit]) return h("span", { class: "nw-settled" });
+  const where = shown.topSet.has(unit) ? "in" : "out of";
+  return h("span", {
+    class: "nw-settled nw-is-settled",
+    text: "✓",
+    attrs: { title: `place settled: ${where} the top ${shown.topSet.size}`, "aria-label": `settled, ${where} the top ${shown.topSet.size}` },
+  });
+}
+
+/**
+ * What the tooltip says of a unit: rank, score, and an estimate's interval and settled place.
+ * @param {Shown} shown @param {number} unit @returns {string}
+ */
+export function unitSummary(shown, unit) {
+  const parts = [`unit ${unit}`, `rank ${shown.rankOf[unit] + 1}`, `score ${score(shown.scores[unit])}`];
+  if (shown.intervals) parts.push(`interval ${score(shown.intervals[2 * unit])} to ${score(shown.intervals[2 * unit + 1])}`);
+  if (shown.settled?.[unit]) parts.push("place settled");
+  return parts.join(" · ");
+}
+
+/**
+ * One row: rank, (settled mark,) unit, score bar with the interval's whisker, and score.
  * @param {Shown} shown @param {number} rank @param {number | null} selected @param {string} idPrefix
  * @returns {HTMLElement}
  */
@@ -212,7 +304,9 @@ function row(shown, rank, selected, idPrefix) {
   const unit = shown.order[rank];
   const value = shown.scores[unit];
   const bar = h("span", { class: "nw-bar" });
-  bar.style.width = `${Math.max(0, (100 * (value - shown.lo)) / (shown.hi - shown.lo)).toFixed(1)}%`;
+  bar.style.width = `${place(shown, value).toFixed(1)}%`;
+  const mark = settledMark(shown, unit);
+  const range = whisker(shown, unit);
   const el = h(
     "div",
     {
@@ -221,8 +315,9 @@ function row(shown, rank, selected, idPrefix) {
     },
     [
       h("span", { class: "nw-rank", text: String(rank + 1) }),
+      ...(mark ? [mark] : []),
       h("span", { class: "nw-unit", text: `unit ${unit}` }),
-      h("span", { class: "nw-bar-track" }, [bar]),
+      h("span", { class: "nw-bar-track" }, range ? [bar, range] : [bar]),
       h("span", { class: "nw-score", text: score(value) }),
     ],
   );
@@ -238,6 +333,14 @@ function sameOrder(a, b) {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/**
+ * Whether ``info`` refines the provisional ranking ``before`` described: the same method, layer and class.
+ * @param {Record<string, any>} before @param {Record<string, any>} info
+ */
+function refines(before, info) {
+  return Boolean(before.provisional) && ["method", "layer", "target"].every((key) => before[key] === info[key]);
 }
 
 /**
@@ -452,9 +555,8 @@ function tooltip(model, parts, shown) {
     hovered = unit;
     parts.tip.hidden = unit === null;
     if (unit === null) return;
-    const { rankOf, scores } = shown();
-    const rank = rankOf[unit];
-    parts.tipText.textContent = `unit ${unit} · rank ${rank + 1} · score ${score(scores[unit])}`;
+    const rank = shown().rankOf[unit];
+    parts.tipText.textContent = unitSummary(shown(), unit);
     parts.tip.style.top = `${rank * ROW_HEIGHT - parts.viewport.scrollTop + ROW_HEIGHT}px`;
     const png = thumbs.get(unit);
     parts.tipImage.hidden = !png;
@@ -491,14 +593,20 @@ function render({ model, el }) {
 
   const selected = () => model.get("selected_unit") ?? null;
   const redraw = () => drawRows(parts, shown, selected(), idPrefix);
+  let shownInfo = {};
   const syncRanking = () => {
     const before = shown.order;
     shown = decodeRanking(model);
-    if (!sameOrder(before, shown.order)) parts.viewport.scrollTop = 0; // a new ranking starts at rank 1
     const info = model.get("info") || {};
+    // a new ranking starts at rank 1; a refined estimate of the same one keeps the place the user scrolled to
+    if (!sameOrder(before, shown.order) && !refines(shownInfo, info)) parts.viewport.scrollTop = 0;
+    shownInfo = info;
     parts.title.textContent = titleOf(info);
-    parts.badge.textContent = info.provisional ? `fast estimate (${info.method}); ${info.estimate_for} on the way` : "";
+    parts.badge.textContent = badgeText(info);
     parts.badge.hidden = !info.provisional;
+    parts.sample.textContent = sampleStatus(info);
+    parts.sample.hidden = !parts.sample.textContent;
+    parts.viewport.classList.toggle("nw-marked", Boolean(shown.settled));
     /** @type {string[]} */
     const warnings = info.warnings || [];
     parts.warnings.replaceChildren(...warnings.map((text) => h("div", { class: "nw-warning", text: `⚠ ${text}` })));
@@ -574,7 +682,7 @@ function render({ model, el }) {
     on(parts.viewport, "mouseleave", tip.hide),
     listen(model, ["msg:custom"], tip.received),
     redrawOn(model, ["change:methods", "change:method", "change:target", "change:classes", "change:layers", "change:layer", "change:image", "change:interactive", "change:prompt"], syncAll),
-    redrawOn(model, ["change:scores", "change:order", "change:info"], syncRanking),
+    redrawOn(model, ["change:scores", "change:order", "change:intervals", "change:settled", "change:info"], syncRanking),
     redrawOn(model, ["change:selected_unit"], redraw),
     listen(model, ["change:layer"], tip.forget),
     status.cleanup,

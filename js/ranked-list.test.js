@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
-import widget, { MATCHES_SHOWN, ROW_HEIGHT, SEARCH_FROM, classOptions, rankAfterKey, titleOf } from "./ranked-list.js";
+import widget, {
+  MATCHES_SHOWN, ROW_HEIGHT, SEARCH_FROM, badgeText, classOptions, rankAfterKey, sampleStatus, titleOf,
+} from "./ranked-list.js";
 import { PNG, encoded, loaded, mount, settled } from "./testing/fake-model.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
@@ -289,5 +291,65 @@ describe("RankedList view", () => {
       `⚠ ${EVIL}`,
     ]);
     expect(el.querySelector("img[src='x']")).toBeNull();
+  });
+
+  it("draws an estimate's intervals as whiskers on the bars' scale, and says what it is based on", async () => {
+    // units 0..4 score 0, 2, 4, 1, 3 (see setup); unit 2's interval reaches 8, the scale's right end
+    const intervals = [-1, 1, 1, 3, 2, 8, 0.5, 1.5, 2, 4];
+    const info = {
+      method: "ablation", layer: "l", target: null, units: 5, provisional: true, estimate_for: "ablation",
+      exact: false, images_used: [1280, 1280], population: 8985, confidence: 0.95, simultaneous: false, top_set: null,
+    };
+    const { model, el } = setup(5, { info, intervals: encoded(intervals, "float64", [5, 2]) });
+    const rowOf = (unit) => el.querySelector(`.nw-row[data-unit="${unit}"]`);
+    const top = rowOf(2).querySelector(".nw-whisker");
+    expect([top.style.left, top.style.width]).toEqual(["25%", "75%"]); // 2..8 on a 0..8 scale
+    expect(rowOf(2).querySelector(".nw-bar").style.width).toBe("50%"); // the bar is on the same scale
+    const clipped = rowOf(0).querySelector(".nw-whisker"); // -1 is left of the track: drawn open
+    expect(clipped.classList.contains("nw-open-lo")).toBe(true);
+    expect([clipped.style.left, clipped.style.width]).toEqual(["0%", "12.5%"]);
+    expect(el.querySelector(".nw-sample").textContent).toBe("estimate from 1,280 of 8,985 images, 95% intervals");
+    expect(el.querySelector(".nw-badge").textContent).toBe("refining: the exact ranking is on the way");
+    expect(el.querySelector(".nw-settled")).toBeNull(); // no top set: no settled marks
+    rowOf(2).dispatchEvent(new MouseEvent("mousemove", { bubbles: true }));
+    expect(el.querySelector(".nw-tip-text").textContent).toBe("unit 2 · rank 1 · score 4.00 · interval 2.00 to 8.00");
+    // a refined estimate keeps the user's place; the exact ranking drops the whiskers and says so
+    const viewport = el.querySelector(".nw-list-viewport");
+    viewport.scrollTop = 2 * ROW_HEIGHT;
+    await model.pythonSet({ order: encoded([2, 4, 1, 0, 3], "int32") });
+    expect(viewport.scrollTop).toBe(2 * ROW_HEIGHT);
+    await model.pythonSet({ intervals: null, info: { ...info, provisional: false, estimate_for: null, exact: true, images_used: [8985, 8985] } });
+    expect(el.querySelector(".nw-whisker")).toBeNull();
+    expect(el.querySelector(".nw-sample").textContent).toBe("exact (all 8,985 images)");
+    expect(el.querySelector(".nw-badge").hidden).toBe(true);
+  });
+
+  it("marks settled places with a tooltip, as text; 2,048 units with whiskers stay virtualised", async () => {
+    const units = 2048;
+    const intervals = Array.from({ length: 2 * units }, (_, i) => (i % 2 ? 1 : -1) * ((i >> 1) % 7));
+    const settled = Array.from({ length: units }, (_, unit) => Number(unit % 3 === 0));
+    const info = {
+      method: "ablation", layer: EVIL, target: null, units, provisional: false, exact: false,
+      images_used: [64, 8985], population: 8985, confidence: 0.95, simultaneous: true, top_set: [0, 3, 6],
+    };
+    const { el, order } = setup(units, { info, intervals: encoded(intervals, "float64", [units, 2]), settled: encoded(settled, "uint8") });
+    expect(el.querySelectorAll(".nw-row").length).toBeLessThan(40);
+    expect(el.querySelectorAll(".nw-whisker").length).toBe(el.querySelectorAll(".nw-row").length);
+    expect(el.querySelector(".nw-list-viewport").classList.contains("nw-marked")).toBe(true);
+    const first = el.querySelector(`.nw-row[data-unit="${order[0]}"]`);
+    const mark = first.querySelector(".nw-settled");
+    expect(mark.classList.contains("nw-is-settled")).toBe(order[0] % 3 === 0);
+    const marked = el.querySelector(".nw-is-settled");
+    const unit = Number(marked.closest(".nw-row").dataset.unit);
+    expect(marked.title).toBe(`place settled: ${[0, 3, 6].includes(unit) ? "in" : "out of"} the top 3`);
+    expect(el.querySelector(".nw-sample").textContent).toBe("estimate from 64 to 8,985 of 8,985 images per unit, 95% intervals for all units at once");
+    expect(el.querySelector("img[src='x']")).toBeNull();
+  });
+
+  it("words the status and the badge of each kind of ranking", () => {
+    expect(sampleStatus({ method: "taylor" })).toBe(""); // a method that does not say: nothing
+    expect(sampleStatus({ exact: true, population: 360 })).toBe("exact (all 360 images)");
+    expect(badgeText({ provisional: false })).toBe("");
+    expect(badgeText({ provisional: true, method: "taylor", estimate_for: "car" })).toBe("fast estimate (taylor); car on the way");
   });
 });

@@ -88,13 +88,14 @@ export function mount(widget, traits) {
 
 /**
  * An array as the kernel sends it (``{view, dtype, shape}``, `neuronwidgets/widgets/_arrays.py`).
- * @param {ArrayLike<number>} values @param {"float64" | "float32" | "int32"} dtype
+ * @param {ArrayLike<number>} values (flat, C order) @param {"float64" | "float32" | "int32" | "uint8"} dtype
+ * @param {number[]} [shape] e.g. [units, 2] for the list's intervals
  * @returns {import("../lib/model.js").EncodedArray}
  */
-export function encoded(values, dtype) {
-  const types = { float64: Float64Array, float32: Float32Array, int32: Int32Array };
+export function encoded(values, dtype, shape = [values.length]) {
+  const types = { float64: Float64Array, float32: Float32Array, int32: Int32Array, uint8: Uint8Array };
   const array = types[dtype].from(values);
-  return { view: new DataView(array.buffer), dtype, shape: [array.length] };
+  return { view: new DataView(array.buffer), dtype, shape };
 }
 
 /** A tiny valid-looking PNG buffer (content does not matter to the views). */
