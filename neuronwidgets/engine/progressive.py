@@ -18,6 +18,7 @@ round, as successive elimination does.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from neuronwidgets.engine.stats import image_outcomes
 
 GROWTH = 0.25  # each round adds this share of the images a unit has seen (so looks cost little), ...
 FIRST_ROUND = 64  # ... and at least this many images
+LOOK_COST = 10  # a look at the intervals waits until the rounds since the last took this many times its time
 
 
 @dataclass
@@ -124,12 +126,23 @@ class ProgressiveAblation:
         """Rounds until every unit has seen ``limit`` images of the population, or, with ``top``, until the
         top set is settled; ``on_look`` receives the estimate after each round."""
         active = np.arange(self.site.units)
+        unlooked = np.zeros(self.site.units, bool)  # units with images the intervals do not count yet
+        work_seconds, look_seconds = 0.0, 0.0
         while True:
+            begin = time.perf_counter()
             for start in np.unique(self.seen[active]):
                 group = active[self.seen[active] == start]
                 size = min(limit - int(start), max(FIRST_ROUND, int(start * GROWTH)))
                 self._round(group, int(start), size)
-            self._look(active)
+            unlooked[active] = True
+            work_seconds += time.perf_counter() - begin
+            last = bool(np.all(self.seen[active] >= limit))
+            if not last and work_seconds < LOOK_COST * look_seconds:
+                continue  # where the network after the layer is cheap, the intervals would cost more than it
+            begin = time.perf_counter()
+            self._look(np.flatnonzero(unlooked))
+            unlooked[:] = False
+            look_seconds, work_seconds = time.perf_counter() - begin, 0.0
             estimate, active = self._decide(top, tolerance, limit)
             if on_look is not None:
                 on_look(estimate)
