@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import neuronwidgets as nw
-from neuronwidgets.engine import confidence
+from neuronwidgets.engine import confidence, progressive
 from tests import reference
 from tests.conftest import build, make_data
 
@@ -124,7 +124,13 @@ def planted_data(shares: list[float], n: int, seed: int) -> tuple[torch.Tensor, 
     return torch.from_numpy(images).reshape(n, units, 1, 1), torch.zeros(n, dtype=torch.long), counts / n
 
 
-def test_the_adaptive_top_set_is_the_planted_one_and_clear_units_stop_early():
+@pytest.fixture
+def every_look(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Look at the intervals after every round, however cheap the rounds (the tests' tiny models are)."""
+    monkeypatch.setattr(progressive, "LOOK_COST", 0)
+
+
+def test_the_adaptive_top_set_is_the_planted_one_and_clear_units_stop_early(every_look):
     shares = [0.20, 0.16, 0.13, 0.02, 0.015, 0.01, 0.01, 0.005, 0.005, 0.0, 0.0, 0.0]
     images, labels, drops = planted_data(shares, 3000, seed=6)
     model = Planted(len(shares)).double().eval()
@@ -146,7 +152,7 @@ def test_the_adaptive_top_set_is_the_planted_one_and_clear_units_stop_early():
     assert widths[-1] < widths[0]
 
 
-def test_a_tie_at_the_boundary_needs_every_image_without_tolerance_and_few_with_it():
+def test_a_tie_at_the_boundary_needs_every_image_without_tolerance_and_few_with_it(every_look):
     shares = [0.2, 0.1, 0.1, 0.01, 0.01, 0.0]
     images, labels, _ = planted_data(shares, 800, seed=7)
     probe = nw.Probe(Planted(len(shares)).double().eval(), (images, labels), layer="units")

@@ -159,12 +159,27 @@ class Ablator:
         n = crossing[0].shape[0]
         if self.path == "closed_form" or not self.images_independent:
             return [slice(0, n)]
-        work_bytes, flops = self._per_image(crossing)
+        work_bytes, flops = self.per_image_cost(crossing)
         budget = self.work_budget(crossing) if budget is None else budget
         most = max(1, budget // max(1, work_bytes), -(-_MIN_CALL_FLOPS // max(1, flops)))
         parts = -(-n // most)
         size = -(-n // parts)
         return [slice(begin, min(n, begin + size)) for begin in range(0, n, size)]
+
+    def units_per_call(self, crossing: list[torch.Tensor], budget: int) -> int:
+        """How many units' ablations of these images go into one call of the network after the layer, stacked
+        along the batch: enough for the call to do `_MIN_CALL_FLOPS` (a small call costs more in fixed overhead,
+        per op, than in work; as Captum's ``perturbations_per_eval``), within ``budget`` bytes of the values the
+        unit loop builds. One on the closed-form and hook paths, and where the network mixes images."""
+        if self.path in ("closed_form", "hook"):
+            return 1
+        n = crossing[0].shape[0]
+        work_bytes, flops = self.per_image_cost(crossing)
+        wanted = -(-_MIN_CALL_FLOPS // max(1, flops * n))
+        room = budget // max(1, work_bytes * n)
+        if min(wanted, room) <= 1 or not self.scores_images_independently(crossing):
+            return 1
+        return int(min(wanted, room))
 
     @staticmethod
     def work_budget(crossing: list[torch.Tensor], cached_bytes: int | None = None) -> int:
@@ -173,7 +188,7 @@ class Ablator:
         cached = sum(_bytes(v) for v in crossing) if cached_bytes is None else cached_bytes
         return max(cached // _WORK_SHARE, _MIN_WORK_BYTES)
 
-    def _per_image(self, crossing: list[torch.Tensor]) -> tuple[int, int]:
+    def per_image_cost(self, crossing: list[torch.Tensor]) -> tuple[int, int]:
         """(bytes the unit loop builds per unit, FLOPs of the network it re-runs per unit), for one image;
         measured once on the chunk's first image."""
         if self._per_image_cost is None:
@@ -191,6 +206,22 @@ class Ablator:
                     self.scores(one)
                     self._per_image_cost = sum(_bytes(v) for v in one), flops.get_total_flops()
         return self._per_image_cost
+
+    def unit_flops(self, crossing: list[torch.Tensor]) -> int:
+        """FLOPs of one unit's ablation on one image: the network the unit loop re-runs (`per_image_cost`),
+        plus, on the pushdown path, the correction of the frontier ops (each a conv or product over one of the
+        layer's channels)."""
+        _, flops = self.per_image_cost(crossing)
+        if self.path != "pushdown":
+            return flops
+        assert self.split is not None and self.split.frontier is not None
+        frontier = self.split.frontier
+        one = rows_of(crossing, slice(0, 1))
+        xs = frontier.chain(one[0])
+        with FlopCounterMode(display=False) as counter:
+            for op, i in zip(frontier.ops, frontier.inputs_of):
+                op(xs[i])
+        return flops + counter.get_total_flops() // max(1, one[0].shape[1])
 
     def scores_images_independently(self, crossing: list[torch.Tensor]) -> bool:
         """Whether the network after the layer scores each image on its own (true of eval-mode CNNs), so that
@@ -231,12 +262,23 @@ class Ablator:
                 if self.path == "closed_form":
                     scores = _closed_form(frontier, xs, rs, units, layer_out.shape[1], budget)
                 else:
-                    scores = self._pushdown(frontier, crossing, xs, rs, units)
+                    per_call = self.units_per_call(crossing, budget)
+                    scores = self._pushdown(frontier, crossing, xs, rs, units, per_call)
                 for block, block_scores in scores:
                     yield UnitScores(block, rows, block_scores)
                 return
-        for unit in units:
-            yield UnitScores([unit], rows, self.replaced(crossing, [unit, *base], fill).unsqueeze(0))
+        per_call = self.units_per_call(crossing, budget)
+        if per_call == 1:
+            for unit in units:
+                yield UnitScores([unit], rows, self.replaced(crossing, [unit, *base], fill).unsqueeze(0))
+            return
+        assert self.split is not None
+        for begin in range(0, len(units), per_call):
+            block = units[begin : begin + per_call]
+            values = [with_units(crossing[0], [unit, *base], fill) for unit in block]
+            others = _stacked(crossing[1:], len(block), crossing[0].shape[0])
+            scores = self.split.suffix(torch.cat(values), *others)[0]
+            yield UnitScores(block, rows, scores.reshape(len(block), -1, scores.shape[-1]))
 
     # -- paths ---------------------------------------------------------------------------------------------
 
@@ -252,18 +294,30 @@ class Ablator:
         xs: tuple[torch.Tensor, ...],
         rs: tuple[torch.Tensor, ...],
         units: list[int],
+        per_call: int,
     ) -> Iterator[tuple[list[int], torch.Tensor]]:
         assert self.split is not None
         ys = [op(xs[i]) for op, i in zip(frontier.ops, frontier.inputs_of)]
-        channels = crossing[0].shape[1]
+        n, channels = crossing[0].shape[:2]
         rest_mutated = self.split.mutated[1:]
-        for unit in units:
+        for begin in range(0, len(units), per_call):
+            block = units[begin : begin + per_call]
             corrected = [
-                _subtract_contribution(op, y, xs[i], rs[i], unit, channels)
+                torch.cat([_subtract_contribution(op, y, xs[i], rs[i], unit, channels) for unit in block])
                 for op, y, i in zip(frontier.ops, ys, frontier.inputs_of)
             ]
-            others = [v.clone() if m else v for v, m in zip(crossing[1:], rest_mutated)]
-            yield [unit], frontier.rest(*corrected, *others)[0].unsqueeze(0)
+            if len(block) == 1:
+                others = [v.clone() if m else v for v, m in zip(crossing[1:], rest_mutated)]
+            else:
+                others = _stacked(crossing[1:], len(block), n)
+            scores = frontier.rest(*corrected, *others)[0]
+            yield block, scores.reshape(len(block), n, scores.shape[-1])
+
+
+def _stacked(values: Sequence[torch.Tensor], copies: int, n: int) -> list[torch.Tensor]:
+    """The per-image ``values`` (first dimension ``n``) repeated ``copies`` times along it, one copy per unit
+    stacked into one call; values shared by every image are passed as they are."""
+    return [v.repeat(copies, *[1] * (v.ndim - 1)) if v.ndim and v.shape[0] == n else v for v in values]
 
 
 def _bytes(value: torch.Tensor) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from neuronwidgets.data import Chunk, DataSource, as_float_images
 from neuronwidgets.engine.ablate import Ablator
@@ -304,6 +305,22 @@ class Site:
             if collected is not None:  # one layer's cut is kept at a time, so the budget holds across layers
                 self._cache.forget(lambda other: other[0] == "crossings" and other != key)
                 self._cache.put(key, collected)
+
+    def unit_work_share(self) -> float:
+        """The FLOPs the unit loop re-runs per unit and image, as a share of the whole model's per image:
+        what one unit's ablation costs next to a forward pass. Measured once on the first image, cached."""
+
+        def compute() -> float:
+            ablator = self.ablator()
+            image = self._cache.get_or_compute(("first image",), lambda: self.source.first().images)
+            image = image.to(self.device, self.dtype)
+            with self.running(), FlopCounterMode(display=False) as flops:
+                self.model(image)
+                whole = flops.get_total_flops()
+                per_unit = ablator.unit_flops(ablator.crossing(image))
+            return per_unit / max(1, whole)
+
+        return self.cached(("unit work share",), compute)
 
     def kept_cut(self) -> list[tuple[list[torch.Tensor], Chunk]] | None:
         """The cut's values of every chunk, where `crossings` keeps them in memory; else None."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from neuronwidgets.engine.site import require_labels
+from neuronwidgets.engine.site import Site, require_labels
 from neuronwidgets.methods import ablation, activation, car, pcace, resampling, selectivity, taylor, weight_l1
 from neuronwidgets.ranking import Ranking
 
@@ -36,6 +36,8 @@ class MethodSpec:
     needs_target: bool = False
     needs_image: bool = False
     preview: str | None = None  # a cheaper method estimating the same quantity (shown first by widgets)
+    # for a method that refines its own estimate: whether on this site that estimate comes before the preview's
+    estimate_first: Callable[[Site], bool] | None = None
     cost: str = "one pass"
     score: str = "score"  # what one score is, as a column heading with its unit
     percent: bool = False  # scores are fractions of the images, shown in percentage points
@@ -55,6 +57,7 @@ _SPECS = (
         needs_labels=True,
         takes_target=True,
         preview="taylor",
+        estimate_first=ablation.estimate_first,
         cost="per unit",
         score="accuracy drop (pp)",
         percent=True,

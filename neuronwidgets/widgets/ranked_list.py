@@ -265,10 +265,11 @@ class RankedList(Widget):
             self._settle("idle")
             return
         probe, method, layer = self._probe, self.method, self.layer
-        refines = refines_live(spec(method))
-        # the declared cheaper estimate of the same quantity, shown while the ranking runs (not per class, and
-        # not for a method that shows its own estimate as it refines)
-        preview = spec(method).preview if "target" not in options and not refines else None
+        declared = spec(method)
+        refines = refines_live(declared)
+        # the declared cheaper estimate of the same quantity, shown while the ranking runs (not per class), unless
+        # the method's own refining estimate comes sooner (`MethodSpec.estimate_first`)
+        preview = declared.preview if "target" not in options else None
         # a preview this list has shown already is shown again rather than ranked again
         shown_before = None if preview is None else self._cache.get(_cache_key(layer, preview, {}))
 
@@ -276,6 +277,12 @@ class RankedList(Widget):
         # as a stderr box in whichever cell ran last
         def run(job: Job) -> Ranking:
             progress = self._progress_callback(job)
+            own_first = refines and declared.estimate_first is not None and declared.estimate_first(probe.site(layer))
+            if preview is not None and not own_first:
+                first = shown_before
+                if first is None:
+                    first = probe.rank(preview, layer=layer, progress=progress, cancel=job.cancel, warn=False)
+                self._show_provisional(job, first)
             if refines:
                 live = self._live_estimates(job, progress)
                 return probe.rank(
@@ -289,11 +296,6 @@ class RankedList(Widget):
                     warn=False,
                     **options,
                 )
-            if preview is not None:
-                first = shown_before
-                if first is None:
-                    first = probe.rank(preview, layer=layer, progress=progress, cancel=job.cancel, warn=False)
-                self._show_provisional(job, first)
             return probe.rank(method, layer=layer, progress=progress, cancel=job.cancel, warn=False, **options)
 
         def done(ranking: Ranking) -> None:
