@@ -12,6 +12,7 @@ from torch import nn
 
 import neuronwidgets as nw
 from neuronwidgets.engine import confidence, progressive
+from neuronwidgets.methods import ablation
 from tests import reference
 from tests.conftest import build, make_data
 
@@ -250,3 +251,15 @@ def test_bad_sampling_options_are_refused_before_any_work(options, message):
         probe.rank("ablation", progress=False, **options)
     with pytest.raises(TypeError, match="seed must be an int"):
         probe.rank("ablation", top=1, seed="x", progress=False)
+
+
+def test_the_sampled_estimate_is_shown_first_only_where_its_first_round_costs_less_than_taylor():
+    model, data = nw.demo.load()
+    demo = nw.Probe(model, data)
+    assert ablation.estimate_first(demo.site("relu2"))  # 32 units, little after the layer: sooner than Taylor
+    wide, shape = build("resnet18")
+    images, labels = make_data(wide, 12, shape, seed=12)
+    few = nw.Probe(wide, (images, labels))
+    share = few.site("layer3").unit_work_share()
+    assert 0 < share < 1
+    assert not ablation.estimate_first(few.site("layer3"))  # 256 units x 64 images of most of the network
