@@ -80,6 +80,8 @@ def test_installed_explorer_renders(lab_page, jupyter_lab: dict, artifacts: Path
     ranked, overlay = explorer.locator(".nw-ranked-list"), explorer.locator(".nw-overlay")
     expect(ranked.locator(".nw-title")).to_contain_text("layer relu3", timeout=90_000)
     expect(ranked.locator('.nw-row[data-rank="1"]')).to_be_visible(timeout=60_000)
+    # ablation's estimates re-rank the rows as they refine: read a row once the ranking is exact
+    expect(ranked.locator(".nw-sample")).to_contain_text("exact", timeout=60_000)
     # the front end talks to the kernel: a click on a row brings that unit's overlay
     row = ranked.locator('.nw-row[data-rank="2"]')
     unit = row.get_attribute("data-unit")
