@@ -30,7 +30,7 @@ from neuronwidgets.engine.slicing import rows_of, slices_exact
 # _MIN_WORK_BYTES), but each call of the network after the layer does at least _MIN_CALL_FLOPS of work: smaller
 # calls cost more in fixed overhead (e.g. oneDNN reordering conv weights on every call) than they save.
 _WORK_SHARE = 8
-_MIN_WORK_BYTES = 1 << 20
+_MIN_WORK_BYTES = 32 << 20
 _MIN_CALL_FLOPS = 4 * 10**9
 
 

@@ -1,0 +1,125 @@
+"""Benchmark: the exact engine against the naive loop on small work, over the torchvision test matrix.
+
+Each family of `tests/test_zoo.py` is built small, with random weights, in float32 and eval mode, as that
+matrix builds it. The heavy families (vgg, alexnet, convnext, inception_v3) are left out, as in CI. At its four
+layers (early, middle, in-block, last), an exact ablation ranking of 8 images at 64x64 is timed against the naive
+loop, which re-runs the whole model with a forward hook zeroing one unit at a time. The two are interleaved, best
+of 2. Our time includes a fresh probe each time: tracing, the pass up to the layer and the checks. The naive
+loop is timed on up to 16 units and extrapolated to all of them, since its cost per unit is one full forward
+pass.
+
+Run ``.venv/bin/python benchmarks/small_work.py`` (about 10 minutes on 2 cores); writes
+benchmarks/results/small_work.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import neuronwidgets as nw
+from tests.test_zoo import FAMILIES
+
+try:
+    from benchmarks import _bench
+except ImportError:  # run as a script: benchmarks/ is on sys.path
+    import _bench
+
+RESULTS = Path(__file__).resolve().parent / "results" / "small_work.md"
+IMAGES, SIDE, NAIVE_UNITS, RUNS = 8, 64, 16, 2
+
+
+def naive_seconds(model: torch.nn.Module, layer: str, images: torch.Tensor, units: int) -> float:
+    """Seconds of the naive loop over all ``units``, from a timed sample of them (one full forward each)."""
+    module = model.get_submodule(layer)
+    sample = list(range(0, units, max(1, units // NAIVE_UNITS)))[:NAIVE_UNITS]
+    start = time.perf_counter()
+    with torch.no_grad():
+        model(images)  # the unablated pass, which the naive loop needs too
+        for unit in sample:
+
+            def zero(m, i, o, unit=unit):
+                o = o.clone()
+                o[:, unit] = 0
+                return o
+
+            handle = module.register_forward_hook(zero)
+            try:
+                model(images)
+            finally:
+                handle.remove()
+    seconds = time.perf_counter() - start
+    return seconds / (len(sample) + 1) * (units + 1)
+
+
+def case(name: str, role: str, layer: str) -> dict:
+    family = FAMILIES[name]
+    torch.manual_seed(0)
+    model = family.build().float().eval()
+    side = max(SIDE, family.size)
+    images = torch.randn(IMAGES, 3, side, side, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        labels = model(images).argmax(1)
+    ours, naive, path, units = [], [], "", 0
+    for _ in range(RUNS):
+        probe = nw.Probe(model, (images, labels), layer=layer)
+        begin = time.perf_counter()
+        ranking = probe.rank("ablation", progress=False, warn=False)
+        ours.append(time.perf_counter() - begin)
+        path, units = ranking.meta["engine"], ranking.units
+        naive.append(naive_seconds(model, layer, images, units))
+    return {
+        "case": f"{name} {role} `{layer}`",
+        "units": units,
+        "engine": path,
+        "ours": min(ours),
+        "naive": min(naive),
+        "load": os.getloadavg()[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    machine = _bench.machine()
+    rows = []
+    for name, family in FAMILIES.items():
+        if family.heavy:
+            continue
+        for role, layer in family.layers.items():
+            rows.append(case(name, role, layer))
+            r = rows[-1]
+            print(f"{r['case']}: ours {r['ours']:.3f} s, naive {r['naive']:.3f} s, {r['naive'] / r['ours']:.2f}x")
+    slower = [r for r in rows if r["naive"] < r["ours"]]
+    lines = [
+        "# Small work: the exact engine against the naive loop over the torchvision matrix",
+        "",
+        "Produced by `benchmarks/small_work.py`: see its docstring for what is timed. Wall-clock seconds on a shared",
+        f"machine ({machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, {machine['date']}).",
+        f"{IMAGES} images of 3x{SIDE}x{SIDE} (larger where the family needs it), random weights, float32.",
+        "",
+        f"**{len(rows) - len(slower)} of {len(rows)} layers** at least as fast as the naive loop; slower: "
+        + (", ".join(f"{r['case']} ({r['naive'] / r['ours']:.2f}x)" for r in slower) or "none")
+        + ".",
+        "",
+        "| family, role, layer | units | engine path | ours (s) | naive (s) | naive / ours | load |",
+        "|---|--:|---|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['units']} | {r['engine']} | {r['ours']:.3f} | {r['naive']:.3f} | "
+            f"{r['naive'] / r['ours']:.2f}x | {r['load']:.2f} |"
+        )
+    args.output.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
