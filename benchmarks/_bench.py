@@ -126,6 +126,24 @@ def timed(prepare: Callable[[], S], run: Callable[[S], T], repeat_below: float =
     return best
 
 
+def zeroed_scores(model: Any, module: Any, images: Any, unit: int) -> Any:
+    """The naive loop's step: the whole model's class scores on ``images`` with channel ``unit`` of
+    ``module``'s output zeroed by a forward hook (on a copy of the output), the hook removed after."""
+    import torch
+
+    def zero(m: Any, i: Any, output: Any) -> Any:
+        output = output.clone()
+        output[:, unit] = 0
+        return output
+
+    handle = module.register_forward_hook(zero)
+    try:
+        with torch.no_grad():
+            return model(images)
+    finally:
+        handle.remove()
+
+
 def peak_method() -> str:
     """How `PeakMemory` reads the peak on this machine."""
     return "VmHWM after reset" if os.access(_CLEAR_REFS, os.W_OK) else "ru_maxrss"

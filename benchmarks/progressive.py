@@ -229,31 +229,15 @@ def progressive(case, exact, exact_seconds) -> dict:
     }
 
 
-def naive_drops(model: nn.Module, layer: str, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+def naive_drops(model: nn.Module, layer: str, images: torch.Tensor, labels: torch.Tensor, units: int) -> np.ndarray:
     """The naive loop: the whole model once per unit, with a forward hook zeroing that unit."""
     module = model.get_submodule(layer)
     with torch.no_grad():
         base = (model(images).argmax(1) == labels).float().mean()
-        units = None
-        seen = []
-        handle = module.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))
-        model(images[:1])
-        handle.remove()
-        units = seen[0]
-        drops = []
-        for unit in range(units):
-
-            def zero(m, i, o, unit=unit):
-                o = o.clone()
-                o[:, unit] = 0
-                return o
-
-            handle = module.register_forward_hook(zero)
-            try:
-                drops.append(float(base - (model(images).argmax(1) == labels).float().mean()))
-            finally:
-                handle.remove()
-    return np.array(drops)
+    correct = [
+        (_bench.zeroed_scores(model, module, images, unit).argmax(1) == labels).float().mean() for unit in range(units)
+    ]
+    return np.array([float(base - c) for c in correct])
 
 
 def small_cases() -> list[dict]:
@@ -270,10 +254,10 @@ def small_cases() -> list[dict]:
         for _ in range(3):
             probe = nw.Probe(resnet, (images, labels), layer=layer)
             begin = time.perf_counter()
-            probe.rank("ablation", progress=False, warn=False)
+            units = probe.rank("ablation", progress=False, warn=False).units
             ours.append(time.perf_counter() - begin)
             begin = time.perf_counter()
-            naive_drops(resnet, layer, images, labels)
+            naive_drops(resnet, layer, images, labels, units)
             naive.append(time.perf_counter() - begin)
         cases.append(
             {

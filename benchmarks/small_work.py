@@ -41,18 +41,8 @@ def naive_seconds(model: torch.nn.Module, layer: str, images: torch.Tensor, unit
     start = time.perf_counter()
     with torch.no_grad():
         model(images)  # the unablated pass, which the naive loop needs too
-        for unit in sample:
-
-            def zero(m, i, o, unit=unit):
-                o = o.clone()
-                o[:, unit] = 0
-                return o
-
-            handle = module.register_forward_hook(zero)
-            try:
-                model(images)
-            finally:
-                handle.remove()
+    for unit in sample:
+        _bench.zeroed_scores(model, module, images, unit)
     seconds = time.perf_counter() - start
     return seconds / (len(sample) + 1) * (units + 1)
 

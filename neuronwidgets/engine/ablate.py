@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from neuronwidgets.engine.graph import Frontier, Split, TraceError, split
 from neuronwidgets.engine.hooks import forward_hooks
-from neuronwidgets.engine.slicing import rows_of, slices_exact
+from neuronwidgets.engine.slicing import is_per_image, rows_of, slices_exact
 
 # The unit loop builds at most 1/_WORK_SHARE of the cut's values kept in memory at once (at least
 # _MIN_WORK_BYTES), but each call of the network after the layer does at least _MIN_CALL_FLOPS of work: smaller
@@ -317,7 +317,7 @@ class Ablator:
 def _stacked(values: Sequence[torch.Tensor], copies: int, n: int) -> list[torch.Tensor]:
     """The per-image ``values`` (first dimension ``n``) repeated ``copies`` times along it, one copy per unit
     stacked into one call; values shared by every image are passed as they are."""
-    return [v.repeat(copies, *[1] * (v.ndim - 1)) if v.ndim and v.shape[0] == n else v for v in values]
+    return [v.repeat(copies, *[1] * (v.ndim - 1)) if is_per_image(v, n) else v for v in values]
 
 
 def _bytes(value: torch.Tensor) -> int:

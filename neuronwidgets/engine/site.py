@@ -23,7 +23,7 @@ from neuronwidgets.engine.guard import evaluating, lending, yield_model
 from neuronwidgets.engine.indices import as_indices
 from neuronwidgets.engine.layers import LayerInfo
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
-from neuronwidgets.engine.slicing import Output, Pace, concat, rows_of, slices_exact
+from neuronwidgets.engine.slicing import Output, Pace, concat, is_per_image, rows_of, slices_exact
 from neuronwidgets.engine.stats import LayerSummary, OutcomeCounts, TopMaps
 
 ABLATION_MODES = ("zero", "mean")
@@ -212,8 +212,7 @@ class Site:
         if not self._ablator_checked:
             self._ablator_checked = True
             with self.running():
-                image = self._cache.get_or_compute(("first image",), lambda: self.source.first().images)
-                image = image.to(self.device, self.dtype)
+                image = self._first_image()
                 if not ablator.reproduces(image):
                     self._cache.forget(lambda key: key[-1] == self.layer and key[0] in ("ablator", "crossings"))
                     ablator = self.cached(("ablator",), self._trace)
@@ -226,6 +225,11 @@ class Site:
                         )
                         self._cache.put(("ablator", self.layer), ablator)
         return ablator
+
+    def _first_image(self) -> torch.Tensor:
+        """The data's first image on the model's device (read once per probe), for checks and measurements."""
+        image = self._cache.get_or_compute(("first image",), lambda: self.source.first().images)
+        return image.to(self.device, self.dtype)
 
     def _trace(self) -> Ablator:
         with self.running():
@@ -312,8 +316,7 @@ class Site:
 
         def compute() -> float:
             ablator = self.ablator()
-            image = self._cache.get_or_compute(("first image",), lambda: self.source.first().images)
-            image = image.to(self.device, self.dtype)
+            image = self._first_image()
             with self.running(), FlopCounterMode(display=False) as flops:
                 self.model(image)
                 whole = flops.get_total_flops()
@@ -342,16 +345,16 @@ class Site:
         grouped = np.argsort(owner, kind="stable")
         back = torch.from_numpy(np.argsort(grouped)).to(self.device)
         first = kept[0][0]
-        per_image = [bool(v.ndim) and v.shape[0] == first[0].shape[0] for v in first]  # as `rows_of` decides
+        each_image = [is_per_image(v, first[0].shape[0]) for v in first]
         pieces, labels = [], []
         for c in np.unique(owner):
             values, chunk = kept[c]
             assert chunk.labels is not None
             rows = torch.from_numpy(indices[grouped][owner[grouped] == c] - chunk.start).to(self.device)
-            pieces.append([v[rows] if image else v for v, image in zip(values, per_image)])
+            pieces.append([v[rows] if image else v for v, image in zip(values, each_image)])
             labels.append(chunk.labels[rows])
         values = [
-            torch.cat([piece[j] for piece in pieces])[back] if image else first[j] for j, image in enumerate(per_image)
+            torch.cat([piece[j] for piece in pieces])[back] if image else first[j] for j, image in enumerate(each_image)
         ]
         return values, torch.cat(labels)[back]
 

@@ -70,13 +70,19 @@ def outputs_match(whole: Output, parts: Output) -> bool:
     return True
 
 
+def is_per_image(value: torch.Tensor, images: int) -> bool:
+    """Whether ``value`` holds one entry per image (its first dimension is the number of ``images``); other
+    values of a pass are shared by every image and passed whole."""
+    return bool(value.ndim) and value.shape[0] == images
+
+
 def rows_of(values: Sequence[torch.Tensor], rows: slice) -> list[torch.Tensor]:
     """``values`` restricted to the images in ``rows``: those whose first dimension is the first value's
     (the images'); the others are shared by every image and passed whole."""
     n = values[0].shape[0]
     if rows == slice(0, n):
         return list(values)
-    return [v[rows] if v.ndim and v.shape[0] == n else v for v in values]
+    return [v[rows] if is_per_image(v, n) else v for v in values]
 
 
 def slices_exact(work: Callable[..., Output], batches: Sequence[torch.Tensor]) -> bool:
