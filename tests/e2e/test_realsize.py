@@ -10,17 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_explorer import click_to_shown, rerun_cell
-from tests.e2e.test_many_classes import CLOSE, NOTEBOOK, run_all_cells
+from tests.e2e.test_many_classes import NOTEBOOK, in_own_notebook, run_all_cells
 
 pytestmark = pytest.mark.e2e
 
 
 def test_clicks_while_resnet18_ranks_at_224(lab_page, jupyter_lab: dict, artifacts: Path) -> None:
-    try:
-        run_realsize(lab_page, jupyter_lab, artifacts)
-    finally:  # its kernel's CPU and its tab must not stay for the next test
-        lab_page.evaluate(CLOSE)
-        lab_page.wait_for_timeout(1500)
+    in_own_notebook(run_realsize, lab_page, jupyter_lab, artifacts)
 
 
 def run_realsize(page, jupyter_lab: dict, artifacts: Path) -> None:

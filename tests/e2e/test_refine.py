@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_explorer import RUN_IN_KERNEL
-from tests.e2e.test_many_classes import CLOSE, NOTEBOOK, run_all_cells
+from tests.e2e.test_many_classes import NOTEBOOK, in_own_notebook, run_all_cells
 
 pytestmark = pytest.mark.e2e
 
@@ -17,11 +17,7 @@ ESTIMATE = r"estimate from \d+ of 360 images, 95% intervals"
 
 
 def test_ablation_refines_live_to_the_exact_ranking(lab_page, jupyter_lab: dict, artifacts: Path) -> None:
-    try:
-        refine(lab_page, jupyter_lab, artifacts)
-    finally:  # its kernel's CPU and its tab must not stay for the next test
-        lab_page.evaluate(CLOSE)
-        lab_page.wait_for_timeout(1500)  # the workspace saves the closed tab
+    in_own_notebook(refine, lab_page, jupyter_lab, artifacts)
 
 
 def refine(page, jupyter_lab: dict, artifacts: Path) -> None:
