@@ -6,6 +6,7 @@ import { showPng } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
 import { setTrait, teardown } from "./lib/model.js";
 import { statusStrip } from "./lib/status.js";
+import { parseUnit } from "./lib/units.js";
 
 /** The colormap menu's last entry on the short list: picking it lists all the others. */
 const MORE = "\u0000more";
@@ -24,8 +25,97 @@ function caption(tile, perImage) {
   ]);
 }
 
+/**
+ * A unit picker: a number field (Enter or a change applies it; text that is no unit of the layer is refused,
+ * said so beside the field, and not sent) and previous/next buttons. `apply(unit)` gets each unit picked.
+ * @param {{ label: string, apply: (unit: number) => void, units: () => number, current: () => number }} options
+ */
+function unitPicker({ label, apply, units, current }) {
+  const field = h("input", {
+    class: "nw-number nw-unit",
+    attrs: { type: "number", min: 0, step: 1, "aria-label": label, autocomplete: "off" },
+  });
+  const previous = h("button", { class: "nw-button nw-unit-previous", text: "‹", attrs: { type: "button", "aria-label": "previous unit", title: "previous unit" } });
+  const next = h("button", { class: "nw-button nw-unit-next", text: "›", attrs: { type: "button", "aria-label": "next unit", title: "next unit" } });
+  const range = h("span", { class: "nw-muted nw-unit-range" });
+  const note = h("span", { class: "nw-invalid-note", attrs: { role: "alert" } });
+  note.hidden = true;
+  const el = h("span", { class: "nw-field nw-unit-picker" }, [h("span", { text: "unit" }), previous, field, next, range, note]);
+
+  let edited = false; // the field holds text typed since the unit was last shown in it
+
+  /** @param {string | null} why the refusal to show, or null to clear it */
+  function refuse(why) {
+    field.classList.toggle("nw-invalid", why !== null);
+    if (why === null) field.removeAttribute("aria-invalid");
+    else field.setAttribute("aria-invalid", "true");
+    note.textContent = why ?? "";
+    note.hidden = why === null;
+  }
+
+  /** @param {number} unit */
+  function pick(unit) {
+    refuse(null);
+    edited = false;
+    field.value = String(unit);
+    if (unit !== current()) apply(unit);
+  }
+
+  function onEnter() {
+    const parsed = parseUnit(field.value, units(), field.validity.badInput);
+    if ("refused" in parsed) {
+      refuse(parsed.refused);
+      edited = true; // the refused text stays to be corrected
+    } else pick(parsed.unit);
+  }
+
+  /** @param {KeyboardEvent} event */
+  function onKey(event) {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      onEnter();
+    } else if (event.key === "Escape") {
+      sync(true);
+    }
+    event.stopPropagation(); // typed into the field, not the notebook (whose shortcuts include digits and Enter)
+  }
+
+  /** Show the model's unit and range; text typed in the field stays while the field has the focus. */
+  function sync(force = false) {
+    const n = units();
+    const unit = current();
+    field.max = String(Math.max(0, n - 1));
+    range.textContent = n > 0 ? `0–${n - 1}` : "";
+    previous.disabled = unit <= 0;
+    next.disabled = unit >= n - 1;
+    if (force || !edited || document.activeElement !== field) {
+      field.value = String(unit);
+      refuse(null);
+      edited = false;
+    }
+  }
+
+  const cleanup = teardown([
+    on(field, "change", onEnter),
+    on(field, "keydown", onKey),
+    on(field, "input", () => {
+      edited = true;
+      refuse(null);
+    }),
+    on(previous, "click", () => pick(Math.max(0, current() - 1))),
+    on(next, "click", () => pick(Math.min(units() - 1, current() + 1))),
+  ]);
+  return { el, field, sync, cleanup };
+}
+
 /** @param {{ model: import("./lib/model.js").Model, el: HTMLElement }} ctx */
 function render({ model, el }) {
+  const picker = unitPicker({
+    label: "unit number",
+    apply: (unit) => setTrait(model, "unit", unit),
+    units: () => model.get("units") || 0,
+    current: () => model.get("unit"),
+  });
   const colormap = h("select", { class: "nw-select", attrs: { "aria-label": "colormap" } });
   const opacity = h("input", {
     class: "nw-range nw-opacity",
@@ -50,6 +140,7 @@ function render({ model, el }) {
   const root = h("div", { class: "nw-root nw-overlay" }, [
     h("div", { class: "nw-heading" }, [title]),
     h("div", { class: "nw-controls" }, [
+      picker.el,
       h("label", { class: "nw-field" }, [h("span", { text: "colormap" }), colormap]),
       h("label", { class: "nw-field" }, [h("span", { text: "opacity" }), opacity]),
       scale,
@@ -85,6 +176,7 @@ function render({ model, el }) {
   }
 
   function syncControls() {
+    picker.sync();
     syncColormaps();
     colormap.value = model.get("colormap");
     opacity.value = String(model.get("opacity"));
@@ -152,11 +244,12 @@ function render({ model, el }) {
     on(image, "change", onImage),
     redrawOn(
       model,
-      ["change:colormaps", "change:colormaps_more", "change:colormap", "change:opacity", "change:scale", "change:show_raw", "change:hide_border", "change:image", "change:unit", "change:layer", "change:k"],
+      ["change:colormaps", "change:colormaps_more", "change:colormap", "change:opacity", "change:scale", "change:show_raw", "change:hide_border", "change:image", "change:unit", "change:units", "change:layer", "change:k"],
       syncControls,
     ),
     redrawOn(model, ["change:tiles", "change:colorbar", "change:vrange", "change:shown"], syncTiles),
     status.cleanup,
+    picker.cleanup,
   ]);
   syncControls();
   syncTiles();

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import widget from "./activation-overlay.js";
+import { parseUnit } from "./lib/units.js";
 import { PNG, loaded, mount, settled } from "./testing/fake-model.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
@@ -7,7 +8,7 @@ const tile = (index, chosen = false) => ({ index, label: EVIL, chosen, peak: 2, 
 
 function setup() {
   return mount(widget, {
-    unit: 3, layer: EVIL, k: 2, image: null, colormap: "magma", colormaps: ["magma", "viridis"], colormaps_more: ["jet", EVIL], opacity: 0.6,
+    unit: 3, units: 32, layer: EVIL, k: 2, image: null, colormap: "magma", colormaps: ["magma", "viridis"], colormaps_more: ["jet", EVIL], opacity: 0.6,
     scale: "shared", show_raw: false, image_count: 100, tiles: [tile(7), tile(9)], colorbar: PNG, vrange: [0, 2],
     shown: { unit: 3 },
   });
@@ -57,7 +58,7 @@ describe("ActivationOverlay view", () => {
     const raw = el.querySelector("input[type=checkbox]");
     raw.checked = true;
     raw.dispatchEvent(new Event("change"));
-    const image = el.querySelector(".nw-number");
+    const image = el.querySelector('.nw-number[aria-label="chosen image index"]');
     image.value = "42";
     image.dispatchEvent(new Event("change"));
     await settled();
@@ -82,5 +83,109 @@ describe("ActivationOverlay view", () => {
     loaded(second);
     expect(globalThis.liveBlobUrls.size).toBe(0);
     expect(model.listenerCount()).toBe(0);
+  });
+
+  it("picks a unit with the number field: Enter or a change applies it, previous and next step", async () => {
+    const { model, el, cleanup } = setup();
+    document.body.append(el);
+    const field = el.querySelector(".nw-unit");
+    const [previous, next] = [el.querySelector(".nw-unit-previous"), el.querySelector(".nw-unit-next")];
+    expect(field.value).toBe("3");
+    expect(field.max).toBe("31");
+    expect(el.querySelector(".nw-unit-range").textContent).toBe("0–31");
+    field.focus();
+    field.value = "17";
+    const enter = new KeyboardEvent("keydown", { key: "Enter", bubbles: true, cancelable: true });
+    let heard = 0;
+    const host = (/** @type {Event} */ _event) => (heard += 1); // the notebook around the widget
+    el.addEventListener("keydown", host);
+    field.dispatchEvent(enter);
+    expect(enter.defaultPrevented).toBe(true);
+    expect(heard).toBe(0); // Enter and digits are the field's, not the notebook's shortcuts
+    expect(model.saved).toEqual([{ unit: 17 }]);
+    await settled();
+    expect(el.querySelector(".nw-title").textContent).toBe(`unit 17 · layer ${EVIL} · top 2 images`);
+    field.value = "017";
+    field.dispatchEvent(new Event("change")); // left the field, or its spin buttons
+    expect(field.value).toBe("17"); // the same unit: nothing sent again
+    expect(model.saved).toEqual([{ unit: 17 }]);
+    next.click();
+    await settled();
+    previous.click();
+    previous.click();
+    await settled();
+    expect(model.saved.map((s) => s.unit)).toEqual([17, 18, 17, 16]);
+    expect(field.value).toBe("16");
+    expect(el.querySelector(".nw-tiles").dataset.unit).toBe("3"); // the tiles wait for the kernel's answer
+    field.value = "2";
+    field.dispatchEvent(new Event("input")); // typing, not applied yet: a kernel update keeps the text
+    await model.pythonSet({ k: 3 });
+    expect(field.value).toBe("2");
+    field.blur(); // gone elsewhere: the kernel's unit shows
+    await model.pythonSet({ unit: 0 });
+    expect(previous.disabled).toBe(true);
+    expect(field.value).toBe("0");
+    await model.pythonSet({ unit: 31 });
+    expect(next.disabled).toBe(true);
+    expect(previous.disabled).toBe(false);
+    next.click(); // disabled: nothing
+    expect(model.saved.length).toBe(4);
+    cleanup();
+    el.remove();
+  });
+
+  it("refuses typed text that is no unit of the layer, visibly, and sends nothing", async () => {
+    const { model, el, cleanup } = setup();
+    document.body.append(el); // in the page: the field can have the focus
+    const field = el.querySelector(".nw-unit");
+    const note = el.querySelector(".nw-unit-picker .nw-invalid-note");
+    expect(note.hidden).toBe(true);
+    for (const [typed, why] of [
+      ["32", "unit must be a whole number in 0..31, got 32"],
+      ["-1", "unit must be a whole number in 0..31, got -1"],
+      ["2.5", "unit must be a whole number in 0..31, got 2.5"],
+      ["", "unit must be a whole number in 0..31"],
+    ]) {
+      field.focus();
+      field.value = typed;
+      field.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true, cancelable: true }));
+      expect(note.hidden, typed).toBe(false);
+      expect(note.textContent).toBe(why);
+      expect(field.classList.contains("nw-invalid")).toBe(true);
+      expect(field.getAttribute("aria-invalid")).toBe("true");
+      expect(field.value).toBe(typed); // what was refused stays to be corrected
+    }
+    expect(model.saved).toEqual([]);
+    expect(model.sent).toEqual([]);
+    await model.pythonSet({ colormap: "viridis" }); // a redraw while typing keeps the text and the refusal
+    expect(field.value).toBe("");
+    expect(note.hidden).toBe(false);
+    field.value = "4";
+    field.dispatchEvent(new Event("input")); // typing again clears the refusal
+    expect(note.hidden).toBe(true);
+    expect(field.classList.contains("nw-invalid")).toBe(false);
+    field.dispatchEvent(new Event("change"));
+    expect(model.saved).toEqual([{ unit: 4 }]);
+    field.value = "99";
+    field.dispatchEvent(new Event("change"));
+    expect(note.hidden).toBe(false);
+    field.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape", bubbles: true })); // gives up: the unit again
+    expect(field.value).toBe("4");
+    expect(note.hidden).toBe(true);
+    field.blur();
+    await model.pythonSet({ unit: 9 }); // the kernel's unit (a followed list's click) shows in the field
+    expect(field.value).toBe("9");
+    cleanup();
+    el.remove();
+  });
+
+  it("reads a unit only from a whole number in range", () => {
+    expect(parseUnit(" 7 ", 8)).toEqual({ unit: 7 });
+    expect(parseUnit("0", 8)).toEqual({ unit: 0 });
+    expect(parseUnit("8", 8)).toEqual({ refused: "unit must be a whole number in 0..7, got 8" });
+    expect(parseUnit("1e1", 64)).toEqual({ unit: 10 });
+    expect(parseUnit("0x10", 64)).toEqual({ unit: 16 });
+    expect(parseUnit("3", 8, true)).toEqual({ refused: "unit must be a whole number in 0..7" });
+    expect(parseUnit("0", 0)).toEqual({ refused: "unit must be a whole number (the layer has no units), got 0" });
   });
 });

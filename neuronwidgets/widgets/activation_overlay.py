@@ -15,6 +15,7 @@ from neuronwidgets.probe import Probe
 from neuronwidgets.widgets._base import Choice, StrictInt, Widget, asset, check_kwargs, figure_png, index_or_none
 from neuronwidgets.widgets._images import display_images, labels_of
 from neuronwidgets.widgets._worker import Job, worker_for
+from neuronwidgets.widgets.ranked_list import RankedList
 
 MAX_IMAGES = 32
 SCALES = ("shared", "image")
@@ -26,6 +27,8 @@ class ActivationOverlay(Widget):
 
     ``scale="shared"`` uses one colour scale for all maps (comparable), ``"image"`` one per image.
     Images travel to the browser as PNG buffers; opacity and the raw-map view change in the browser only.
+    The view picks ``unit`` with a number field and previous/next buttons; ``follow(ranked_list)`` makes it
+    show the unit selected in a `RankedList`.
     """
 
     _esm = asset("activation-overlay.js")
@@ -52,6 +55,7 @@ class ActivationOverlay(Widget):
     _writable: ClassVar[frozenset[str]] = frozenset(
         {"unit", "k", "image", "colormap", "opacity", "scale", "show_raw", "hide_border"}
     )
+    _following: RankedList | None = None
 
     def __init__(self, probe: Probe, **kwargs: Any) -> None:
         check_kwargs(type(self), kwargs)
@@ -96,6 +100,68 @@ class ActivationOverlay(Widget):
     @traitlets.validate("image")
     def _valid_image(self, proposal: dict) -> int | None:
         return index_or_none(proposal["value"], self.image_count, "image must be an index")
+
+    # -- following a ranked list -------------------------------------------------------------------------
+
+    def follow(self, ranked_list: RankedList) -> None:
+        """Show the unit selected in ``ranked_list`` (now, and whenever a row is clicked), until `unfollow`.
+
+        The list must rank this overlay's layer (unit numbers are per layer); when its layer picker changes
+        the layer, the overlay shows that layer too. A list with nothing selected leaves the unit as it is.
+        Following another list stops following this one. Nothing is ever set on the list or the probe.
+        """
+        if not isinstance(ranked_list, RankedList):
+            raise TypeError(f"follow needs a RankedList, got {type(ranked_list).__name__}")
+        if ranked_list.layer != self.layer:
+            raise ValueError(
+                f"the RankedList ranks layer {ranked_list.layer!r} but this overlay shows layer {self.layer!r}; "
+                f"set overlay.layer = {ranked_list.layer!r} first, or follow a list of layer {self.layer!r}"
+            )
+        self.unfollow()
+        ranked_list.observe(self._on_followed_unit, names=["selected_unit"])
+        ranked_list.observe(self._on_followed_layer, names=["layer"])
+        self._following = ranked_list
+        self._on_followed_unit({"new": ranked_list.selected_unit})
+
+    def unfollow(self) -> None:
+        """Stop following the list `follow` was given (if any); the overlay keeps the unit it shows."""
+        ranked_list, self._following = self._following, None
+        if ranked_list is not None:
+            ranked_list.unobserve(self._on_followed_unit, names=["selected_unit"])
+            ranked_list.unobserve(self._on_followed_layer, names=["layer"])
+
+    @property
+    def following(self) -> RankedList | None:
+        """The `RankedList` whose selected unit the overlay shows, or None."""
+        return self._following
+
+    def close(self) -> None:
+        self.unfollow()
+        super().close()
+
+    # The two handlers run inside the list's trait change: what the overlay refuses is shown in the overlay,
+    # never raised into the list (which would put its front end back).
+
+    def _on_followed_unit(self, change: dict) -> None:
+        unit, ranked_list = change["new"], self._following
+        if unit is None or ranked_list is None:
+            return
+        if ranked_list.layer != self.layer:
+            self.report(
+                f"unit {unit} selected in the followed list is of layer {ranked_list.layer!r}, but this overlay "
+                f"shows layer {self.layer!r}: not shown (set overlay.layer = {ranked_list.layer!r})"
+            )
+            return
+        try:
+            self.unit = unit
+        except traitlets.TraitError as err:
+            self.report(err)
+
+    def _on_followed_layer(self, change: dict) -> None:
+        try:
+            self.layer = change["new"]
+        except traitlets.TraitError as err:
+            self.report(err)
 
     # -- rendering ----------------------------------------------------------------------------------------
 
