@@ -7,6 +7,7 @@ import { showPng } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
 import { decodeArray, setTrait, teardown } from "./lib/model.js";
 import { statusStrip } from "./lib/status.js";
+import { parseUnit } from "./lib/units.js";
 
 export const TOGGLES = 16; // toggles shown: the ranking's top units (plus the selected unit)
 export const THUMBNAILS_KEPT = 200; // decoded pictures of changed predictions kept for reuse, by image index
@@ -30,6 +31,15 @@ function render({ model, el }) {
   const title = h("div", { class: "nw-title" });
   const accuracy = h("div", { class: "nw-accuracy", attrs: { "aria-live": "polite" } });
   const toggles = h("div", { class: "nw-toggles" });
+  // any unit, by its number: the toggles above are only the ranking's top units
+  const unitField = h("input", {
+    class: "nw-number nw-toggle-unit",
+    attrs: { type: "number", min: 0, step: 1, placeholder: "unit #", "aria-label": "toggle unit number", autocomplete: "off" },
+  });
+  const toggleButton = h("button", { class: "nw-button nw-toggle-apply", text: "toggle", attrs: { type: "button", title: "ablate this unit, or bring it back" } });
+  const unitNote = h("span", { class: "nw-invalid-note", attrs: { role: "alert" } });
+  unitNote.hidden = true;
+  const extra = h("div", { class: "nw-extra" });
   const warning = h("div", { class: "nw-warnings", attrs: { role: "status" } });
   const classesTitle = h("span", { class: "nw-subtitle nw-classes-title" });
   const classSearch = h("input", {
@@ -48,8 +58,10 @@ function render({ model, el }) {
     h("div", { class: "nw-controls" }, [
       h("label", { class: "nw-field nw-grow" }, [h("span", { text: "ablate top" }), slider, kLabel]),
       h("label", { class: "nw-field" }, [h("span", { text: "mode" }), mode]),
+      h("span", { class: "nw-field" }, [h("span", { text: "toggle unit" }), unitField, toggleButton, unitNote]),
     ]),
     toggles,
+    extra,
     status.el,
     accuracy,
     warning,
@@ -90,6 +102,55 @@ function render({ model, el }) {
         ]),
       ),
     );
+    syncExtra(new Set(shown), ablated);
+  }
+
+  /**
+   * The units toggled by number that have no toggle above, each a chip that undoes its toggle: those ablated
+   * ("unit 29 ×"), and those of the top k brought back ("unit 20 kept ×").
+   * @param {Set<number>} shown units with a toggle @param {Set<number>} ablated
+   */
+  function syncExtra(shown, ablated) {
+    /** @type {number[]} */
+    const toggled = (model.get("toggled") || []).filter((/** @type {number} */ unit) => !shown.has(unit));
+    const chip = (/** @type {number} */ unit, /** @type {boolean} */ off) =>
+      h("button", {
+        class: `nw-button nw-chip${off ? "" : " nw-kept"}`,
+        text: `unit ${unit}${off ? "" : " kept"} ×`,
+        attrs: {
+          type: "button",
+          "data-unit": unit,
+          title: off ? `unit ${unit} is ablated: click to bring it back` : `unit ${unit} of the top k is kept: click to ablate it again`,
+        },
+      });
+    const off = toggled.filter((unit) => ablated.has(unit));
+    const kept = toggled.filter((unit) => !ablated.has(unit));
+    extra.replaceChildren(
+      ...(off.length ? [h("span", { class: "nw-subtitle", text: "also ablated:" }), ...off.map((unit) => chip(unit, true))] : []),
+      ...(kept.length ? [h("span", { class: "nw-subtitle", text: "kept of the top k:" }), ...kept.map((unit) => chip(unit, false))] : []),
+    );
+    extra.hidden = !toggled.length;
+  }
+
+  /** @param {string | null} why the refusal to show beside the unit field, or null to clear it */
+  function refuseUnit(why) {
+    unitField.classList.toggle("nw-invalid", why !== null);
+    if (why === null) unitField.removeAttribute("aria-invalid");
+    else unitField.setAttribute("aria-invalid", "true");
+    unitNote.textContent = why ?? "";
+    unitNote.hidden = why === null;
+  }
+
+  /** Toggle the unit typed in the field (the kernel checks it again), or say why not and send nothing. */
+  function toggleTyped() {
+    const parsed = parseUnit(unitField.value, model.get("units") || 0, unitField.validity.badInput);
+    if ("refused" in parsed) {
+      refuseUnit(parsed.refused);
+      return;
+    }
+    refuseUnit(null);
+    unitField.value = "";
+    model.send({ type: "toggle", unit: parsed.unit });
   }
 
   function syncResult() {
@@ -214,6 +275,22 @@ function render({ model, el }) {
     sendK(Number(slider.value));
   };
   const onMode = () => setTrait(model, "mode", mode.value);
+  /** @param {KeyboardEvent} event */
+  const onUnitKey = (event) => {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      toggleTyped();
+    } else if (event.key === "Escape") {
+      unitField.value = "";
+      refuseUnit(null);
+    }
+    event.stopPropagation(); // typed into the field, not the notebook (whose shortcuts include digits and Enter)
+  };
+  /** @param {MouseEvent} event */
+  const onChip = (event) => {
+    const chip = /** @type {HTMLElement} */ (event.target).closest(".nw-chip");
+    if (chip instanceof HTMLElement && chip.dataset.unit !== undefined) model.send({ type: "toggle", unit: Number(chip.dataset.unit) });
+  };
   /** @param {Event} event */
   const onToggle = (event) => {
     const input = /** @type {HTMLInputElement} */ (event.target);
@@ -223,6 +300,10 @@ function render({ model, el }) {
     on(slider, "input", onSlide),
     on(slider, "change", () => sendK.flush()),
     on(mode, "change", onMode),
+    on(unitField, "keydown", onUnitKey),
+    on(unitField, "input", () => refuseUnit(null)),
+    on(toggleButton, "click", toggleTyped),
+    on(extra, "click", onChip),
     on(toggles, "change", onToggle),
     on(classSearch, "input", refreshClasses),
     on(classSearch, "keydown", onSearchKey),

@@ -133,4 +133,76 @@ describe("AblationPanel view", () => {
     expect(warning.textContent).toBe(`⚠ at or below chance ${EVIL}`);
     expect(el.querySelector("img[src='x']")).toBeNull();
   });
+
+  it("toggles any unit by its number, and shows those without a toggle as chips that undo them", async () => {
+    const { model, el, cleanup } = setup(); // 40 units ranked 39, 38, ...: the toggles are 39..24 and 30
+    document.body.append(el);
+    const field = el.querySelector(".nw-toggle-unit");
+    const note = el.querySelector(".nw-controls .nw-invalid-note");
+    const extra = el.querySelector(".nw-extra");
+    expect(extra.hidden).toBe(true);
+    field.focus();
+    field.value = "3"; // rank 37: no toggle
+    const enter = new KeyboardEvent("keydown", { key: "Enter", bubbles: true, cancelable: true });
+    let heard = 0;
+    el.addEventListener("keydown", () => (heard += 1)); // the notebook around the widget
+    field.dispatchEvent(enter);
+    expect(enter.defaultPrevented).toBe(true);
+    expect(heard).toBe(0);
+    expect(model.sent).toEqual([{ type: "toggle", unit: 3 }]); // the toggles' own message: the kernel checks it
+    expect(field.value).toBe(""); // ready for the next one
+    await model.pythonSet({ toggled: [3] });
+    const chips = () => [...el.querySelectorAll(".nw-extra .nw-chip")].map((c) => c.textContent);
+    expect(extra.hidden).toBe(false);
+    expect(extra.textContent).toBe("also ablated:unit 3 ×");
+    expect(el.querySelector(".nw-toggle input[data-unit='3']")).toBeNull();
+    field.value = "0";
+    el.querySelector(".nw-toggle-apply").click(); // the button does the same
+    expect(model.sent.at(-1)).toEqual({ type: "toggle", unit: 0 });
+    // with the top 20 ablated, toggling rank 20 (unit 20) keeps it; a toggled unit with a toggle is no chip
+    await model.pythonSet({ k: 20, toggled: [0, 3, 20, 39] });
+    expect(chips()).toEqual(["unit 0 ×", "unit 3 ×", "unit 20 kept ×"]);
+    expect(el.querySelector(".nw-extra .nw-kept").dataset.unit).toBe("20");
+    expect(el.querySelector(".nw-toggle input[data-unit='39']").checked).toBe(false);
+    el.querySelector(".nw-extra .nw-chip[data-unit='3']").click();
+    expect(model.sent.at(-1)).toEqual({ type: "toggle", unit: 3 });
+    await model.pythonSet({ selected_unit: 3 }); // selected: it has a toggle now
+    expect(chips()).toEqual(["unit 0 ×", "unit 20 kept ×"]);
+    expect(el.querySelector(".nw-toggle input[data-unit='3']").checked).toBe(true);
+    expect(note.hidden).toBe(true);
+    cleanup();
+    el.remove();
+  });
+
+  it("refuses a typed unit outside the layer, visibly, and sends nothing", async () => {
+    const { model, el } = setup();
+    const field = el.querySelector(".nw-toggle-unit");
+    const note = el.querySelector(".nw-controls .nw-invalid-note");
+    for (const [typed, why] of [
+      ["40", "unit must be a whole number in 0..39, got 40"],
+      ["-2", "unit must be a whole number in 0..39, got -2"],
+      ["1.5", "unit must be a whole number in 0..39, got 1.5"],
+      ["", "unit must be a whole number in 0..39"],
+    ]) {
+      field.value = typed;
+      field.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true, cancelable: true }));
+      expect(note.hidden, typed).toBe(false);
+      expect(note.textContent).toBe(why);
+      expect(field.classList.contains("nw-invalid")).toBe(true);
+      expect(field.getAttribute("aria-invalid")).toBe("true");
+      expect(field.value).toBe(typed);
+    }
+    el.querySelector(".nw-toggle-apply").click();
+    expect(model.sent).toEqual([]);
+    field.value = "39";
+    field.dispatchEvent(new Event("input")); // typing again clears the refusal
+    expect(note.hidden).toBe(true);
+    expect(field.classList.contains("nw-invalid")).toBe(false);
+    field.dispatchEvent(new Event("change")); // leaving the field toggles nothing: only Enter or the button do
+    expect(model.sent).toEqual([]);
+    await model.pythonSet({ units: 64 }); // another layer: the range follows
+    field.value = "63";
+    el.querySelector(".nw-toggle-apply").click();
+    expect(model.sent).toEqual([{ type: "toggle", unit: 63 }]);
+  });
 });

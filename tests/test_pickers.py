@@ -6,7 +6,7 @@ import pytest
 import traitlets
 
 import neuronwidgets as nw
-from tests.test_widgets import errors, outbox, update
+from tests.test_widgets import custom, errors, outbox, update
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +129,21 @@ def test_an_explorers_overlay_picks_its_own_unit_too(probe):
     assert explorer.overlay.unit == 6
     assert explorer.wait(60)
 
+
+def test_the_panel_toggles_a_unit_outside_its_top_16_through_the_front_end_message(probe):
+    ranking = probe.rank("weight_l1")
+    panel = nw.AblationPanel(probe, ranking=ranking)
+    assert panel.wait(30)
+    unit = int(ranking.order[28])  # rank 29: the view shows no toggle for it (js/ablation-panel.js TOGGLES)
+    custom(panel, {"type": "toggle", "unit": unit})  # the number field's Enter, or its toggle button
+    assert panel.toggled == [unit]
+    assert panel.wait(30) and panel.ablated == [unit] and panel.after["ablated"] == [unit]
+    assert panel.after["accuracy"] == pytest.approx(probe.evaluate(ablate=[unit]).accuracy)
+    sent = outbox(panel)
+    custom(panel, {"type": "toggle", "unit": 32})  # out of range: refused, nothing changes
+    assert errors(sent) == ["toggle: unit must be an integer in 0..31, got 32"]
+    assert panel.toggled == [unit]
+    update(panel, k=30)  # now in the top k: its toggle keeps it (the chip "unit N kept")
+    assert panel.wait(30) and unit not in panel.ablated and len(panel.ablated) == 29
+    custom(panel, {"type": "toggle", "unit": unit})  # the chip's ×
+    assert panel.wait(30) and panel.toggled == [] and panel.ablated == sorted(int(u) for u in ranking.order[:30])
