@@ -85,7 +85,7 @@ def evaluate(
 
     for values, chunk, bar in site.crossings("evaluating", progress, cancel):
         # ours handle each image on its own; a user's transform might not, so it gets whole chunks
-        scores = site.sliced("suffix", suffix, *values, bar=bar) if transform is None else suffix(*values)
+        scores = site.suffix_scores(suffix, values, bar=bar) if transform is None else suffix(*values)
         assert chunk.labels is not None
         counts.count_images(chunk.labels)
         counts.add([0], scores.unsqueeze(0), chunk.labels)

@@ -10,6 +10,14 @@ from torch import nn
 from tests.models import InPlaceMethods, PlainCNN, ResidualCNN, Untraceable, randomize_batchnorm
 
 
+@pytest.fixture(autouse=True)
+def traced_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' models and data are tiny, so the small-work rule would send every ablation down the hook
+    path; the traced paths are what most tests check, so the rule is off unless a test turns it on
+    (`tests/test_engine.py` tests the rule itself)."""
+    monkeypatch.setattr("neuronwidgets.engine.ablate.SETUP_SECONDS_PER_MODULE", 0.0)
+
+
 def make_data(model: nn.Module, n: int, shape: tuple[int, ...], seed: int, dtype=torch.float64):
     """Random images and labels that agree with the model on about two thirds of the images, so that
     ablations change the accuracy in both directions."""

@@ -117,6 +117,55 @@ def test_the_unit_loop_stays_whole_where_the_network_mixes_images(monkeypatch):
     assert "not score images independently" in ranking.meta["engine_note"]
 
 
+def test_small_work_takes_the_hook_path_with_units_stacked_and_stays_exact(monkeypatch):
+    """Where tracing would cost more than it could save (here: a second per module), the engine re-runs the
+    whole model with a hook, several units' ablations stacked along the batch into one call, says so, and
+    still matches the naive loop; with cheap tracing the same layer is traced."""
+    model, shape = build("plain", seed=2)
+    images, labels = make_data(model, 12, shape, seed=4)
+    base, expected = reference.ablation_table(model, "relu2", images, labels, "zero")
+    monkeypatch.setattr(ablate, "SETUP_SECONDS_PER_MODULE", 1.0)
+    probe = nw.Probe(model, (images, labels), layer="relu2")
+    ablator = probe.site().ablator()
+    assert ablator.path == "hook" and ablator.reason.startswith("small work: the whole model per unit takes")
+    crossing = ablator.crossing(images)
+    assert ablator.units_per_call(crossing, ablator.work_budget(crossing)) > 1
+    torch.testing.assert_close(engine_scores(probe, "zero"), expected, rtol=1e-9, atol=1e-9)
+    ranking = probe.rank("ablation", progress=False)
+    drops = [reference.accuracy(base, labels) - reference.accuracy(s, labels) for s in expected]
+    np.testing.assert_allclose(ranking.scores, drops, atol=1e-12)
+    assert ranking.meta["engine"] == "hook" and ranking.meta["engine_note"].startswith("small work")
+    monkeypatch.setattr(ablate, "SETUP_SECONDS_PER_MODULE", 1e-12)
+    assert nw.Probe(model, (images, labels), layer="relu2").site().ablator().path == "pushdown"
+
+
+def test_small_work_on_a_model_that_mixes_images_runs_one_unit_per_call(monkeypatch):
+    """The hook path stacks units only where the model scores images independently."""
+
+    class BatchCentred(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 6, 3)
+            self.relu = nn.ReLU()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.relu(self.conv(x))
+            return self.fc((x - x.mean(0, keepdim=True)).mean((2, 3)))
+
+    monkeypatch.setattr(ablate, "SETUP_SECONDS_PER_MODULE", 1.0)
+    torch.manual_seed(0)
+    model = BatchCentred().double().eval()
+    images, labels = make_data(model, 10, (2, 8, 8), seed=3)
+    probe = nw.Probe(model, (images, labels), layer="relu")
+    ablator = probe.site().ablator()
+    assert ablator.path == "hook"
+    crossing = ablator.crossing(images)
+    assert ablator.units_per_call(crossing, ablator.work_budget(crossing)) == 1
+    _, expected = reference.ablation_table(model, "relu", images, labels, "zero")
+    torch.testing.assert_close(engine_scores(probe, "zero"), expected, rtol=1e-9, atol=1e-9)
+
+
 def test_progress_adds_up_to_the_total_when_chunks_are_sliced(monkeypatch):
     small_slices(monkeypatch)
     model, shape = build("plain")

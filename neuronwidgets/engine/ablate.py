@@ -9,11 +9,15 @@ Four paths, fastest first; `Ablator.path` says which one applies and `Ablator.re
                  network after the frontier is re-run.
 ``suffix``       the network after the layer is re-run per unit on the cached inputs of the cut (the layer's
                  output and any values that skip over it).
-``hook``         the model could not be traced: the whole model is re-run per unit with a forward hook.
+``hook``         the whole model is re-run per unit with a forward hook (several units stacked along the batch
+                 into one call where the model scores images independently): where the model could not be
+                 traced, or where the work is so small that tracing would cost more than it saves
+                 (`small_work_reason`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import NamedTuple
@@ -32,6 +36,52 @@ from neuronwidgets.engine.slicing import is_per_image, rows_of, slices_exact
 _WORK_SHARE = 8
 _MIN_WORK_BYTES = 32 << 20
 _MIN_CALL_FLOPS = 4 * 10**9
+# Tracing a model and checking the trace (`Site.ablator`) costs about this much per module (0.3-0.8 ms measured on 2
+# CPU cores over the torchvision matrix, `benchmarks/small_work.py`); the small-work rule weighs it.
+SETUP_SECONDS_PER_MODULE = 0.001
+_TIMED_IMAGES = 16
+
+
+def small_work_reason(
+    model: nn.Module, layer_module: nn.Module, image: torch.Tensor, images: int, units: int
+) -> str | None:
+    """Why the hook path is the faster way to ablate each of ``units`` over ``images`` images, or None.
+
+    One timed forward pass on copies of ``image`` (the model running) tells how long the naive loop takes, one
+    whole forward pass per unit, and what share of each pass comes before the layer: the most a traced path
+    can save, since it re-runs only what follows the layer. Where that saving is below the cost of tracing
+    the model and checking the trace (`SETUP_SECONDS_PER_MODULE` per module), the hook path is faster. Off
+    the CPU, where calls run asynchronously and their wall-clock time means little, None."""
+    if image.device.type != "cpu" or SETUP_SECONDS_PER_MODULE <= 0:
+        return None
+    setup = SETUP_SECONDS_PER_MODULE * sum(1 for _ in model.modules())
+
+    def timed(batch: torch.Tensor) -> tuple[float, float]:
+        """(seconds of the whole pass, seconds until the layer had run) on ``batch``."""
+        reached: list[float] = []
+
+        def arrive(module: nn.Module, inputs: object, output: object) -> None:
+            reached.append(time.perf_counter())
+
+        with forward_hooks([(layer_module, arrive)]):
+            start = time.perf_counter()
+            model(batch)
+            end = time.perf_counter()
+        return end - start, (reached[0] if reached else end) - start
+
+    _, before = timed(image)  # a first call also pays one-off costs (oneDNN choosing kernels): an overstatement
+    if before * images * (units + 1) >= 10 * setup:
+        return None
+    batch = image.expand(min(images, _TIMED_IMAGES), *image.shape[1:]).contiguous()
+    whole, before = timed(batch)
+    naive = whole / len(batch) * images * (units + 1)
+    saving = before / len(batch) * images * (units + 1)
+    if saving >= setup:
+        return None
+    return (
+        f"small work: the whole model per unit takes about {naive:.2f} s, and tracing it (about {setup:.2f} s) "
+        f"would save at most {saving:.2f} s"
+    )
 
 
 def with_units(activations: torch.Tensor, units: list[int], fill: torch.Tensor) -> torch.Tensor:
@@ -170,8 +220,8 @@ class Ablator:
         """How many units' ablations of these images go into one call of the network after the layer, stacked
         along the batch: enough for the call to do `_MIN_CALL_FLOPS` (a small call costs more in fixed overhead,
         per op, than in work; as Captum's ``perturbations_per_eval``), within ``budget`` bytes of the values the
-        unit loop builds. One on the closed-form and hook paths, and where the network mixes images."""
-        if self.path in ("closed_form", "hook"):
+        unit loop builds. One on the closed-form path, and where the network mixes images."""
+        if self.path == "closed_form":
             return 1
         n = crossing[0].shape[0]
         work_bytes, flops = self.per_image_cost(crossing)
@@ -202,6 +252,11 @@ class Ablator:
                     before = flops.get_total_flops()
                     frontier.rest(*ys, *one[1:])
                     self._per_image_cost = sum(_bytes(y) for y in ys), flops.get_total_flops() - before
+                elif self.split is None:  # the unit loop copies the images and the layer's output per unit
+                    layer_bytes: list[int] = []
+                    with forward_hooks([(self.layer_module, lambda m, i, output: layer_bytes.append(_bytes(output)))]):
+                        self.scores(one)
+                    self._per_image_cost = _bytes(one[0]) + layer_bytes[0], flops.get_total_flops()
                 else:
                     self.scores(one)
                     self._per_image_cost = sum(_bytes(v) for v in one), flops.get_total_flops()
@@ -272,15 +327,34 @@ class Ablator:
             for unit in units:
                 yield UnitScores([unit], rows, self.replaced(crossing, [unit, *base], fill).unsqueeze(0))
             return
-        assert self.split is not None
         for begin in range(0, len(units), per_call):
             block = units[begin : begin + per_call]
+            if self.split is None:
+                scores = self._hooked_block(crossing[0], block, fill, base)
+                yield UnitScores(block, rows, scores.reshape(len(block), -1, scores.shape[-1]))
+                continue
             values = [with_units(crossing[0], [unit, *base], fill) for unit in block]
             others = _stacked(crossing[1:], len(block), crossing[0].shape[0])
             scores = self.split.suffix(torch.cat(values), *others)[0]
             yield UnitScores(block, rows, scores.reshape(len(block), -1, scores.shape[-1]))
 
     # -- paths ---------------------------------------------------------------------------------------------
+
+    def _hooked_block(
+        self, images: torch.Tensor, block: list[int], fill: torch.Tensor, base: list[int]
+    ) -> torch.Tensor:
+        """Class scores of the whole model on ``images`` repeated once per unit of ``block``, the layer's
+        output of copy ``j`` having ``block[j]`` (and ``base``) replaced by ``fill``."""
+
+        def replace(module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+            out = output.clone()
+            copies = out.view(len(block), -1, *out.shape[1:])
+            for j, unit in enumerate(block):
+                copies[j, :, [unit, *base]] = fill[[unit, *base]].to(out.dtype)
+            return out
+
+        with forward_hooks([(self.layer_module, replace)]):
+            return self.model(images.repeat(len(block), *[1] * (images.ndim - 1)))
 
     def _fresh(self, crossing: list[torch.Tensor]) -> list[torch.Tensor]:
         """The crossing values, copied where the suffix writes into them in place."""

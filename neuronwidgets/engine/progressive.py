@@ -159,7 +159,7 @@ class ProgressiveAblation:
         values, labels = self.site.cut_at(self.order[positions])
         with self.site.running():
             if positions.stop > self.reached:  # the model's own outcome, first time these images come up
-                scores = self.site.sliced("suffix", lambda *v: self.ablator.scores(list(v)), *values, bar=self.bar)
+                scores = self.site.suffix_scores(lambda *v: self.ablator.scores(list(v)), values, bar=self.bar)
                 hits, loss = image_outcomes(scores.unsqueeze(0), labels)
                 self.base_hits[positions] = hits[0].cpu().numpy()
                 self.base_loss[positions] = loss[0].cpu().numpy()

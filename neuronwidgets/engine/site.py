@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from neuronwidgets.data import Chunk, DataSource, as_float_images
-from neuronwidgets.engine.ablate import Ablator
+from neuronwidgets.engine.ablate import Ablator, small_work_reason
 from neuronwidgets.engine.cache import ResultCache
 from neuronwidgets.engine.capture import capture
 from neuronwidgets.engine.guard import evaluating, lending, yield_model
@@ -137,7 +137,12 @@ class Site:
                 yield_model(self.model)
 
     def sliced(
-        self, what: str, work: Callable[..., Output], *batches: torch.Tensor, bar: Progress | None = None
+        self,
+        what: str,
+        work: Callable[..., Output],
+        *batches: torch.Tensor,
+        bar: Progress | None = None,
+        exact: Callable[[], bool] | None = None,
     ) -> Output:
         """``work(*batches)``, whose outputs have a chunk's images as their first dimension (as do the first of
         ``batches`` and any other of that length; the rest are passed whole to every slice), run
@@ -147,15 +152,16 @@ class Site:
         done is reported (`Progress.within_step`).
 
         Exact where ``work`` handles each image on its own, which is checked once per ``what``, layer and model
-        version; where it does not (a model that normalises over its batch), the chunk runs whole. Off the CPU
-        too: a GPU runs a chunk in milliseconds, and asynchronously, so a slice's wall-clock time means little."""
+        version (by ``exact()`` where the caller has its own check, else `slices_exact`); where it does not (a
+        model that normalises over its batch), the chunk runs whole. Off the CPU too: a GPU runs a chunk in
+        milliseconds, and asynchronously, so a slice's wall-clock time means little."""
         n = batches[0].shape[0]
         if self.device.type != "cpu":
             return work(*batches)
         pace = self._paces.setdefault(what, Pace())
         if pace.size(n) >= n:
             return pace.timed(work, batches)
-        if not self.cached(("slices exact", what), lambda: slices_exact(work, batches)):
+        if not self.cached(("slices exact", what), exact or (lambda: slices_exact(work, batches))):
             return work(*batches)
         parts, begin = [], 0
         while begin < n:
@@ -168,6 +174,14 @@ class Site:
                     bar.check()
                     bar.within_step(begin / n)
         return concat(parts)
+
+    def suffix_scores(
+        self, work: Callable[..., torch.Tensor], values: list[torch.Tensor], bar: Progress | None = None
+    ) -> torch.Tensor:
+        """``work(*values)``, class scores from the network after the layer on a chunk's cut ``values``, run in
+        slices (`sliced`); whether slicing is exact is the ablator's own check of that network, made once."""
+        ablator = self.ablator()
+        return self.sliced("suffix", work, *values, bar=bar, exact=lambda: ablator.scores_images_independently(values))
 
     def _to_device(self, chunk: Chunk) -> Chunk:
         labels = chunk.labels
@@ -204,7 +218,8 @@ class Site:
         return self._cache.get_or_compute((*key, self.layer), compute)
 
     def ablator(self) -> Ablator:
-        """The ablation engine for the layer, traced once per model version. Once per site it is checked to
+        """The ablation engine for the layer, traced once per model version (unless the work is small,
+        `_trace`). Once per site it is checked to
         give the model's own scores on one image; a trace that went stale (the model's Python changed, say a
         flag its ``forward`` reads) is traced again, and where even a new trace differs, the engine runs the
         whole model with a hook instead."""
@@ -232,8 +247,11 @@ class Site:
         return image.to(self.device, self.dtype)
 
     def _trace(self) -> Ablator:
+        """The layer's ablation engine: traced, unless the whole ablation is so small that the hook path is
+        faster (`small_work_reason`)."""
         with self.running():
-            return Ablator(self.model, self.layer, self.module)
+            small = small_work_reason(self.model, self.module, self._first_image(), len(self.source), self.units)
+            return Ablator(self.model, self.layer, self.module, untraced_because=small)
 
     def summary(self, progress: ProgressOption = None, cancel: CancelFlag = None) -> LayerSummary:
         """Per-image and summed statistics of the layer's output over all the data (one pass, cached). The same
@@ -398,7 +416,7 @@ class Site:
             assert chunk.labels is not None
             before.count_images(chunk.labels)
             per_unit.count_images(chunk.labels)
-            scores = self.sliced("suffix", suffix, *values, bar=bar)
+            scores = self.suffix_scores(suffix, values, bar=bar)
             before.add([0], scores.unsqueeze(0), chunk.labels)
             chunk_images = len(chunk.labels)
             kept = self._kept_cut_bytes(values, chunk)
