@@ -41,7 +41,8 @@ class AblationPanel(Widget):
     (``toggled`` flips units in or out of that set), by ``mode`` ``"zero"`` or ``"mean"``.
 
     Evaluations run in the background; when requests come faster than evaluations, only the latest runs.
-    The model itself is never changed.
+    The model itself is never changed. The view has a toggle for each of the ranking's top units and toggles
+    any other by its number (the same ``toggle`` message); toggled units without a toggle show as chips.
     """
 
     _esm = asset("ablation-panel.js")
