@@ -71,12 +71,15 @@ def test_weight_l1_finds_the_filter_through_bn_and_relu():
     model, shape = build("plain")
     images, labels = make_data(model, 5, shape, seed=1)
     probe = nw.Probe(model, (images, labels))
-    expected = model.conv2.weight.detach().abs().sum((1, 2, 3)).numpy()
+    raw = model.conv2.weight.detach().abs().sum((1, 2, 3))
+    bn = model.bn2
+    expected = (raw * (bn.weight / torch.sqrt(bn.running_var + bn.eps)).abs()).detach().numpy()
     for layer in ("conv2", "bn2", "relu2"):
         probe.layer = layer
         ranking = probe.rank("weight_l1")
         np.testing.assert_allclose(ranking.scores, expected)
-        assert ranking.meta["filter"] == "conv2"
+        assert ranking.meta["filter"] == "conv2" and ranking.meta["batchnorm"] == "bn2"
+        np.testing.assert_allclose(probe.rank("weight_l1", fold_batchnorm=False).scores, raw.numpy())
 
 
 def test_weight_l1_inside_a_block_and_its_error_for_a_residual_sum():
@@ -84,7 +87,7 @@ def test_weight_l1_inside_a_block_and_its_error_for_a_residual_sum():
     images, labels = make_data(model, 2, shape, seed=1)
     probe = nw.Probe(model, (images, labels), layer="layer2.1.bn1")
     expected = model.layer2[1].conv1.weight.detach().abs().sum((1, 2, 3)).numpy()
-    np.testing.assert_allclose(probe.rank("weight_l1").scores, expected)
+    np.testing.assert_allclose(probe.rank("weight_l1", fold_batchnorm=False).scores, expected)
     probe.layer = "layer2"
     with pytest.raises(ValueError, match="mixes several inputs"):
         probe.rank("weight_l1")
