@@ -40,7 +40,7 @@ __all__ = [
 # One source for the version: pyproject.toml, as installed (an editable install reads it the same way).
 __version__ = _metadata.version("neuronwidgets")
 
-_WIDGETS = ("Explorer", "RankedList", "ActivationOverlay", "AblationPanel", "MonitorView")
+_WIDGETS = ("Explorer", "RankedList", "ActivationOverlay", "AblationPanel", "MonitorView", "Reveal")
 
 
 def __getattr__(name: str):

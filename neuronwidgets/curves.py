@@ -65,18 +65,27 @@ class Curves:
         }
 
     def plot(self, ax: Any = None) -> Any:
-        """Accuracy against the number removed, one line per curve; returns the matplotlib Figure."""
+        """Accuracy against the number removed, one line per curve, with a marker at every measured point and
+        the legend below the axes (where it covers no point); returns the matplotlib Figure."""
         from matplotlib.figure import Figure
 
-        figure = Figure(figsize=(6, 4)) if ax is None else ax.figure
+        figure = Figure(figsize=(6.4, 4.8), layout="constrained") if ax is None else ax.figure
         ax = figure.add_subplot() if ax is None else ax
         for label, curve in self.curves.items():
-            ax.plot(curve.ks, curve.accuracy, marker="o", markersize=3, label=f"{label} (AUC {curve.auc:.3f})")
-        ax.axhline(self.baseline, color="grey", linewidth=0.8, linestyle=":")
-        ax.set_xlabel("removed")
+            ax.plot(curve.ks, curve.accuracy, marker="o", markersize=4, label=f"{label} (AUC {curve.auc:.3f})")
+        ax.axhline(self.baseline, color="grey", linewidth=0.8, linestyle=":", label="no removal")
+        ax.set_xlabel("units or components removed (k)")
         ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{self.title} · {self.layer}")
-        ax.legend(fontsize="small")
+        ax.legend(
+            fontsize="small",
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.14),
+            ncol=2,
+            title="AUC: area under accuracy against the share removed (lower: removal hurts sooner)",
+            title_fontsize="small",
+        )
         return figure
 
 

@@ -5,5 +5,6 @@ from neuronwidgets.widgets.activation_overlay import ActivationOverlay
 from neuronwidgets.widgets.explorer import Explorer
 from neuronwidgets.widgets.monitor import MonitorView
 from neuronwidgets.widgets.ranked_list import RankedList
+from neuronwidgets.widgets.reveal import Reveal
 
-__all__ = ["AblationPanel", "ActivationOverlay", "Explorer", "MonitorView", "RankedList"]
+__all__ = ["AblationPanel", "ActivationOverlay", "Explorer", "MonitorView", "RankedList", "Reveal"]

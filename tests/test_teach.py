@@ -1,0 +1,186 @@
+"""The lesson (notebooks/02_teach.ipynb) holds up in class: it runs offline in a fresh kernel in under two
+minutes, every number its text quotes is the one its cells compute, and no answer shows before it is asked for.
+
+Each quantitative claim of the text is tied to a value the notebook computes into its ``facts`` dict; the claim
+is formatted from that value and must appear in the text word for word, so a text that its own outputs
+contradict fails here. The answers (behind ``nw.Reveal`` buttons) are run once after the notebook, in its
+kernel: what they print must appear nowhere in the notebook's own outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+LESSON = Path(__file__).resolve().parent.parent / "notebooks" / "02_teach.ipynb"
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "teaching.md"
+BUDGET = 120.0  # seconds on 2 cores
+ANSWERS = [f"answer_{n}" for n in range(1, 6)]
+
+READ_BACK = f"""
+import contextlib, io, json
+_answers = {{}}
+for _name in {ANSWERS!r}:
+    _buffer = io.StringIO()
+    with contextlib.redirect_stdout(_buffer):
+        globals()[_name]()
+    _answers[_name] = _buffer.getvalue()
+print(json.dumps({{"facts": {{k: float(v) for k, v in facts.items()}}, "answers": _answers}}))
+"""
+
+
+def claims(f: dict[str, float]) -> list[str]:
+    """The text's quantitative claims, each formatted from the value the notebook computed for it."""
+    one_image = 100 / f["images"]
+    return [
+        f"{f['images']:.0f} digits it has never seen",
+        f"The test set has {f['images']:.0f} digits, {f['fewest_per_class']:.0f}-{f['most_per_class']:.0f} per class",
+        f"One image is {one_image:.2f} points of the overall accuracy",
+        f"{100 / f['most_per_class']:.1f}-{100 / f['fewest_per_class']:.1f} points of one class's accuracy",
+        f"**every one of relu2's {f['relu2_units']:.0f} units**",
+        f"by up to {100 * f['relu2_largest_drop']:.1f} points",
+        f"**{f['relu3_changing']:.0f} of its {f['relu3_units']:.0f} units**",
+        f"the largest drop is {100 * f['relu3_largest_drop']:.1f} points overall "
+        f"({round(f['relu3_largest_drop'] * f['images'])} images)",
+        f"{100 * f['relu3_largest_class_drop']:.1f} points in one class",
+        f"unit 24 takes class 3 from 1.000 to {f['unit_24_zeroed']:.3f}",
+        f"class 3 stays at {f['unit_24_mean']:.3f}",
+        f"no relu2 unit costs more than {100 * f['largest_drop_mean']:.1f} points overall",
+        f"**{f['pcace_above_null']:.0f} of the 32 units**",
+        f"span only {f['weight_raw_min']:.1f} to {f['weight_raw_max']:.1f}",
+        f"from {f['weight_raw_spearman']:+.2f} (raw) to {f['weight_folded_spearman']:+.2f}",
+        f"takes {f['relu3_components_80']:.0f} components, or {f['relu3_neurons_80']:.0f} single units",
+    ]
+
+
+def guide_claims(f: dict[str, float]) -> list[str]:
+    """The numbers the teacher's guide quotes (its answer key), formatted from the lesson's values."""
+    return [
+        f"from 1.000 to {f['unit_24_zeroed']:.3f}",
+        f"correlates {f['threes_correlation']:+.2f}",
+        f"top 8 components leaves {f['relu3_8_components_descending']:.3f}",
+        f"8 most-varying units leave {f['relu3_8_neurons_descending']:.3f}",
+        f"{f['pcace_above_null']:.0f} of 32 units",
+    ]
+
+
+@pytest.fixture(scope="module")
+def lesson(tmp_path_factory):
+    """The lesson executed in a fresh kernel, offline: (notebook, facts, answers' printed text, seconds)."""
+    import nbclient
+    import nbformat
+
+    mp = pytest.MonkeyPatch()
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        mp.setenv(var, "http://127.0.0.1:9")  # the kernel inherits this: any download fails at once
+    mp.setenv("NO_PROXY", "127.0.0.1,localhost")
+    notebook = nbformat.read(LESSON, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook, timeout=BUDGET, kernel_name="python3", resources={"metadata": {"path": str(LESSON.parent)}}
+    )
+    try:
+        with client.setup_kernel():
+            start = time.perf_counter()
+            for index, cell in enumerate(notebook.cells):
+                client.execute_cell(cell, index)
+            seconds = time.perf_counter() - start
+            read_back = nbformat.v4.new_code_cell(READ_BACK)
+            notebook.cells.append(read_back)
+            client.execute_cell(read_back, len(notebook.cells) - 1)
+            notebook.cells.pop()
+    finally:
+        mp.undo()
+    printed = "".join(o.get("text", "") for o in read_back.outputs if o.output_type == "stream")
+    result = json.loads(printed.strip().splitlines()[-1])
+    return notebook, result["facts"], result["answers"], seconds
+
+
+def text_of(notebook) -> str:
+    """The lesson's markdown, with its line breaks and runs of spaces as single spaces."""
+    return " ".join(" ".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown").split())
+
+
+def outputs_of(notebook) -> str:
+    parts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", ""))
+            parts.extend(str(v) for k, v in output.get("data", {}).items() if k.startswith("text/"))
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+def test_the_lesson_runs_offline_in_under_two_minutes(lesson):
+    notebook, _, _, seconds = lesson
+    print(f"[timing] 02_teach.ipynb: {seconds:.1f} s")
+    assert seconds < BUDGET
+    assert not [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+
+
+@pytest.mark.slow
+def test_every_number_the_text_quotes_is_what_its_cells_compute(lesson):
+    notebook, facts, answers, _ = lesson
+    text = text_of(notebook)
+    missing = [claim for claim in claims(facts) if claim not in text]
+    assert not missing, f"the lesson's text no longer says what its cells compute: {missing}"
+    # the qualitative claims
+    assert facts["relu2_changing"] == facts["relu2_units"]  # "every one of relu2's units"
+    assert any(abs(facts["relu3_largest_class_drop"] - 1 / n) < 1e-9 for n in range(35, 38))  # "one image"
+    assert facts["relu3_largest_drop"] < 0.01  # "single units of relu3 hardly matter"
+    assert facts["unit_24_zeroed"] < facts["unit_24_mean"]
+    assert facts["weight_folded_spearman"] > 0 > facts["weight_raw_spearman"]  # "no longer pointing the wrong way"
+    assert facts["relu3_components_80"] < facts["relu3_neurons_80"]
+    # the answers' words
+    assert facts["threes_correlation"] > 0.5  # answer 3: "here the look-alike is a good guide"
+    assert facts["relu3_8_components_descending"] < facts["relu3_8_neurons_descending"] - 0.3  # answer 5
+    assert "costs far more" in answers["answer_5"]
+
+
+@pytest.mark.slow
+def test_no_answer_shows_before_it_is_asked_for(lesson):
+    notebook, _, answers, _ = lesson
+    shown = outputs_of(notebook)
+    for name, printed in answers.items():
+        lines = [line.strip() for line in printed.splitlines() if line.strip()]
+        assert lines, f"{name} printed nothing"
+        leaked = [line for line in lines if line in shown]
+        assert not leaked, f"{name} shows before it is asked for: {leaked}"
+    # each answer is a Reveal right after its exercise, and only there
+    cells = notebook.cells
+    for n, name in enumerate(ANSWERS, start=1):
+        at = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and f"**Exercise {n}.**" in c.source)
+        reveal = next(i for i, c in enumerate(cells) if c.cell_type == "code" and f"nw.Reveal({name})" in c.source)
+        assert at < reveal, f"the answer to exercise {n} comes before it"
+        between = cells[at + 1 : reveal]
+        assert all(f"def {name}" not in c.source for c in cells[:at]), f"{name} is defined before its exercise"
+        assert not [c for c in between if c.cell_type == "markdown" and "**Exercise" in c.source]
+
+
+@pytest.mark.slow
+def test_the_teachers_guide_quotes_the_lesson(lesson):
+    """The guide names the lesson's sections as the notebook does, and its answer key quotes the numbers the
+    lesson computes."""
+    notebook, facts, _, _ = lesson
+    guide = " ".join(GUIDE.read_text().split())
+    plan = notebook.cells[0].source
+    for line in plan.splitlines():
+        if line[:2] in {f"{n}." for n in range(1, 7)}:
+            assert line[3:].split(" (")[0].replace("*", "") in guide.replace("*", ""), line
+    assert "Exit question" in guide and "nw.Reveal" in guide
+    missing = [claim for claim in guide_claims(facts) if claim not in guide]
+    assert not missing, f"the guide's answer key no longer matches the lesson: {missing}"
+
+
+def test_the_lessons_timings_add_up_with_slack():
+    import re
+
+    import nbformat
+
+    plan = nbformat.read(LESSON, as_version=4).cells[0].source
+    minutes = [int(m) for m in re.findall(r"\((\d+) min\)", plan)]
+    assert len(minutes) == 6 and sum(minutes) <= 42, minutes
+    assert np.sum(minutes) + 3 <= 45
