@@ -7,6 +7,7 @@ the accuracy fastest, and its least important ones first the slowest, compared w
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -71,8 +72,17 @@ class Curves:
 
         figure = Figure(figsize=(6.4, 4.8), layout="constrained") if ax is None else ax.figure
         ax = figure.add_subplot() if ax is None else ax
-        for label, curve in self.curves.items():
-            ax.plot(curve.ks, curve.accuracy, marker="o", markersize=4, label=f"{label} (AUC {curve.auc:.3f})")
+        # a line style and marker per curve, so that curves that coincide can still be told apart
+        styles = itertools.cycle([("-", "o"), ("--", "s"), ("-.", "^"), (":", "D")])
+        for (label, curve), (line, marker) in zip(self.curves.items(), styles):
+            ax.plot(
+                curve.ks,
+                curve.accuracy,
+                linestyle=line,
+                marker=marker,
+                markersize=4,
+                label=f"{label} (AUC {curve.auc:.3f})",
+            )
         ax.axhline(self.baseline, color="grey", linewidth=0.8, linestyle=":", label="no removal")
         ax.set_xlabel("units or components removed (k)")
         ax.set_ylabel("accuracy")

@@ -136,7 +136,8 @@ def test_every_number_the_text_quotes_is_what_its_cells_compute(lesson):
     assert facts["relu3_components_80"] < facts["relu3_neurons_80"]
     # the answers' words
     assert facts["threes_correlation"] > 0.5  # answer 3: "here the look-alike is a good guide"
-    assert facts["planted_strongest_is_planted"]  # answer 2b: the planted unit answers its own direction most
+    assert facts["planted_strongest_is_planted"]  # answer 2b: the planted unit answers its own kind of edge most
+    assert "detect the right edges" in answers["answer_2b"]  # the guide's answer key
     assert facts["relu3_8_components_descending"] < facts["relu3_8_neurons_descending"] - 0.3  # answer 5
     assert "costs far more" in answers["answer_5"]
 
