@@ -7,7 +7,7 @@ import { showPng } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
 import { decodeArray, setTrait, teardown } from "./lib/model.js";
 import { statusStrip } from "./lib/status.js";
-import { parseUnit } from "./lib/units.js";
+import { parseUnit, refusal } from "./lib/units.js";
 
 export const TOGGLES = 16; // toggles shown: the ranking's top units (plus the selected unit)
 export const THUMBNAILS_KEPT = 200; // decoded pictures of changed predictions kept for reuse, by image index
@@ -37,8 +37,7 @@ function render({ model, el }) {
     attrs: { type: "number", min: 0, step: 1, placeholder: "unit #", "aria-label": "toggle unit number", autocomplete: "off" },
   });
   const toggleButton = h("button", { class: "nw-button nw-toggle-apply", text: "toggle", attrs: { type: "button", title: "ablate this unit, or bring it back" } });
-  const unitNote = h("span", { class: "nw-invalid-note", attrs: { role: "alert" } });
-  unitNote.hidden = true;
+  const { note: unitNote, say: refuseUnit } = refusal(unitField, "nw-toggle-note");
   const extra = h("div", { class: "nw-extra" });
   const warning = h("div", { class: "nw-warnings", attrs: { role: "status" } });
   const classesTitle = h("span", { class: "nw-subtitle nw-classes-title" });
@@ -58,8 +57,9 @@ function render({ model, el }) {
     h("div", { class: "nw-controls" }, [
       h("label", { class: "nw-field nw-grow" }, [h("span", { text: "ablate top" }), slider, kLabel]),
       h("label", { class: "nw-field" }, [h("span", { text: "mode" }), mode]),
-      h("span", { class: "nw-field" }, [h("span", { text: "toggle unit" }), unitField, toggleButton, unitNote]),
+      h("span", { class: "nw-field" }, [h("span", { text: "toggle unit" }), unitField, toggleButton]),
     ]),
+    unitNote,
     toggles,
     extra,
     status.el,
@@ -132,15 +132,6 @@ function render({ model, el }) {
     extra.hidden = !toggled.length;
   }
 
-  /** @param {string | null} why the refusal to show beside the unit field, or null to clear it */
-  function refuseUnit(why) {
-    unitField.classList.toggle("nw-invalid", why !== null);
-    if (why === null) unitField.removeAttribute("aria-invalid");
-    else unitField.setAttribute("aria-invalid", "true");
-    unitNote.textContent = why ?? "";
-    unitNote.hidden = why === null;
-  }
-
   /** Toggle the unit typed in the field (the kernel checks it again), or say why not and send nothing. */
   function toggleTyped() {
     const parsed = parseUnit(unitField.value, model.get("units") || 0, unitField.validity.badInput);
@@ -163,11 +154,18 @@ function render({ model, el }) {
       h("strong", { class: "nw-before", text: percent(before.accuracy) }),
       h("span", { text: " → " }),
       h("strong", { class: "nw-after", text: percent(after.accuracy), attrs: { "data-k": after.k ?? "" } }),
-      h("span", { class: "nw-muted", text: ` (${(after.ablated || []).length} units ${after.mode === "mean" ? "set to their mean" : "zeroed"})` }),
+      h("span", { class: "nw-muted", text: ` (${removed(after)})` }),
     );
     syncWarning(before);
     syncClasses(before, after);
     syncChanged();
+  }
+
+  /** How many units the result removed and how, e.g. "1 unit zeroed", "3 units set to their mean". */
+  function removed(/** @type {Record<string, any>} */ after) {
+    const count = (after.ablated || []).length;
+    const mean = after.mode === "mean";
+    return count === 1 ? `1 unit ${mean ? "set to its mean" : "zeroed"}` : `${count} units ${mean ? "set to their mean" : "zeroed"}`;
   }
 
   /** @type {Map<number, HTMLImageElement>} image index -> its decoded picture (the same for every request) */

@@ -138,7 +138,7 @@ describe("AblationPanel view", () => {
     const { model, el, cleanup } = setup(); // 40 units ranked 39, 38, ...: the toggles are 39..24 and 30
     document.body.append(el);
     const field = el.querySelector(".nw-toggle-unit");
-    const note = el.querySelector(".nw-controls .nw-invalid-note");
+    const note = el.querySelector(".nw-toggle-note");
     const extra = el.querySelector(".nw-extra");
     expect(extra.hidden).toBe(true);
     field.focus();
@@ -151,7 +151,8 @@ describe("AblationPanel view", () => {
     expect(heard).toBe(0);
     expect(model.sent).toEqual([{ type: "toggle", unit: 3 }]); // the toggles' own message: the kernel checks it
     expect(field.value).toBe(""); // ready for the next one
-    await model.pythonSet({ toggled: [3] });
+    await model.pythonSet({ toggled: [3], after: { accuracy: 0.8, per_class: [1, 0.6], ablated: [3], k: 0, mode: "zero" } });
+    expect(el.querySelector(".nw-accuracy").textContent).toBe("accuracy 90.0% → 80.0% (1 unit zeroed)");
     const chips = () => [...el.querySelectorAll(".nw-extra .nw-chip")].map((c) => c.textContent);
     expect(extra.hidden).toBe(false);
     expect(extra.textContent).toBe("also ablated:unit 3 ×");
@@ -177,7 +178,7 @@ describe("AblationPanel view", () => {
   it("refuses a typed unit outside the layer, visibly, and sends nothing", async () => {
     const { model, el } = setup();
     const field = el.querySelector(".nw-toggle-unit");
-    const note = el.querySelector(".nw-controls .nw-invalid-note");
+    const note = el.querySelector(".nw-toggle-note");
     for (const [typed, why] of [
       ["40", "unit must be a whole number in 0..39, got 40"],
       ["-2", "unit must be a whole number in 0..39, got -2"],
@@ -192,6 +193,7 @@ describe("AblationPanel view", () => {
       expect(field.getAttribute("aria-invalid")).toBe("true");
       expect(field.value).toBe(typed);
     }
+    expect(field.getAttribute("aria-describedby")).toBe(note.id); // the reason is read with the field
     el.querySelector(".nw-toggle-apply").click();
     expect(model.sent).toEqual([]);
     field.value = "39";

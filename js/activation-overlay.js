@@ -6,7 +6,7 @@ import { showPng } from "./lib/images.js";
 import { lasting } from "./lib/lasting.js";
 import { setTrait, teardown } from "./lib/model.js";
 import { statusStrip } from "./lib/status.js";
-import { parseUnit } from "./lib/units.js";
+import { parseUnit, refusal } from "./lib/units.js";
 
 /** The colormap menu's last entry on the short list: picking it lists all the others. */
 const MORE = "\u0000more";
@@ -27,7 +27,7 @@ function caption(tile, perImage) {
 
 /**
  * A unit picker: a number field (Enter or a change applies it; text that is no unit of the layer is refused,
- * said so beside the field, and not sent) and previous/next buttons. `apply(unit)` gets each unit picked.
+ * said so in `note`, and not sent) and previous/next buttons. `apply(unit)` gets each unit picked.
  * @param {{ label: string, apply: (unit: number) => void, units: () => number, current: () => number }} options
  */
 function unitPicker({ label, apply, units, current }) {
@@ -38,20 +38,9 @@ function unitPicker({ label, apply, units, current }) {
   const previous = h("button", { class: "nw-button nw-unit-previous", text: "‹", attrs: { type: "button", "aria-label": "previous unit", title: "previous unit" } });
   const next = h("button", { class: "nw-button nw-unit-next", text: "›", attrs: { type: "button", "aria-label": "next unit", title: "next unit" } });
   const range = h("span", { class: "nw-muted nw-unit-range" });
-  const note = h("span", { class: "nw-invalid-note", attrs: { role: "alert" } });
-  note.hidden = true;
-  const el = h("span", { class: "nw-field nw-unit-picker" }, [h("span", { text: "unit" }), previous, field, next, range, note]);
-
+  const el = h("span", { class: "nw-field nw-unit-picker" }, [h("span", { text: "unit" }), previous, field, next, range]);
+  const { note, say: refuse } = refusal(field, "nw-unit-note");
   let edited = false; // the field holds text typed since the unit was last shown in it
-
-  /** @param {string | null} why the refusal to show, or null to clear it */
-  function refuse(why) {
-    field.classList.toggle("nw-invalid", why !== null);
-    if (why === null) field.removeAttribute("aria-invalid");
-    else field.setAttribute("aria-invalid", "true");
-    note.textContent = why ?? "";
-    note.hidden = why === null;
-  }
 
   /** @param {number} unit */
   function pick(unit) {
@@ -105,7 +94,7 @@ function unitPicker({ label, apply, units, current }) {
     on(previous, "click", () => pick(Math.max(0, current() - 1))),
     on(next, "click", () => pick(Math.min(units() - 1, current() + 1))),
   ]);
-  return { el, field, sync, cleanup };
+  return { el, note, sync, cleanup };
 }
 
 /** @param {{ model: import("./lib/model.js").Model, el: HTMLElement }} ctx */
@@ -148,6 +137,7 @@ function render({ model, el }) {
       h("label", { class: "nw-field nw-check" }, [border, h("span", { text: "hide border" })]),
       h("label", { class: "nw-field" }, [h("span", { text: "image" }), image]),
     ]),
+    picker.note,
     h("div", { class: "nw-colorbar-row" }, [barLow, colorbar, barHigh]),
     status.el,
     grid,

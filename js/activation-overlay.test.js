@@ -138,7 +138,7 @@ describe("ActivationOverlay view", () => {
     const { model, el, cleanup } = setup();
     document.body.append(el); // in the page: the field can have the focus
     const field = el.querySelector(".nw-unit");
-    const note = el.querySelector(".nw-unit-picker .nw-invalid-note");
+    const note = el.querySelector(".nw-unit-note");
     expect(note.hidden).toBe(true);
     for (const [typed, why] of [
       ["32", "unit must be a whole number in 0..31, got 32"],
@@ -157,6 +157,8 @@ describe("ActivationOverlay view", () => {
     }
     expect(model.saved).toEqual([]);
     expect(model.sent).toEqual([]);
+    expect(field.getAttribute("aria-describedby")).toBe(note.id); // the reason is read with the field
+    expect(note.previousElementSibling.classList.contains("nw-controls")).toBe(true); // a line of its own
     await model.pythonSet({ colormap: "viridis" }); // a redraw while typing keeps the text and the refusal
     expect(field.value).toBe("");
     expect(note.hidden).toBe(false);
