@@ -21,7 +21,9 @@ class Reveal(ipywidgets.VBox):
         if not callable(answer):
             raise TypeError(f"Reveal needs a function that shows the answer, got {type(answer).__name__}")
         self._answer = answer
-        self.button = ipywidgets.Button(description=label, icon="eye", tooltip="Predict first, then look")
+        self.button = ipywidgets.Button(
+            description=label, icon="eye", tooltip="Predict first, then look", layout=ipywidgets.Layout(width="auto")
+        )
         self.output = ipywidgets.Output()
         self.button.on_click(lambda _button: self.reveal())
         super().__init__([self.button, self.output])
