@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import widget from "./activation-overlay.js";
 import { parseUnit } from "./lib/units.js";
 import { PNG, loaded, mount, settled } from "./testing/fake-model.js";
+import { expectRefused } from "./testing/fields.js";
 
 const EVIL = "<img src=x onerror=alert(1)>";
 const tile = (index, chosen = false) => ({ index, label: EVIL, chosen, peak: 2, vmin: 0, vmax: 2, image: PNG, map: PNG, raw: PNG });
@@ -140,21 +141,12 @@ describe("ActivationOverlay view", () => {
     const field = el.querySelector(".nw-unit");
     const note = el.querySelector(".nw-unit-note");
     expect(note.hidden).toBe(true);
-    for (const [typed, why] of [
+    expectRefused(field, note, [
       ["32", "unit must be a whole number in 0..31, got 32"],
       ["-1", "unit must be a whole number in 0..31, got -1"],
       ["2.5", "unit must be a whole number in 0..31, got 2.5"],
       ["", "unit must be a whole number in 0..31"],
-    ]) {
-      field.focus();
-      field.value = typed;
-      field.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true, cancelable: true }));
-      expect(note.hidden, typed).toBe(false);
-      expect(note.textContent).toBe(why);
-      expect(field.classList.contains("nw-invalid")).toBe(true);
-      expect(field.getAttribute("aria-invalid")).toBe("true");
-      expect(field.value).toBe(typed); // what was refused stays to be corrected
-    }
+    ]);
     expect(model.saved).toEqual([]);
     expect(model.sent).toEqual([]);
     expect(field.getAttribute("aria-describedby")).toBe(note.id); // the reason is read with the field

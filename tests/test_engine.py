@@ -27,6 +27,21 @@ EXPECTED_PATHS = {
 }
 
 
+class BatchCentred(nn.Module):
+    """Subtracts the batch mean after the layer: the network after ``relu`` scores an image differently in
+    another batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 6, 3)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.conv(x))
+        return self.fc((x - x.mean(0, keepdim=True)).mean((2, 3)))
+
+
 def engine_scores(probe: nw.Probe, mode: str, units: list[int] | None = None) -> torch.Tensor:
     """(units, N, classes) class scores from the engine, one unit ablated at a time."""
     ablator = probe.site().ablator()
@@ -93,18 +108,6 @@ def test_the_unit_loop_stays_whole_where_the_network_mixes_images(monkeypatch):
     once, keeps whole chunks and says why, and still matches the naive loop."""
     small_slices(monkeypatch)
 
-    class BatchCentred(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(2, 6, 3)
-            self.relu = nn.ReLU()
-            self.fc = nn.Linear(6, 3)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.relu(self.conv(x))
-            x = x - x.mean(0, keepdim=True)
-            return self.fc(x.mean((2, 3)))
-
     torch.manual_seed(0)
     model = BatchCentred().double().eval()
     images, labels = make_data(model, 16, (2, 8, 8), seed=3)
@@ -141,17 +144,6 @@ def test_small_work_takes_the_hook_path_with_units_stacked_and_stays_exact(monke
 
 def test_small_work_on_a_model_that_mixes_images_runs_one_unit_per_call(monkeypatch):
     """The hook path stacks units only where the model scores images independently."""
-
-    class BatchCentred(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(2, 6, 3)
-            self.relu = nn.ReLU()
-            self.fc = nn.Linear(6, 3)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.relu(self.conv(x))
-            return self.fc((x - x.mean(0, keepdim=True)).mean((2, 3)))
 
     monkeypatch.setattr(ablate, "SETUP_SECONDS_PER_MODULE", 1.0)
     torch.manual_seed(0)

@@ -12,6 +12,14 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 BUDGET = 120.0  # seconds per notebook on 2 cores
 
 
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point every proxy variable at a closed port: a kernel started now inherits them, so any download fails at
+    once instead of hanging."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
 def test_the_three_notebooks_are_there_without_outputs():
     import nbformat
 
@@ -28,9 +36,7 @@ def test_notebook_runs_offline(path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     import nbclient
     import nbformat
 
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        monkeypatch.setenv(var, "http://127.0.0.1:9")  # the kernel inherits this: any download fails at once
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    offline(monkeypatch)
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook, timeout=BUDGET, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}

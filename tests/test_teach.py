@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_notebooks import offline
+
 LESSON = Path(__file__).resolve().parent.parent / "notebooks" / "02_teach.ipynb"
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "teaching.md"
 BUDGET = 120.0  # seconds on 2 cores
@@ -75,9 +77,7 @@ def lesson(tmp_path_factory):
     import nbformat
 
     mp = pytest.MonkeyPatch()
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-        mp.setenv(var, "http://127.0.0.1:9")  # the kernel inherits this: any download fails at once
-    mp.setenv("NO_PROXY", "127.0.0.1,localhost")
+    offline(mp)
     notebook = nbformat.read(LESSON, as_version=4)
     client = nbclient.NotebookClient(
         notebook, timeout=BUDGET, kernel_name="python3", resources={"metadata": {"path": str(LESSON.parent)}}
