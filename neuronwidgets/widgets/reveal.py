@@ -22,7 +22,10 @@ class Reveal(ipywidgets.VBox):
             raise TypeError(f"Reveal needs a function that shows the answer, got {type(answer).__name__}")
         self._answer = answer
         self.button = ipywidgets.Button(
-            description=label, icon="eye", tooltip="Predict first, then look", layout=ipywidgets.Layout(width="auto")
+            description=label,
+            icon="eye",
+            tooltip="Predict first, then look",
+            layout=ipywidgets.Layout(width="max-content"),
         )
         self.output = ipywidgets.Output()
         self.button.on_click(lambda _button: self.reveal())

@@ -1,14 +1,17 @@
 """End to end: the lesson (notebooks/02_teach.ipynb) run top to bottom in a real JupyterLab and in Notebook 7.
-Its widgets draw, no answer shows until its button is pressed, and a pressed button shows that answer below it
-(the answers are `nw.Reveal`: ipywidgets' Button and Output, so both front ends draw them the same way)."""
+Its widgets draw; exercises 2 and 3 are done with the widgets alone (a unit typed into the overlay, a unit
+without a toggle toggled off by its number in the panel); no answer shows until its button is pressed, and a
+pressed button shows that answer below it (the answers are `nw.Reveal`: ipywidgets' Button and Output)."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_exercise_widgets import quiet
 from tests.e2e.test_explorer import KERNEL_IDLE
 from tests.e2e.test_many_classes import NOTEBOOK, in_own_notebook, run_all_cells
 
@@ -46,7 +49,33 @@ def lesson_in_jupyterlab(page, jupyter_lab: dict, artifacts: Path) -> None:
     expect(notebook.locator(".nw-overlay").first.locator(".nw-tile")).to_have_count(8, timeout=60_000)
     expect(notebook.locator(".nw-ablation .nw-title")).to_contain_text("ranked by ablation", timeout=60_000)
     assert ANSWER_3 not in notebook.inner_text()  # nothing of the answer before its button
+
+    # exercise 2 with the widget alone: a unit typed into the overlay's field, and its tiles come
+    overlay = notebook.locator(".nw-overlay").first
+    quiet(page)
+    field = overlay.locator("input.nw-unit")
+    field.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("12")
+    page.keyboard.press("Enter")
+    expect(overlay.locator('.nw-tiles[data-unit="12"] .nw-tile')).to_have_count(8, timeout=30_000)
+    overlay.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "e2e_lesson_overlay.png"))
+
+    # exercise 3: the correlation ranking's top unit (14, far down the class-3 ablation ranking, so without a
+    # toggle of its own) toggled off by its number; class 3's accuracy changes
     panel = notebook.locator(".nw-ablation")
+    expect(panel.locator('.nw-toggle[data-unit="14"]')).to_have_count(0)
+    after = panel.locator(".nw-accuracy .nw-after")
+    expect(after).to_have_text(re.compile(r"^\d+\.\d%$"), timeout=60_000)  # the panel's first evaluation
+    before_text = after.text_content()  # nothing ablated yet (innerText is empty while the cell is out of view)
+    quiet(page)
+    panel.locator("input.nw-toggle-unit").click()
+    page.keyboard.type("14")
+    page.keyboard.press("Enter")
+    expect(panel.locator('.nw-extra .nw-chip[data-unit="14"]')).to_be_visible(timeout=30_000)
+    expect(after).not_to_have_text(before_text, timeout=30_000)
+    print(f"[lesson] accuracy without unit 14: {before_text} -> {after.text_content()}")
     panel.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "e2e_lesson_panel.png"))
 
