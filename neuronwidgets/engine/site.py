@@ -218,11 +218,10 @@ class Site:
         return self._cache.get_or_compute((*key, self.layer), compute)
 
     def ablator(self) -> Ablator:
-        """The ablation engine for the layer, traced once per model version (unless the work is small,
-        `_trace`). Once per site it is checked to
-        give the model's own scores on one image; a trace that went stale (the model's Python changed, say a
-        flag its ``forward`` reads) is traced again, and where even a new trace differs, the engine runs the
-        whole model with a hook instead."""
+        """The ablation engine for the layer, traced once per model version (unless the work is small:
+        `_trace`). Once per site it is checked to give the model's own scores on one image; a trace that went
+        stale (the model's Python changed, say a flag its ``forward`` reads) is traced again, and where even a
+        new trace differs, the engine runs the whole model with a hook instead."""
         ablator = self.cached(("ablator",), self._trace)
         if not self._ablator_checked:
             self._ablator_checked = True
