@@ -5,7 +5,7 @@ The core (`Probe`, `Ranking`, the engine and the methods) never imports ipywidge
 
 from importlib import metadata as _metadata
 
-from neuronwidgets import demo
+from neuronwidgets import datasets, demo
 from neuronwidgets.attributes import attribute_correlations
 from neuronwidgets.components import Components
 from neuronwidgets.curves import Curves, completeness, faithfulness
@@ -33,6 +33,7 @@ __all__ = [
     "compare",
     "compare_models",
     "completeness",
+    "datasets",
     "demo",
     "faithfulness",
     "methods",
