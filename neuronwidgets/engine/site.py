@@ -179,9 +179,13 @@ class Site:
         self, work: Callable[..., torch.Tensor], values: list[torch.Tensor], bar: Progress | None = None
     ) -> torch.Tensor:
         """``work(*values)``, class scores from the network after the layer on a chunk's cut ``values``, run in
-        slices (`sliced`); whether slicing is exact is the ablator's own check of that network, made once."""
-        ablator = self.ablator()
-        return self.sliced("suffix", work, *values, bar=bar, exact=lambda: ablator.scores_images_independently(values))
+        slices (`sliced`); whether slicing is exact is the ablator's own check of that network, made once (so
+        the ablator is looked up only for it, not per chunk)."""
+
+        def exact() -> bool:
+            return self.ablator().scores_images_independently(values)
+
+        return self.sliced("suffix", work, *values, bar=bar, exact=exact)
 
     def _to_device(self, chunk: Chunk) -> Chunk:
         labels = chunk.labels
