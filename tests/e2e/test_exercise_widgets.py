@@ -7,14 +7,13 @@ that follows a ranked list shows the unit of the row clicked."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.contrast import CONTRAST
 from tests.e2e.test_explorer import MIN_CONTRAST, rerun_cell
-from tests.e2e.test_many_classes import NOTEBOOK, in_own_notebook, run_all_cells
+from tests.e2e.test_many_classes import NOTEBOOK, in_own_notebook, run_all_cells, settled
 
 pytestmark = pytest.mark.e2e
 
@@ -36,19 +35,9 @@ REFRESH_DELAY_MS = 2000  # neuronwidgets/widgets/_picture.py REFRESH_DELAY: a pi
 
 
 def quiet(page, quiet_ms: int = REFRESH_DELAY_MS + 1000) -> None:
-    """Wait until no output's picture changed for longer than the kernel waits before re-sending one: each
-    re-send re-creates the views (js/lib/lasting.js keeps their DOM), and a key pressed in that instant can be
-    lost, as it can by hand."""
-    last, since = None, time.monotonic()
-    deadline = since + 60
-    while time.monotonic() < deadline:
-        now = page.evaluate(OUTPUT_PNGS)
-        if now != last:
-            last, since = now, time.monotonic()
-        elif (time.monotonic() - since) * 1000 >= quiet_ms:
-            return
-        page.wait_for_timeout(250)
-    raise AssertionError("the saved pictures kept changing for 60 s")
+    """Wait until no output's picture changed for longer than the kernel waits before re-sending one
+    (`settled`, over every output of the notebook)."""
+    settled(page, quiet_ms, OUTPUT_PNGS)
 
 
 def assert_readable(page, selector: str) -> None:

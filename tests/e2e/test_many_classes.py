@@ -21,13 +21,14 @@ TOP_CLASSES = 10  # js/lib/classes.js
 CHANGED_SHOWN = 24  # neuronwidgets/widgets/ablation_panel.py MAX_CHANGED_SHOWN
 
 
-def settled(page, quiet_ms: int = 1500) -> None:
-    """Wait until the kernel stopped re-sending the saved picture: each re-send re-creates the views
-    (js/lib/lasting.js keeps their DOM), and a key pressed in that instant can be lost, as it can by hand."""
+def settled(page, quiet_ms: int = 1500, pictures: str = OUTPUT_PNG) -> None:
+    """Wait until the kernel stopped re-sending the saved picture (what the JS function ``pictures`` returns,
+    by default the first cell's): each re-send re-creates the views (js/lib/lasting.js keeps their DOM), and a
+    key pressed in that instant can be lost, as it can by hand."""
     last, since = None, time.monotonic()
     deadline = since + 60
     while time.monotonic() < deadline:
-        now = page.evaluate(OUTPUT_PNG)
+        now = page.evaluate(pictures)
         if now != last:
             last, since = now, time.monotonic()
         elif (time.monotonic() - since) * 1000 >= quiet_ms:
