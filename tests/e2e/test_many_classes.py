@@ -156,8 +156,11 @@ def run_many_classes(page, jupyter_lab: dict, artifacts: Path) -> None:
     all_height = height(panel)
     print(f"[size] with all 1,000 classes listed: panel {all_height:.0f} px, class box {height(box):.0f} px")
     assert box.evaluate("el => el.scrollHeight > el.clientHeight")
+    # the click's picture refresh re-creates the views: a screenshot or a click in that instant finds the old
+    # panel gone (a CI run failed so), so both wait for it
+    settled(page)
+    expect(rows).to_have_count(1000)
     panel.screenshot(path=str(artifacts / "e2e_many_classes_all.png"))
-    settled(page)  # the first click's picture refresh re-creates the views: a click in that instant is lost
     panel.locator(".nw-show-all").click()
     expect(rows).to_have_count(TOP_CLASSES)
 
