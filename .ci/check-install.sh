@@ -59,7 +59,8 @@ from pathlib import Path
 
 wheel, sdist, bundles = sys.argv[1], sys.argv[2], Path(sys.argv[3]).read_text().split()
 in_wheel = set(zipfile.ZipFile(wheel).namelist())
-need = [*bundles, "neuronwidgets/py.typed", "neuronwidgets/demo/digits_cnn.pt", "neuronwidgets/demo/digits_test.npz"]
+need = [*bundles, "neuronwidgets/py.typed", "neuronwidgets/demo/digits_cnn.pt", "neuronwidgets/demo/digits_test.npz",
+        "neuronwidgets/demo/shapes_cnn.pt"]
 problems = [f"wheel lacks {name}" for name in need if name not in in_wheel]
 problems += [f"wheel has {name}" for name in sorted(in_wheel)
              if name.startswith(("tests/", "js/")) or "node_modules" in name or "__pycache__" in name]
