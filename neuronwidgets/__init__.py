@@ -11,6 +11,7 @@ from neuronwidgets.components import Components
 from neuronwidgets.curves import Curves, completeness, faithfulness
 from neuronwidgets.diagnostics import RankingWarning
 from neuronwidgets.display import Unnormalize
+from neuronwidgets.dissection import Dissection
 from neuronwidgets.engine.progress import Cancelled, ProgressInfo
 from neuronwidgets.evaluation import Evaluation
 from neuronwidgets.methods import methods
@@ -22,6 +23,7 @@ __all__ = [
     "Cancelled",
     "Components",
     "Curves",
+    "Dissection",
     "Evaluation",
     "Monitor",
     "Probe",

@@ -21,6 +21,7 @@ from neuronwidgets.data import DataSource, choose_classes
 from neuronwidgets.diagnostics import RankingWarning, ranking_warnings
 from neuronwidgets.display import Display
 from neuronwidgets.display import resolve as resolve_display
+from neuronwidgets.dissection import Dissection, dissect
 from neuronwidgets.engine.cache import ResultCache, memory_budget
 from neuronwidgets.engine.guard import evaluating, model_device, model_dtype
 from neuronwidgets.engine.indices import as_index, as_indices
@@ -311,6 +312,25 @@ class Probe:
         spatially averaged vector per image. ``k`` keeps the top k components (default: all).
         """
         return layer_components(self.site(layer), k, sampling, progress, cancel)
+
+    def dissect(
+        self,
+        dataset: Any = None,
+        *,
+        layer: str | None = None,
+        quantile: float = 0.005,
+        progress: ProgressOption = None,
+        cancel: CancelFlag = None,
+    ) -> Dissection:
+        """Each unit's IoU with each concept of ``dataset`` by NetDissect's rule (`neuronwidgets.dissection`):
+        the unit's region is where its upsampled map exceeds its top-``quantile`` level over all the data.
+
+        ``dataset``: a map-style dataset of model inputs with ``concept_masks(i) -> {concept: (H, W) bool}``,
+        such as `nw.datasets.shapes`; default: the probe's data, where it has them. Two streamed passes.
+        """
+        check_progress(progress)
+        check_cancel(cancel)
+        return dissect(self.site(layer), dataset, quantile=quantile, progress=progress, cancel=cancel)
 
     def activation_maps(self, unit: int, images: Any, *, layer: str | None = None) -> np.ndarray:
         """(n, h, w) maps of ``unit`` for ``images`` (indices into the data, or a tensor of images)."""
