@@ -107,6 +107,16 @@ def test_another_dataset_than_the_probes_gives_the_same_result():
     assert other.images == 20
 
 
+def test_a_dataloader_over_a_concept_dataset_is_read_in_its_order():
+    model = small_model(2)
+    data = nw.datasets.shapes(17, seed=6, size=16)
+    direct = nw.Probe(model, data, layer="1", chunk_size=4).dissect(progress=False)
+    loader = torch.utils.data.DataLoader(data, batch_size=7)
+    through = nw.Probe(model, loader, layer="1").dissect(progress=False)
+    np.testing.assert_array_equal(direct.intersections, through.intersections)
+    np.testing.assert_array_equal(direct.unions, through.unions)
+
+
 def test_a_planted_red_detector_is_labelled_red():
     """Unit 2 of the first conv sees only the centre pixel, as 2R - G - B: high on red, zero on grey, negative on
     green and blue (yellow is between), so its top 0.5% lies inside red shapes."""
