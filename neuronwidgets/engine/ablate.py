@@ -211,7 +211,9 @@ class Ablator:
             return [slice(0, n)]
         work_bytes, flops = self.per_image_cost(crossing)
         budget = self.work_budget(crossing) if budget is None else budget
-        most = max(1, budget // max(1, work_bytes), -(-_MIN_CALL_FLOPS // max(1, flops)))
+        most = max(1, budget // max(1, work_bytes))
+        if flops is not None:
+            most = max(most, -(-_MIN_CALL_FLOPS // max(1, flops)))
         parts = -(-n // most)
         size = -(-n // parts)
         return [slice(begin, min(n, begin + size)) for begin in range(0, n, size)]
@@ -220,13 +222,14 @@ class Ablator:
         """How many units' ablations of these images go into one call of the network after the layer, stacked
         along the batch: enough for the call to do `_MIN_CALL_FLOPS` (a small call costs more in fixed overhead,
         per op, than in work; as Captum's ``perturbations_per_eval``), within ``budget`` bytes of the values the
-        unit loop builds. One on the closed-form path, and where the network mixes images."""
+        unit loop builds. One on the closed-form path, and where the network mixes images. On the hook path
+        the FLOPs are not counted (`per_image_cost`): as many units as the budget holds."""
         if self.path == "closed_form":
             return 1
         n = crossing[0].shape[0]
         work_bytes, flops = self.per_image_cost(crossing)
-        wanted = -(-_MIN_CALL_FLOPS // max(1, flops * n))
         room = budget // max(1, work_bytes * n)
+        wanted = room if flops is None else -(-_MIN_CALL_FLOPS // max(1, flops * n))
         if min(wanted, room) <= 1 or not self.scores_images_independently(crossing):
             return 1
         return int(min(wanted, room))
@@ -238,11 +241,19 @@ class Ablator:
         cached = sum(_bytes(v) for v in crossing) if cached_bytes is None else cached_bytes
         return max(cached // _WORK_SHARE, _MIN_WORK_BYTES)
 
-    def per_image_cost(self, crossing: list[torch.Tensor]) -> tuple[int, int]:
+    def per_image_cost(self, crossing: list[torch.Tensor]) -> tuple[int, int | None]:
         """(bytes the unit loop builds per unit, FLOPs of the network it re-runs per unit), for one image;
-        measured once on the chunk's first image."""
+        measured once on the chunk's first image. On the hook path the FLOPs are None: counting them (every op
+        dispatched through `FlopCounterMode`) costs as much as the small work that path is chosen for, and the
+        whole model re-runs per unit there in any case."""
         if self._per_image_cost is None:
             one = [v.clone() for v in rows_of(crossing, slice(0, 1))]
+            if self.split is None:  # the unit loop copies the images and the layer's output per unit
+                layer_bytes: list[int] = []
+                with forward_hooks([(self.layer_module, lambda m, i, output: layer_bytes.append(_bytes(output)))]):
+                    self.scores(one)
+                self._per_image_cost = _bytes(one[0]) + layer_bytes[0], None
+                return self._per_image_cost
             with FlopCounterMode(display=False) as flops:
                 if self.path == "pushdown":
                     assert self.split is not None and self.split.frontier is not None
@@ -252,11 +263,6 @@ class Ablator:
                     before = flops.get_total_flops()
                     frontier.rest(*ys, *one[1:])
                     self._per_image_cost = sum(_bytes(y) for y in ys), flops.get_total_flops() - before
-                elif self.split is None:  # the unit loop copies the images and the layer's output per unit
-                    layer_bytes: list[int] = []
-                    with forward_hooks([(self.layer_module, lambda m, i, output: layer_bytes.append(_bytes(output)))]):
-                        self.scores(one)
-                    self._per_image_cost = _bytes(one[0]) + layer_bytes[0], flops.get_total_flops()
                 else:
                     self.scores(one)
                     self._per_image_cost = sum(_bytes(v) for v in one), flops.get_total_flops()
@@ -267,6 +273,7 @@ class Ablator:
         plus, on the pushdown path, the correction of the frontier ops (each a conv or product over one of the
         layer's channels)."""
         _, flops = self.per_image_cost(crossing)
+        assert flops is not None, "the hook path re-runs the whole model per unit: its FLOPs are not counted"
         if self.path != "pushdown":
             return flops
         assert self.split is not None and self.split.frontier is not None

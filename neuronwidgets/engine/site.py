@@ -333,10 +333,13 @@ class Site:
 
     def unit_work_share(self) -> float:
         """The FLOPs the unit loop re-runs per unit and image, as a share of the whole model's per image:
-        what one unit's ablation costs next to a forward pass. Measured once on the first image, cached."""
+        what one unit's ablation costs next to a forward pass (1 on the hook path). Measured once on the first
+        image, cached."""
 
         def compute() -> float:
             ablator = self.ablator()
+            if ablator.path == "hook":
+                return 1.0  # the whole model re-runs per unit
             image = self._first_image()
             with self.running(), FlopCounterMode(display=False) as flops:
                 self.model(image)
