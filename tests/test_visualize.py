@@ -177,6 +177,28 @@ def test_the_model_is_untouched(name):
     assert_same(before, fingerprint(model))
 
 
+def test_no_gradient_is_left_on_a_fresh_model_and_an_interrupt_inside_its_forward_removes_the_hook():
+    model, data = nw.demo.load()
+    before = fingerprint(model)
+    assert all(g is None for g in before["grads"])
+    probe = nw.Probe(model, data)
+    for layer in ("relu1", "relu3"):  # in-place, and one whose input stands in while it is off
+        probe.visualize(2, layer=layer, objective="neuron", steps=4, progress=False)
+    assert_same(dict(before), fingerprint(model))
+    calls = {"n": 0}
+
+    def interrupt(module, inputs, output):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    handle = model.conv1.register_forward_hook(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        probe.visualize(4, layer="relu2", steps=5, progress=False)
+    handle.remove()
+    assert_same(before, fingerprint(model))
+
+
 def test_pixel_stats_match_a_numpy_reference():
     generator = torch.Generator().manual_seed(0)
     mix = torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.5, 0.0], [0.3, -0.4, 0.6]])
