@@ -16,7 +16,8 @@ maximised, or minimised with ``negative=True``. Where the layer is a ReLU module
 everywhere on the image (no gradient at all), its input is raised instead until it turns on (Lucid's gradient
 redirection). Gradients are taken with respect to the image's parameters only (`torch.autograd.grad`): the
 model's ``.grad`` and ``requires_grad`` are never touched, it runs in eval mode (`evaluating`) and hooks are on
-only during each forward pass.
+only during each forward pass. A seed repeats a result bit for bit on the CPU; on a GPU the random draws are the
+same, but grid_sample's backward adds with atomics, so results may differ in the last bits.
 
 Cost, measured with `time.perf_counter` on a shared 2-core CPU machine (torch 2.14.1, ``torch.set_num_threads(1)``,
 load average 5.1-5.3 from other work) at the default 128 steps: the demo's ``relu2`` (1x32x32 digits) 0.19 s per

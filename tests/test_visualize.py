@@ -12,7 +12,7 @@ import torchvision
 
 import neuronwidgets as nw
 from neuronwidgets.display import Display, Unnormalize
-from neuronwidgets.visualize import affine, pixel_stats
+from neuronwidgets.visualize import FourierImage, PixelStats, affine, pixel_stats
 from tests.conftest import build, make_data
 from tests.test_sacred import assert_same, fingerprint
 
@@ -220,6 +220,25 @@ def test_pixel_stats_match_a_numpy_reference():
     unnormalised = pixel_stats(probe.site(), Display("given", Unnormalize((0.5, 0.4, 0.3), (0.25, 0.2, -0.5))))
     np.testing.assert_allclose(unnormalised.low.numpy(), [-2.0, -2.0, -1.4])
     np.testing.assert_allclose(unnormalised.high.numpy(), [2.0, 3.0, 0.6])
+
+
+def test_the_fourier_image_matches_a_numpy_reference():
+    h, w = 6, 9
+    low, high = torch.tensor([-1.0, 0.0, 0.5]), torch.tensor([2.0, 1.0, 0.75])
+    mixing = torch.tensor([[1.0, 0.2, 0.1], [0.2, 0.8, 0.0], [0.1, 0.0, 0.5]])
+    stats = PixelStats(low.double(), high.double(), mixing.double(), (h, w))
+    image = FourierImage(stats, (h, w), torch.Generator().manual_seed(0), torch.float64, torch.device("cpu"))
+    with torch.no_grad():
+        image.spectrum.normal_(generator=torch.Generator().manual_seed(1))  # far from the nearly flat start
+    got = image()[0].detach().numpy()
+    spectrum = image.spectrum.detach().numpy()
+    frequency = np.sqrt(np.fft.fftfreq(h)[:, None] ** 2 + np.fft.fftfreq(w)[None, : w // 2 + 1] ** 2)
+    amplitude = np.sqrt(h * w) / np.maximum(frequency, 1 / max(h, w))
+    pixels = np.fft.irfft2((spectrum[0] + 1j * spectrum[1]) * amplitude, s=(h, w)) / 4
+    mixed = np.einsum("dc,chw->dhw", mixing.numpy(), pixels)
+    expected = low.numpy()[:, None, None] + (high - low).numpy()[:, None, None] / (1 + np.exp(-mixed))
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert (got.min(axis=(1, 2)) >= low.numpy()).all() and (got.max(axis=(1, 2)) <= high.numpy()).all()
 
 
 def test_affine_shifts_and_turns_as_a_reference_does():
