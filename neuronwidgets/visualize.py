@@ -238,7 +238,9 @@ def objective_value(output: torch.Tensor, unit: int, objective: str) -> torch.Te
     return maps.flatten(1).mean(1)
 
 
-def check_options(site: Site, unit: Any, objective: Any, negative: Any, steps: Any, size: Any, seed: Any) -> tuple:
+def check_options(
+    site: Site, unit: Any, objective: Any, negative: Any, steps: Any, size: Any, seed: Any
+) -> tuple[int, tuple[int, int] | None]:
     """The options as (unit, size or None), each refused with a clear error before any work starts."""
     unit = as_index(unit, "units", site.units, f"layer {site.layer!r}")
     if objective not in OBJECTIVES:
