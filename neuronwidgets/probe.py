@@ -32,6 +32,8 @@ from neuronwidgets.evaluation import Evaluation, evaluate
 from neuronwidgets.methods import check_options
 from neuronwidgets.methods import spec as method_spec
 from neuronwidgets.ranking import Ranking
+from neuronwidgets.visualize import DEFAULT_STEPS, Visualization
+from neuronwidgets.visualize import visualize as visualize_unit
 
 _AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -357,3 +359,34 @@ class Probe:
             raise ValueError(f"k must be an int of at least 1, got {k!r}")
         peaks = site.summary().image_max[:, unit]
         return np.argsort(-peaks, kind="stable")[:k]
+
+    def visualize(
+        self,
+        unit: int,
+        *,
+        layer: str | None = None,
+        objective: str = "channel",
+        negative: bool = False,
+        steps: int = DEFAULT_STEPS,
+        size: int | tuple[int, int] | None = None,
+        seed: int = 0,
+        progress: ProgressOption = None,
+        cancel: CancelFlag = None,
+    ) -> Visualization:
+        """Feature visualisation: the input that maximises ``unit``'s mean activation (``objective="channel"``)
+        or its value at the map's centre (``"neuron"``); ``negative=True`` minimises it. ``size``: (H, W) or
+        one side (default: the data's). Seeded and cached per layer, unit and options; see
+        `neuronwidgets.visualize` for the method and its measured cost."""
+        return visualize_unit(
+            self.site(layer),
+            self.display,
+            self._cache,
+            unit,
+            objective=objective,
+            negative=negative,
+            steps=steps,
+            size=size,
+            seed=seed,
+            progress=progress,
+            cancel=cancel,
+        )
