@@ -17,6 +17,8 @@ from neuronwidgets.display import default_pictures
 
 # perceptually uniform maps (equal steps in value look like equal steps in colour), and grey, offered first
 FIRST_COLORMAPS = ("magma", "viridis", "inferno", "plasma", "cividis", "gray")
+# diverging maps for signed values (contributions), negative blue or green, zero pale, positive red or pink
+DIVERGING_COLORMAPS = ("RdBu_r", "coolwarm", "bwr", "PiYG_r", "seismic")
 
 
 def colormap_names() -> list[str]:
@@ -30,6 +32,11 @@ def offered_colormaps() -> tuple[list[str], list[str]]:
     first = [name for name in FIRST_COLORMAPS if name in colormaps]
     rest = sorted((n for n in colormaps if not n.endswith("_r") and n not in first), key=str.lower)
     return first, rest
+
+
+def offered_diverging_colormaps() -> list[str]:
+    """The diverging colormaps a menu for signed maps offers first (`DIVERGING_COLORMAPS`)."""
+    return [name for name in DIVERGING_COLORMAPS if name in colormaps]
 
 
 def check_colormap(name: str) -> str:
