@@ -104,6 +104,19 @@ def colorize_without_border(
     return np.dstack([colored, alpha])
 
 
+def fade_near_zero(colored: np.ndarray, values: np.ndarray, largest: float) -> np.ndarray:
+    """``colored`` (uint8 (H, W, 3) or RGBA) as RGBA whose alpha is ``sqrt(|values| / largest)`` (clipped to 1;
+    times its own alpha, if any): a signed map laid over an image hides it only where the values are large, so
+    a diverging colormap's pale middle does not wash the image out where the map is about zero. The square root
+    keeps values a quarter of the largest half opaque, visible beside a few large ones."""
+    weight = np.sqrt(np.clip(np.abs(np.asarray(values, np.float64)) / largest, 0.0, 1.0)) if largest > 0 else 0.0
+    alpha = np.broadcast_to(weight, colored.shape[:2]) * 255.0
+    if colored.shape[-1] == 4:
+        alpha = alpha * (colored[..., 3] / 255.0)
+        colored = colored[..., :3]
+    return np.dstack([colored, alpha.round().astype(np.uint8)])
+
+
 def png(array: np.ndarray) -> bytes:
     """PNG bytes of a uint8 (H, W) or (H, W, 3) array."""
     buffer = io.BytesIO()

@@ -299,13 +299,18 @@ def test_overlay_contribution_mode_shows_a_classs_top_images_on_a_signed_scale(p
     assert [tile["total"] for tile in overlay.tiles] == pytest.approx(maps.sum((1, 2)).tolist(), rel=1e-5)
     largest = float(np.abs(maps).max())
     assert overlay.vrange == pytest.approx([-largest, largest])  # symmetric: zero is the colormap's middle
+    alphas = []
     for tile, amap in zip(overlay.tiles, maps):  # the raw map, one pixel per cell: red up, blue down
         raw = np.asarray(Image.open(io.BytesIO(bytes(tile["raw"]))).convert("RGB")).astype(int)
+        overlaid = np.asarray(Image.open(io.BytesIO(bytes(tile["map"]))))
+        assert overlaid.shape[-1] == 4  # clear near zero, opaque at the largest value (`render.fade_near_zero`)
+        alphas.append(int(overlaid[..., 3].max()))
         top = np.unravel_index(amap.argmax(), amap.shape)
         assert raw[top][0] > raw[top][2]
         if amap.min() < -0.2 * largest:
             low = np.unravel_index(amap.argmin(), amap.shape)
             assert raw[low][2] > raw[low][0]
+    assert max(alphas) > 128 and min(alphas) < max(alphas)  # the largest cell upsampled, and weaker maps fainter
     assert "for class 3" in overlay.describe() and "contribution maps" in overlay.describe()
     assert overlay.snapshot().size[0] > 0
     update(overlay, target=None, scale="image")  # each image's predicted class, a scale per image

@@ -335,8 +335,9 @@ def render_tiles(
 
     ``hide_border``: the maps' outer ring of cells, whose values a convolution's zero padding shapes, is
     drawn transparent and left out of the colour scale and the peak. ``symmetric``: scales centred on zero,
-    from -m to m with m the largest absolute value (signed maps: contributions), and each tile's ``total``
-    (its map's sum, border included)."""
+    from -m to m with m the largest absolute value (signed maps: contributions), overlays whose opacity grows
+    with the value's size (`render.fade_near_zero`), and each tile's ``total`` (its map's sum, border
+    included)."""
     images = display_images(probe, indices)
     labels = labels_of(probe, indices)
     counted = render.inner(maps) if hide_border else maps  # the values the scale and the peaks are of
@@ -357,6 +358,8 @@ def render_tiles(
         else:
             shown_map = render.colorize(render.upsample(amap, image.shape[:2]), colormap, vmin, vmax)
             raw_map = render.colorize(amap, colormap, vmin, vmax)
+        if symmetric:  # the image shows through where the unit adds nothing, instead of the colormap's pale middle
+            shown_map = render.fade_near_zero(shown_map, render.upsample(amap, image.shape[:2]), vmax)
         tiles.append(
             {
                 "index": index,
