@@ -222,8 +222,7 @@ class ActivationOverlay(Widget):
             # the pass top_images reads (once per layer, and class, cached): its progress shows in this widget,
             # not as a tqdm bar in whichever cell ran last, and Cancel stops it
             progress, cancel = self._progress_callback(job), job.cancel
-            by = {"by": mode, "target": target} if contribution else {}
-            top = probe.top_images(unit, k, layer=layer, progress=progress, cancel=cancel, **by)
+            top = probe.top_images(unit, k, layer=layer, by=mode, target=target, progress=progress, cancel=cancel)
             indices = [int(i) for i in top]
             if image is not None:
                 indices = [image, *[i for i in indices if i != image]][: k + 1]
