@@ -1,5 +1,8 @@
 // @ts-check
-/** ActivationOverlay: top images of a unit with its activation map over each; opacity works in the browser. */
+/**
+ * ActivationOverlay: top images of a unit with its activation map over each, or (contribution mode) the images
+ * where it adds most to a class's score with its contribution map over each; opacity works in the browser.
+ */
 import { h, on, redrawOn, setOptions } from "./lib/dom.js";
 import { score } from "./lib/format.js";
 import { showPng } from "./lib/images.js";
@@ -10,6 +13,13 @@ import { parseUnit, refusal } from "./lib/units.js";
 
 /** The colormap menu's last entry on the short list: picking it lists all the others. */
 const MORE = "\u0000more";
+/** The class menu's value for "each image's predicted class" (target null). */
+const PREDICTED = "";
+
+/** @param {any} model */
+const contributing = (model) => model.get("mode") === "contribution";
+/** The trait the colormap menu sets: the diverging colormap of signed contribution maps, or the colormap. */
+const colormapTrait = (/** @type {any} */ model) => (contributing(model) ? "diverging_colormap" : "colormap");
 
 /**
  * A tile's caption in two lines that never wrap (the full text is its tooltip): which image and its label,
@@ -18,12 +28,16 @@ const MORE = "\u0000more";
  */
 function caption(tile, perImage) {
   const which = `${tile.chosen ? "chosen · " : ""}#${tile.index}${tile.label === null ? "" : ` · ${tile.label}`}`;
-  const values = `peak ${score(tile.peak)}${perImage ? ` · ${score(tile.vmin)}…${score(tile.vmax)}` : ""}`;
+  const value = tile.total === null || tile.total === undefined ? `peak ${score(tile.peak)}` : `sum ${signed(tile.total)}`;
+  const values = `${value}${perImage ? ` · ${score(tile.vmin)}…${score(tile.vmax)}` : ""}`;
   return h("figcaption", { attrs: { title: `${which} · ${values}` } }, [
     h("span", { class: "nw-caption-line", text: which }),
     h("span", { class: "nw-caption-line", text: values }),
   ]);
 }
+
+/** A signed number: a contribution's sign is the point. @param {number} x */
+const signed = (x) => (x > 0 ? `+${score(x)}` : score(x));
 
 /**
  * A unit picker: a number field (Enter or a change applies it; text that is no unit of the layer is refused,
@@ -105,6 +119,10 @@ function render({ model, el }) {
     units: () => model.get("units") || 0,
     current: () => model.get("unit"),
   });
+  const mode = h("select", { class: "nw-select nw-mode", attrs: { "aria-label": "overlay mode" } });
+  setOptions(mode, [["activation", "activation"], ["contribution", "contribution to class"]], model.get("mode"));
+  const target = h("select", { class: "nw-select nw-target", attrs: { "aria-label": "class" } });
+  const targetField = h("label", { class: "nw-field" }, [h("span", { text: "class" }), target]);
   const colormap = h("select", { class: "nw-select", attrs: { "aria-label": "colormap" } });
   const opacity = h("input", {
     class: "nw-range nw-opacity",
@@ -130,6 +148,8 @@ function render({ model, el }) {
     h("div", { class: "nw-heading" }, [title]),
     h("div", { class: "nw-controls" }, [
       picker.el,
+      mode,
+      targetField,
       h("label", { class: "nw-field" }, [h("span", { text: "colormap" }), colormap]),
       h("label", { class: "nw-field" }, [h("span", { text: "opacity" }), opacity]),
       scale,
@@ -145,16 +165,24 @@ function render({ model, el }) {
   el.replaceChildren(root);
 
   let allColormaps = false; // the short list until "more…" is picked (or the colormap is not on it)
-  /** The short list of colormaps, then "more…"; or, once asked for, the short list and all the others. */
+  let menuMode = model.get("mode"); // the mode whose short list the menu shows
+  /** The short list of colormaps (diverging ones for contribution maps), then "more…"; or, once asked for,
+   * the short list and all the others. */
   function syncColormaps() {
+    if (menuMode !== model.get("mode")) {
+      menuMode = model.get("mode");
+      allColormaps = false;
+    }
     /** @type {string[]} */
-    const first = model.get("colormaps") || [];
-    /** @type {string[]} */
-    const more = model.get("colormaps_more") || [];
-    const chosen = model.get("colormap");
+    const first = model.get(contributing(model) ? "diverging_colormaps" : "colormaps") || [];
+    /** @type {string[]} the others: for contribution maps, the activation maps' short list too */
+    const others = [...(contributing(model) ? model.get("colormaps") || [] : []), ...(model.get("colormaps_more") || [])];
+    const more = others.filter((name) => !first.includes(name));
+    const chosen = model.get(colormapTrait(model));
     allColormaps ||= !first.includes(chosen);
     const wanted = allColormaps ? first.length + more.length : first.length + 1;
-    if (colormap.options.length === wanted && colormap.value === chosen) return;
+    const names = [...colormap.options].map((o) => o.value);
+    if (names.length === wanted && names[0] === first[0] && colormap.value === chosen) return;
     const options = (/** @type {string[]} */ names) => names.map((name) => h("option", { text: name, attrs: { value: name } }));
     colormap.replaceChildren(
       ...options(first),
@@ -168,7 +196,16 @@ function render({ model, el }) {
   function syncControls() {
     picker.sync();
     syncColormaps();
-    colormap.value = model.get("colormap");
+    colormap.value = model.get(colormapTrait(model));
+    mode.value = model.get("mode");
+    targetField.hidden = !contributing(model);
+    /** @type {string[]} */
+    const classes = model.get("classes") || [];
+    const chosenClass = model.get("target");
+    const classValue = chosenClass === null || chosenClass === undefined ? PREDICTED : String(chosenClass);
+    if (target.options.length !== classes.length + 1 || target.value !== classValue) {
+      setOptions(target, [[PREDICTED, "predicted class"], ...classes.map((name, i) => /** @type {[string, string]} */ ([String(i), name]))], classValue);
+    }
     opacity.value = String(model.get("opacity"));
     scale.value = model.get("scale");
     raw.checked = model.get("show_raw");
@@ -176,7 +213,8 @@ function render({ model, el }) {
     const chosen = model.get("image");
     if (document.activeElement !== image) image.value = chosen === null || chosen === undefined ? "" : String(chosen);
     image.max = String(Math.max(0, model.get("image_count") - 1));
-    title.textContent = `unit ${model.get("unit")} · layer ${model.get("layer")} · top ${model.get("k")} images`;
+    const forClass = chosenClass === null || chosenClass === undefined ? "the predicted class" : `class ${classes[chosenClass] ?? chosenClass}`;
+    title.textContent = `unit ${model.get("unit")} · layer ${model.get("layer")} · top ${model.get("k")} images${contributing(model) ? ` for ${forClass}` : ""}`;
     grid.classList.toggle("nw-show-raw", model.get("show_raw"));
     grid.style.setProperty("--nw-opacity", String(model.get("opacity")));
   }
@@ -186,11 +224,15 @@ function render({ model, el }) {
     const tiles = model.get("tiles") || [];
     const shown = model.get("shown") || {};
     const perImage = (shown.scale ?? model.get("scale")) === "image"; // the scale the tiles were drawn with
+    const symmetric = shown.mode === "contribution"; // signed maps, on a scale centred on zero
     grid.dataset.unit = shown.unit === undefined ? "" : String(shown.unit);
     const [vmin, vmax] = model.get("vrange") || [null, null];
     showPng(colorbar, model.get("colorbar"));
-    barLow.textContent = perImage ? "min of each image" : score(vmin);
-    barHigh.textContent = perImage ? "max of each image" : score(vmax);
+    const [low, high] = symmetric ? ["−max |value|", "+max |value|"] : ["min", "max"];
+    barLow.textContent = perImage ? `${low} of each image` : score(vmin);
+    barHigh.textContent = perImage ? `${high} of each image` : score(vmax);
+    grid.dataset.mode = shown.mode ?? "activation";
+    grid.dataset.target = shown.target === null || shown.target === undefined ? "" : String(shown.target);
     grid.replaceChildren(
       ...tiles.map((tile) =>
         h("figure", { class: `nw-tile${tile.chosen ? " nw-chosen" : ""}`, attrs: { "data-index": tile.index } }, [
@@ -207,7 +249,7 @@ function render({ model, el }) {
 
   const onColormap = () => {
     if (colormap.value !== MORE) {
-      setTrait(model, "colormap", colormap.value);
+      setTrait(model, colormapTrait(model), colormap.value);
       return;
     }
     allColormaps = true;
@@ -219,6 +261,8 @@ function render({ model, el }) {
     setTrait(model, "opacity", Number(opacity.value));
   };
   const onScale = () => setTrait(model, "scale", scale.value);
+  const onMode = () => setTrait(model, "mode", mode.value);
+  const onTarget = () => setTrait(model, "target", target.value === PREDICTED ? null : Number(target.value));
   const onRaw = () => setTrait(model, "show_raw", raw.checked);
   const onBorder = () => setTrait(model, "hide_border", border.checked);
   const onImage = () => {
@@ -229,12 +273,14 @@ function render({ model, el }) {
     on(colormap, "change", onColormap),
     on(opacity, "input", onOpacity),
     on(scale, "change", onScale),
+    on(mode, "change", onMode),
+    on(target, "change", onTarget),
     on(raw, "change", onRaw),
     on(border, "change", onBorder),
     on(image, "change", onImage),
     redrawOn(
       model,
-      ["change:colormaps", "change:colormaps_more", "change:colormap", "change:opacity", "change:scale", "change:show_raw", "change:hide_border", "change:image", "change:unit", "change:units", "change:layer", "change:k"],
+      ["change:colormaps", "change:colormaps_more", "change:colormap", "change:mode", "change:target", "change:classes", "change:diverging_colormap", "change:diverging_colormaps", "change:opacity", "change:scale", "change:show_raw", "change:hide_border", "change:image", "change:unit", "change:units", "change:layer", "change:k"],
       syncControls,
     ),
     redrawOn(model, ["change:tiles", "change:colorbar", "change:vrange", "change:shown"], syncTiles),

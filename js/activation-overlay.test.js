@@ -11,7 +11,8 @@ function setup() {
   return mount(widget, {
     unit: 3, units: 32, layer: EVIL, k: 2, image: null, colormap: "magma", colormaps: ["magma", "viridis"], colormaps_more: ["jet", EVIL], opacity: 0.6,
     scale: "shared", show_raw: false, image_count: 100, tiles: [tile(7), tile(9)], colorbar: PNG, vrange: [0, 2],
-    shown: { unit: 3 },
+    shown: { unit: 3 }, mode: "activation", target: null, classes: ["zero", EVIL, "two"], diverging_colormap: "RdBu_r",
+    diverging_colormaps: ["RdBu_r", "coolwarm"],
   });
 }
 
@@ -32,7 +33,7 @@ describe("ActivationOverlay view", () => {
 
   it("offers the short list of colormaps first, the others on request", async () => {
     const { model, el } = setup();
-    const menu = el.querySelector("select");
+    const menu = el.querySelector('select[aria-label="colormap"]');
     expect([...menu.options].map((o) => o.textContent)).toEqual(["magma", "viridis", "more… (2)"]);
     menu.value = menu.options[2].value;
     menu.dispatchEvent(new Event("change"));
@@ -41,7 +42,7 @@ describe("ActivationOverlay view", () => {
     expect(menu.querySelector("optgroup").label).toBe("more colormaps");
     expect(menu.value).toBe("magma");
     const other = mount(widget, { ...model.state, colormap: "jet" }); // set in Python: the full list at once
-    expect(other.el.querySelector("select").value).toBe("jet");
+    expect(other.el.querySelector('select[aria-label="colormap"]').value).toBe("jet");
   });
 
   it("changes opacity in the browser at once, and sends the other choices to the kernel", async () => {
@@ -51,7 +52,8 @@ describe("ActivationOverlay view", () => {
     opacity.dispatchEvent(new Event("input"));
     expect(el.querySelector(".nw-tiles").style.getPropertyValue("--nw-opacity")).toBe("0.25");
     expect(model.get("opacity")).toBe(0.25);
-    const [colormap, scale] = el.querySelectorAll("select");
+    const colormap = el.querySelector('select[aria-label="colormap"]');
+    const scale = el.querySelector('select[aria-label="colour scale"]');
     colormap.value = "viridis";
     colormap.dispatchEvent(new Event("change"));
     scale.value = "image";
@@ -171,6 +173,48 @@ describe("ActivationOverlay view", () => {
     expect(field.value).toBe("9");
     cleanup();
     el.remove();
+  });
+
+  it("switches to contribution mode: a class picker of text names, a diverging menu, signed sums", async () => {
+    const { model, el } = setup();
+    const mode = el.querySelector('select[aria-label="overlay mode"]');
+    const target = el.querySelector('select[aria-label="class"]');
+    const menu = el.querySelector('select[aria-label="colormap"]');
+    expect(target.closest("label").hidden).toBe(true); // no class in activation mode
+    mode.value = "contribution";
+    mode.dispatchEvent(new Event("change"));
+    await settled();
+    expect(model.saved).toEqual([{ mode: "contribution" }]);
+    expect(target.closest("label").hidden).toBe(false);
+    expect([...target.options].map((o) => o.textContent)).toEqual(["predicted class", "zero", EVIL, "two"]);
+    expect(el.querySelector("img[src='x']")).toBeNull(); // the names are text
+    expect(target.value).toBe(""); // target null: each image's predicted class
+    expect(el.querySelector(".nw-title").textContent).toBe(`unit 3 · layer ${EVIL} · top 2 images for the predicted class`);
+    expect([...menu.options].map((o) => o.textContent)).toEqual(["RdBu_r", "coolwarm", "more… (4)"]);
+    expect(menu.value).toBe("RdBu_r");
+    target.value = "1";
+    target.dispatchEvent(new Event("change"));
+    menu.value = "coolwarm";
+    menu.dispatchEvent(new Event("change"));
+    await settled();
+    expect(model.saved.slice(1)).toEqual([{ target: 1 }, { diverging_colormap: "coolwarm" }]);
+    expect(model.get("colormap")).toBe("magma"); // the activation maps' colormap is kept for that mode
+    expect(el.querySelector(".nw-title").textContent).toBe(`unit 3 · layer ${EVIL} · top 2 images for class ${EVIL}`);
+    const signedTile = { ...tile(4), total: 0.5, vmin: -2, vmax: 2 };
+    await model.pythonSet({ tiles: [signedTile, { ...tile(5), total: -0.25 }], shown: { unit: 3, mode: "contribution", scale: "image" } });
+    const lines = [...el.querySelectorAll("figcaption")].map((c) => c.querySelectorAll(".nw-caption-line")[1].textContent);
+    expect(lines).toEqual(["sum +0.5000 · -2.00…2.00", "sum -0.2500 · 0.0000…2.00"]);
+    expect(el.querySelector(".nw-tiles").dataset.mode).toBe("contribution");
+    expect(el.querySelector(".nw-colorbar-row").textContent).toBe("−max |value| of each image+max |value| of each image");
+    target.value = "";
+    target.dispatchEvent(new Event("change"));
+    mode.value = "activation";
+    mode.dispatchEvent(new Event("change"));
+    await settled();
+    expect(model.saved.slice(3)).toEqual([{ target: null }, { mode: "activation" }]);
+    expect(target.closest("label").hidden).toBe(true);
+    expect(menu.value).toBe("magma");
+    expect([...menu.options].map((o) => o.textContent)).toEqual(["magma", "viridis", "more… (2)"]);
   });
 
   it("reads a unit only from a whole number in range", () => {

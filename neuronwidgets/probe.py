@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from neuronwidgets import contribution
 from neuronwidgets.components import Components, layer_components
 from neuronwidgets.data import DataSource, choose_classes
 from neuronwidgets.diagnostics import RankingWarning, ranking_warnings
@@ -351,14 +352,49 @@ class Probe:
             maps = np.stack([known[i] for i in indices])
         return maps.reshape(-1, 1, 1) if maps.ndim == 1 else maps
 
-    def top_images(self, unit: int, k: int = 9, *, layer: str | None = None) -> np.ndarray:
-        """Indices of the ``k`` images on which ``unit`` reaches its highest activation (spatial maximum)."""
+    def contribution_maps(self, unit: int, images: Any, *, target: int | None, layer: str | None = None) -> np.ndarray:
+        """(n, h, w) maps of where ``unit`` adds to class ``target``'s score (the model's logit) for ``images``
+        (indices into the data, or a tensor of images): activation x d(score)/d(activation) per position of
+        the layer, so each map sums to the unit's first-order term. ``target=None``: each image's predicted
+        class. One forward and backward pass; the model's parameters are not differentiated."""
+        site = self.site(layer)
+        unit = as_index(unit, "units", site.units, f"layer {site.layer!r}")
+        target = contribution.check_target(target, self.num_classes)
+        if not isinstance(images, torch.Tensor):
+            images = site.images(images)
+        return contribution.maps(site, unit, images, target)
+
+    def top_images(
+        self,
+        unit: int,
+        k: int = 9,
+        *,
+        layer: str | None = None,
+        by: str = "activation",
+        target: int | None = None,
+        progress: ProgressOption = None,
+        cancel: CancelFlag = None,
+    ) -> np.ndarray:
+        """Indices of the ``k`` images on which ``unit`` reaches its highest activation (spatial maximum,
+        ``by="activation"``), or adds most to class ``target``'s score (its contribution map summed,
+        ``by="contribution"``; ``target=None``: each image's predicted class). Each is one pass over the data
+        (cached; ``progress`` and ``cancel`` as in `rank`), then free for every unit."""
         site = self.site(layer)
         unit = as_index(unit, "units", site.units, f"layer {site.layer!r}")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be an int of at least 1, got {k!r}")
-        peaks = site.summary().image_max[:, unit]
-        return np.argsort(-peaks, kind="stable")[:k]
+        check_progress(progress)
+        check_cancel(cancel)
+        if by == "activation":
+            if target is not None:
+                raise ValueError('target= applies to by="contribution" only; by="activation" ranks by peak activation')
+            values = site.summary(progress, cancel).image_max[:, unit]
+        elif by == "contribution":
+            target = contribution.check_target(target, self.num_classes)
+            values = contribution.totals(site, target, progress, cancel)[:, unit]
+        else:
+            raise ValueError(f'by must be "activation" or "contribution", got {by!r}')
+        return np.argsort(-values, kind="stable")[:k]
 
     def visualize(
         self,

@@ -17,6 +17,8 @@ from neuronwidgets.display import default_pictures
 
 # perceptually uniform maps (equal steps in value look like equal steps in colour), and grey, offered first
 FIRST_COLORMAPS = ("magma", "viridis", "inferno", "plasma", "cividis", "gray")
+# diverging maps for signed values (contributions), negative blue or green, zero pale, positive red or pink
+DIVERGING_COLORMAPS = ("RdBu_r", "coolwarm", "bwr", "PiYG_r", "seismic")
 
 
 def colormap_names() -> list[str]:
@@ -30,6 +32,11 @@ def offered_colormaps() -> tuple[list[str], list[str]]:
     first = [name for name in FIRST_COLORMAPS if name in colormaps]
     rest = sorted((n for n in colormaps if not n.endswith("_r") and n not in first), key=str.lower)
     return first, rest
+
+
+def offered_diverging_colormaps() -> list[str]:
+    """The diverging colormaps a menu for signed maps offers first (`DIVERGING_COLORMAPS`)."""
+    return [name for name in DIVERGING_COLORMAPS if name in colormaps]
 
 
 def check_colormap(name: str) -> str:
@@ -95,6 +102,19 @@ def colorize_without_border(
     mask[border:-border, border:-border] = 255
     alpha = np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.Resampling.NEAREST))
     return np.dstack([colored, alpha])
+
+
+def fade_near_zero(colored: np.ndarray, values: np.ndarray, largest: float) -> np.ndarray:
+    """``colored`` (uint8 (H, W, 3) or RGBA) as RGBA whose alpha is ``sqrt(|values| / largest)`` (clipped to 1;
+    times its own alpha, if any): a signed map laid over an image hides it only where the values are large, so
+    a diverging colormap's pale middle does not wash the image out where the map is about zero. The square root
+    keeps values a quarter of the largest half opaque, visible beside a few large ones."""
+    weight = np.sqrt(np.clip(np.abs(np.asarray(values, np.float64)) / largest, 0.0, 1.0)) if largest > 0 else 0.0
+    alpha = np.broadcast_to(weight, colored.shape[:2]) * 255.0
+    if colored.shape[-1] == 4:
+        alpha = alpha * (colored[..., 3] / 255.0)
+        colored = colored[..., :3]
+    return np.dstack([colored, alpha.round().astype(np.uint8)])
 
 
 def png(array: np.ndarray) -> bytes:

@@ -61,6 +61,7 @@ def test_its_own_traits_are_the_views_state(explorer):
     assert sent["shown"] == {
         "ranking": {"method": "activation", "layer": "relu3", "target": None, "units": 64, "provisional": False},
         "unit": int(ranked.ranking.order[0]),
+        "overlay": {"mode": "activation", "target": None},
         "accuracy": {"before": panel.before["accuracy"], "after": panel.before["accuracy"], "ablated": []},
     }
     # a click in the list and a slider move, as the views' front ends send them

@@ -66,6 +66,19 @@ def test_blend_with_alpha_leaves_clear_pixels_as_the_image():
     assert (mixed[1:, 1:] == render.blend(image, colored[..., :3], 0.5)[1:, 1:]).all()
 
 
+def test_a_signed_map_fades_to_clear_near_zero():
+    values = np.array([[-2.0, -1.0], [0.0, 4.0]])
+    colored = render.colorize(values, "RdBu_r", -4.0, 4.0)
+    faded = render.fade_near_zero(colored, values, 4.0)
+    assert (faded[..., :3] == colored).all()
+    assert faded[..., 3].tolist() == [[180, 128], [0, 255]]  # sqrt(|value| / largest), both signs alike
+    bordered = np.dstack([colored, np.array([[0, 255], [255, 255]], np.uint8)])
+    assert render.fade_near_zero(bordered, values, 4.0)[..., 3].tolist() == [[0, 128], [0, 255]]  # clear stays
+    assert (render.fade_near_zero(colored, np.zeros((2, 2)), 0.0)[..., 3] == 0).all()  # an all-zero map: no colour
+    image = np.full((2, 2, 3), 50, np.uint8)
+    assert (render.blend(image, faded, 1.0)[1, 0] == 50).all()  # zero: the image as it is
+
+
 def test_core_and_render_never_import_ipywidgets():
     code = "import neuronwidgets, neuronwidgets.render, sys; print('ipywidgets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

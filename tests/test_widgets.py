@@ -280,6 +280,53 @@ def test_overlay_can_hide_the_maps_border(probe):
     assert overlay.snapshot().size[0] > 0  # the saved picture blends the clear ring as the image
 
 
+def test_overlay_contribution_mode_shows_a_classs_top_images_on_a_signed_scale(probe):
+    import io
+
+    from PIL import Image
+
+    overlay = nw.ActivationOverlay(probe, unit=5, k=4)
+    assert overlay.wait(30) and overlay.shown["mode"] == "activation"
+    assert overlay.classes == probe.classes and overlay.diverging_colormaps[0] == "RdBu_r"
+    assert all(tile["total"] is None for tile in overlay.tiles)
+    sent = outbox(overlay)
+    update(overlay, mode="contribution", target=3)
+    assert overlay.wait(60) and not errors(sent)
+    assert overlay.shown | {"mode": "contribution", "target": 3, "colormap": "RdBu_r"} == overlay.shown
+    indices = [tile["index"] for tile in overlay.tiles]
+    assert indices == probe.top_images(5, 4, by="contribution", target=3).tolist()
+    maps = probe.contribution_maps(5, indices, target=3)
+    assert [tile["total"] for tile in overlay.tiles] == pytest.approx(maps.sum((1, 2)).tolist(), rel=1e-5)
+    largest = float(np.abs(maps).max())
+    assert overlay.vrange == pytest.approx([-largest, largest])  # symmetric: zero is the colormap's middle
+    alphas = []
+    for tile, amap in zip(overlay.tiles, maps):  # the raw map, one pixel per cell: red up, blue down
+        raw = np.asarray(Image.open(io.BytesIO(bytes(tile["raw"]))).convert("RGB")).astype(int)
+        overlaid = np.asarray(Image.open(io.BytesIO(bytes(tile["map"]))))
+        assert overlaid.shape[-1] == 4  # clear near zero, opaque at the largest value (`render.fade_near_zero`)
+        alphas.append(int(overlaid[..., 3].max()))
+        top = np.unravel_index(amap.argmax(), amap.shape)
+        assert raw[top][0] > raw[top][2]
+        if amap.min() < -0.2 * largest:
+            low = np.unravel_index(amap.argmin(), amap.shape)
+            assert raw[low][2] > raw[low][0]
+    assert max(alphas) > 128 and min(alphas) < max(alphas)  # the largest cell upsampled, and weaker maps fainter
+    assert "for class 3" in overlay.describe() and "contribution maps" in overlay.describe()
+    assert overlay.snapshot().size[0] > 0
+    update(overlay, target=None, scale="image")  # each image's predicted class, a scale per image
+    assert overlay.wait(60) and overlay.shown["target"] is None
+    assert [t["index"] for t in overlay.tiles] == probe.top_images(5, 4, by="contribution").tolist()
+    assert all(t["vmin"] == -t["vmax"] for t in overlay.tiles)
+    for bad in ({"target": 10}, {"target": -1}, {"mode": "gradient"}, {"diverging_colormap": EVIL}):
+        sent.clear()
+        update(overlay, **bad)
+        assert errors(sent), bad
+    assert errors(sent)[-1].startswith("The 'diverging_colormap' trait")
+    update(overlay, mode="activation")
+    assert overlay.wait(60) and overlay.shown["colormap"] == "magma" and overlay.shown["target"] is None
+    assert [t["index"] for t in overlay.tiles] == probe.top_images(5, 4).tolist()
+
+
 def test_ablation_panel_latest_request_wins(probe):
     ranking = probe.rank("weight_l1")
     panel = nw.AblationPanel(probe, ranking=ranking)
@@ -325,6 +372,10 @@ def test_explorer_links_the_views(probe):
     assert explorer.selected_unit is None
     custom(ranked, {"type": "refresh"})
     assert explorer.wait(60) and panel.before
+    update(ranked, target=2)  # a class picked in the list is the one the overlay's contribution mode shows
+    update(overlay, mode="contribution")
+    assert explorer.wait(60) and overlay.shown["target"] == 2 and overlay.shown["mode"] == "contribution"
+    assert explorer.shown["overlay"] == {"mode": "contribution", "target": 2}
 
 
 def test_static_png_in_the_mime_bundle(probe):

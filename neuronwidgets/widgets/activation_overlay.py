@@ -1,4 +1,5 @@
-"""ActivationOverlay: the images that excite a unit most, with its activation map laid over each."""
+"""ActivationOverlay: the images that excite a unit most, with its activation map laid over each; or, in
+contribution mode, the images where the unit adds most to a class's score, with where it does so."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from neuronwidgets.widgets.ranked_list import RankedList
 
 MAX_IMAGES = 32
 SCALES = ("shared", "image")
+MODES = ("activation", "contribution")
 
 
 class ActivationOverlay(Widget):
@@ -26,6 +28,10 @@ class ActivationOverlay(Widget):
     upsampled, coloured by ``colormap`` and laid over it at ``opacity``.
 
     ``scale="shared"`` uses one colour scale for all maps (comparable), ``"image"`` one per image.
+    ``mode="contribution"`` shows instead the images on which the unit adds most to class ``target``'s score
+    (None: each image's predicted class) and, over each, its contribution map (`Probe.contribution_maps`),
+    coloured by the diverging ``diverging_colormap`` on a scale symmetric about zero: positive where the unit
+    raises the class's score, negative where it lowers it.
     Images travel to the browser as PNG buffers; opacity and the raw-map view change in the browser only.
     The view picks ``unit`` with a number field and previous/next buttons; ``follow(ranked_list)`` makes it
     show the unit selected in a `RankedList`.
@@ -41,19 +47,36 @@ class ActivationOverlay(Widget):
     colormap = Choice(render.colormap_names(), "magma").tag(sync=True, option=True)
     colormaps = traitlets.List(traitlets.Unicode()).tag(sync=True)  # the menu's first, short list
     colormaps_more = traitlets.List(traitlets.Unicode()).tag(sync=True)  # the rest, on request
+    mode = Choice(MODES, "activation").tag(sync=True, option=True)
+    target = StrictInt(None, allow_none=True, min=0).tag(sync=True, option=True)  # contribution's class
+    diverging_colormap = Choice(render.colormap_names(), "RdBu_r").tag(sync=True, option=True)  # contribution's
+    diverging_colormaps = traitlets.List(traitlets.Unicode()).tag(sync=True)  # its menu's short list
+    classes = traitlets.List(traitlets.Unicode()).tag(sync=True)  # class names, for the class picker
     opacity = traitlets.Float(0.6, min=0.0, max=1.0).tag(sync=True, option=True)
     scale = Choice(SCALES, "shared").tag(sync=True, option=True)
     show_raw = traitlets.Bool(False).tag(sync=True, option=True)
     hide_border = traitlets.Bool(False).tag(sync=True, option=True)  # the maps' outer ring (zero padding)
     units = traitlets.Int(0).tag(sync=True)  # number of units in the layer
     image_count = traitlets.Int(0).tag(sync=True)  # number of images in the data
-    tiles = traitlets.List().tag(sync=True)  # [{index, label, chosen, vmin, vmax, image, map, raw}, ...]
+    tiles = traitlets.List().tag(sync=True)  # [{index, label, chosen, peak, total, vmin, vmax, image, map, raw}]
     colorbar = traitlets.Bytes(b"").tag(sync=True)  # PNG, low values left
     vrange = traitlets.List().tag(sync=True)  # [vmin, vmax] of the shared scale
-    shown = traitlets.Dict().tag(sync=True)  # the request the tiles answer: {unit, layer, image, colormap, scale}
+    shown = traitlets.Dict().tag(sync=True)  # the request the tiles answer: {unit, layer, image, colormap, ...}
 
     _writable: ClassVar[frozenset[str]] = frozenset(
-        {"unit", "k", "image", "colormap", "opacity", "scale", "show_raw", "hide_border"}
+        {
+            "unit",
+            "k",
+            "image",
+            "colormap",
+            "opacity",
+            "scale",
+            "show_raw",
+            "hide_border",
+            "mode",
+            "target",
+            "diverging_colormap",
+        }
     )
     _following: RankedList | None = None
 
@@ -73,11 +96,16 @@ class ActivationOverlay(Widget):
             image_count=len(probe.source),
             colormaps=first,
             colormaps_more=more,
+            diverging_colormaps=render.offered_diverging_colormaps(),
+            classes=probe.classes,
         )
         with self.hold_trait_notifications():
             for key, value in kwargs.items():
                 setattr(self, key, value)
-        self.observe(self._on_change, names=["unit", "k", "image", "colormap", "scale", "hide_border"])
+        self.observe(
+            self._on_change,
+            names=["unit", "k", "image", "colormap", "scale", "hide_border", "mode", "target", "diverging_colormap"],
+        )
         self.observe(self._on_layer, names=["layer"])
         self.refresh()
 
@@ -96,6 +124,10 @@ class ActivationOverlay(Widget):
         if proposal["value"] not in self._probe.layers:
             raise traitlets.TraitError(f"unknown layer {proposal['value']!r}; valid: {', '.join(self._probe.layers)}")
         return proposal["value"]
+
+    @traitlets.validate("target")
+    def _valid_target(self, proposal: dict) -> int | None:
+        return index_or_none(proposal["value"], len(self._probe.classes), "target must be a class index")
 
     @traitlets.validate("image")
     def _valid_image(self, proposal: dict) -> int | None:
@@ -173,22 +205,34 @@ class ActivationOverlay(Widget):
         self.refresh()
 
     def _on_change(self, change: dict) -> None:
+        unused = {"colormap"} if self.mode == "contribution" else {"target", "diverging_colormap"}
+        if change["name"] in unused:
+            return  # a setting of the other mode: nothing drawn changes
         self.refresh()
 
     def refresh(self) -> None:
         """Render the overlays for the current unit and settings in the background (latest request wins)."""
         probe, layer, unit, k, image = self._probe, self.layer, self.unit, self.k, self.image
-        colormap, scale, hide_border = self.colormap, self.scale, self.hide_border
+        scale, hide_border, mode = self.scale, self.hide_border, self.mode
+        contribution = mode == "contribution"
+        target = self.target if contribution else None
+        colormap = self.diverging_colormap if contribution else self.colormap
 
         def run(job: Job) -> dict:
-            # the pass top_images reads (once per layer, cached): its progress shows in this widget, not as a
-            # tqdm bar in whichever cell ran last, and Cancel stops it
-            probe.site(layer).summary(progress=self._progress_callback(job), cancel=job.cancel)
-            indices = [int(i) for i in probe.top_images(unit, k, layer=layer)]
+            # the pass top_images reads (once per layer, and class, cached): its progress shows in this widget,
+            # not as a tqdm bar in whichever cell ran last, and Cancel stops it
+            progress, cancel = self._progress_callback(job), job.cancel
+            top = probe.top_images(unit, k, layer=layer, by=mode, target=target, progress=progress, cancel=cancel)
+            indices = [int(i) for i in top]
             if image is not None:
                 indices = [image, *[i for i in indices if i != image]][: k + 1]
-            maps = probe.activation_maps(unit, indices, layer=layer)
-            return render_tiles(probe, indices, maps, colormap, scale, chosen=image, hide_border=hide_border)
+            if contribution:
+                maps = probe.contribution_maps(unit, indices, target=target, layer=layer)
+            else:
+                maps = probe.activation_maps(unit, indices, layer=layer)
+            return render_tiles(
+                probe, indices, maps, colormap, scale, chosen=image, hide_border=hide_border, symmetric=contribution
+            )
 
         def done(result: dict) -> None:
             self.tiles, self.vrange, self.colorbar = result["tiles"], result["vrange"], result["colorbar"]
@@ -199,6 +243,8 @@ class ActivationOverlay(Widget):
                 "colormap": colormap,
                 "scale": scale,
                 "hide_border": hide_border,
+                "mode": mode,
+                "target": target,
             }
 
         self._submit("overlay", run, done)
@@ -232,7 +278,9 @@ class ActivationOverlay(Widget):
         )
         bar.ax.tick_params(labelsize=6.5)
         if per_image:
-            bar.set_ticks([0.0, 1.0], labels=["min of each image", "max of each image"])
+            symmetric = (self.shown or {}).get("mode") == "contribution"
+            ends = ("-max |value|", "+max |value|") if symmetric else ("min", "max")
+            bar.set_ticks([0.0, 1.0], labels=[f"{end} of each image" for end in ends])
         fig.suptitle(self._title(), fontsize=8)
         return figure_png(fig, dpi=100)
 
@@ -240,7 +288,8 @@ class ActivationOverlay(Widget):
         if not self.tiles:
             return f"activation overlay of unit {self.unit}, layer {self.layer}: not drawn yet"
         images = "; ".join(_caption(tile, False).replace("\n", ", ") for tile in self.tiles[:8])
-        return f"{self._title()}: activation maps laid over the images ({images})"
+        what = "contribution" if (self.shown or {}).get("mode") == "contribution" else "activation"
+        return f"{self._title()}: {what} maps laid over the images ({images})"
 
     def _title(self) -> str:
         """What the tiles show, as the live view's title says it."""
@@ -248,7 +297,13 @@ class ActivationOverlay(Widget):
         chosen = sum(1 for tile in self.tiles if tile.get("chosen"))
         top = len(self.tiles) - chosen
         title = f"unit {shown.get('unit')} · layer {shown.get('layer')} · top {top} images"
+        if shown.get("mode") == "contribution":
+            target = shown.get("target")
+            title += f" for {'the predicted class' if target is None else f'class {self._class_name(target)}'}"
         return title + (f" and image #{shown.get('image')}" if chosen else "")
+
+    def _class_name(self, target: int) -> str:
+        return self.classes[target] if target < len(self.classes) else str(target)
 
 
 def _caption(tile: dict, per_image: bool) -> str:
@@ -256,7 +311,8 @@ def _caption(tile: dict, per_image: bool) -> str:
     which = f"{'chosen · ' if tile.get('chosen') else ''}#{tile['index']}"
     if tile.get("label") is not None:
         which += f" · {textwrap.shorten(str(tile['label']), 22, placeholder='…')}"
-    values = f"peak {tile['peak']:.3g}" + (f" · {tile['vmin']:.3g}…{tile['vmax']:.3g}" if per_image else "")
+    value = f"peak {tile['peak']:.3g}" if tile.get("total") is None else f"sum {tile['total']:+.3g}"
+    values = value + (f" · {tile['vmin']:.3g}…{tile['vmax']:.3g}" if per_image else "")
     return f"{which}\n{values}"
 
 
@@ -272,30 +328,44 @@ def render_tiles(
     scale: str,
     chosen: int | None,
     hide_border: bool = False,
+    symmetric: bool = False,
 ) -> dict:
     """PNG buffers per image (the image, its coloured upsampled map, its raw map) and the colour scale.
 
     ``hide_border``: the maps' outer ring of cells, whose values a convolution's zero padding shapes, is
-    drawn transparent and left out of the colour scale and the peak."""
+    drawn transparent and left out of the colour scale and the peak. ``symmetric``: scales centred on zero,
+    from -m to m with m the largest absolute value (signed maps: contributions), overlays whose opacity grows
+    with the value's size (`render.fade_near_zero`), and each tile's ``total`` (its map's sum, border
+    included)."""
     images = display_images(probe, indices)
     labels = labels_of(probe, indices)
     counted = render.inner(maps) if hide_border else maps  # the values the scale and the peaks are of
-    shared = (float(counted.min()), float(counted.max()))
+
+    def span(values: np.ndarray) -> tuple[float, float]:
+        if symmetric:
+            largest = float(np.abs(values).max())
+            return (-largest, largest)
+        return (float(values.min()), float(values.max()))
+
+    shared = span(counted)
     tiles = []
     for index, label, image, amap, values in zip(indices, labels, images, maps, counted):
-        vmin, vmax = shared if scale == "shared" else (float(values.min()), float(values.max()))
+        vmin, vmax = shared if scale == "shared" else span(values)
         if hide_border:
             shown_map = render.colorize_without_border(amap, image.shape[:2], colormap, vmin, vmax)
             raw_map = render.colorize_without_border(amap, amap.shape, colormap, vmin, vmax)
         else:
             shown_map = render.colorize(render.upsample(amap, image.shape[:2]), colormap, vmin, vmax)
             raw_map = render.colorize(amap, colormap, vmin, vmax)
+        if symmetric:  # the image shows through where the unit adds nothing, instead of the colormap's pale middle
+            shown_map = render.fade_near_zero(shown_map, render.upsample(amap, image.shape[:2]), vmax)
         tiles.append(
             {
                 "index": index,
                 "label": None if label is None else probe.classes[label],
                 "chosen": index == chosen,
                 "peak": float(values.max()),
+                "total": float(amap.sum(dtype=np.float64)) if symmetric else None,
                 "vmin": vmin,
                 "vmax": vmax,
                 "image": render.png(image),

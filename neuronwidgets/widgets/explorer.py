@@ -50,8 +50,9 @@ class Explorer(Pictured, Keyed, anywidget.AnyWidget):
 
     ``selected_unit``, ``method``, ``target`` and ``layer`` are the list's, ``k``, ``mode`` and ``toggled``
     the panel's, linked both ways (observe them, link them, or set them to drive the views); ``shown`` says
-    what the views show: the ranking (method, layer, class, units, provisional), the overlay's unit and the
-    panel's accuracy before and after the ablation.
+    what the views show: the ranking (method, layer, class, units, provisional), the overlay's unit (and its
+    mode and class) and the panel's accuracy before and after the ablation. A class picked in the list is the
+    class the overlay's contribution mode shows.
     """
 
     _esm = asset("explorer.js")
@@ -67,7 +68,7 @@ class Explorer(Pictured, Keyed, anywidget.AnyWidget):
     k = StrictInt(0).tag(sync=True)
     mode = traitlets.Unicode().tag(sync=True)
     toggled = traitlets.List(StrictInt()).tag(sync=True)
-    shown = traitlets.Dict().tag(sync=True)  # {ranking: {method, layer, target, units, provisional}, unit, accuracy}
+    shown = traitlets.Dict().tag(sync=True)  # {ranking: {...}, unit, overlay: {mode, target}, accuracy}
 
     _writable: ClassVar[frozenset[str]] = frozenset(LINKED)
 
@@ -77,7 +78,7 @@ class Explorer(Pictured, Keyed, anywidget.AnyWidget):
             raise TypeError(f"Explorer needs a Probe, got {type(probe).__name__}")
         ranked_list = RankedList(probe, **kwargs)
         unit = ranked_list.selected_unit
-        overlay = ActivationOverlay(probe, layer=ranked_list.layer, unit=unit or 0)
+        overlay = ActivationOverlay(probe, layer=ranked_list.layer, unit=unit or 0, target=ranked_list.target)
         ranking = ranked_list.ranking
         layer = None if ranking is not None else ranked_list.layer  # until the list's ranking lands
         panel = AblationPanel(probe, ranking=ranking, layer=layer, selected_unit=unit)
@@ -91,9 +92,10 @@ class Explorer(Pictured, Keyed, anywidget.AnyWidget):
         ranked_list.observe(self._on_select, names=["selected_unit"])
         ranked_list.observe(self._on_ranking, names=["ranking"])
         ranked_list.observe(self._on_layer, names=["layer"])
+        ranked_list.observe(self._on_target, names=["target"])
         ranked_list.on_refresh(self._on_refresh)
         ranked_list.observe(self._on_shown, names=["info"])
-        overlay.observe(self._on_shown, names=["unit"])
+        overlay.observe(self._on_shown, names=["unit", "mode", "target"])
         panel.observe(self._on_shown, names=["before", "after"])
         if ranked_list.ranking is not None:  # it may have landed before the observers were in place
             self._on_ranking({"new": ranked_list.ranking})
@@ -139,6 +141,10 @@ class Explorer(Pictured, Keyed, anywidget.AnyWidget):
     def _on_layer(self, change: dict) -> None:
         self.overlay.layer = change["new"]
 
+    def _on_target(self, change: dict) -> None:
+        if change["new"] is not None:  # "all classes" leaves the overlay's class as it is
+            self.overlay.target = change["new"]
+
     def _on_ranking(self, change: dict) -> None:
         ranking: Ranking | None = change["new"]
         if ranking is None or ranking.layer != self.ranked_list.layer:
@@ -182,6 +188,7 @@ def _shown(ranked_list: RankedList, overlay: ActivationOverlay, panel: AblationP
     return {
         "ranking": {key: info.get(key) for key in ("method", "layer", "target", "units", "provisional")},
         "unit": overlay.unit,
+        "overlay": {"mode": overlay.mode, "target": overlay.target},
         "accuracy": {
             "before": before.get("accuracy"),
             "after": after.get("accuracy"),

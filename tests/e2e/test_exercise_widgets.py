@@ -2,7 +2,8 @@
 The overlay picks a unit by its number (typed, then the next button) and the tiles follow; typed text that is
 no unit is refused beside the field; an ablation panel toggles a unit that has no toggle (the correlation
 ranking's top unit, far down the class-3 ablation ranking) by its number and the accuracy changes; an overlay
-that follows a ranked list shows the unit of the row clicked."""
+that follows a ranked list shows the unit of the row clicked; the overlay switched to contribution mode shows
+a class's top images by the unit's contribution."""
 
 from __future__ import annotations
 
@@ -112,6 +113,24 @@ def exercise_widgets(page, jupyter_lab: dict, artifacts: Path) -> None:
     expect(overlay.locator('.nw-tiles[data-unit="8"] .nw-tile')).to_have_count(4, timeout=30_000)
     overlay.screenshot(path=str(artifacts / "e2e_exercise_overlay.png"))
 
+    # contribution mode: a class picker appears; class 3's top images by the unit's contribution, signed maps
+    quiet(page)
+    overlay.locator('select[aria-label="overlay mode"]').select_option("contribution")
+    picker = overlay.locator('select[aria-label="class"]')
+    expect(picker).to_be_visible()
+    expect(picker.locator("option")).to_have_count(11)  # "predicted class" and the 10 digits
+    quiet(page)
+    picker.select_option(label="3")
+    expect(overlay.locator('.nw-tiles[data-mode="contribution"][data-target="3"] .nw-tile')).to_have_count(
+        4, timeout=60_000
+    )
+    expect(overlay.locator(".nw-title")).to_have_text("unit 8 · layer relu2 · top 4 images for class 3")
+    sums = overlay.locator(".nw-tile figcaption").evaluate_all("els => els.map((el) => el.title)")
+    print(f"[exercise] unit 8's top images for class 3 by contribution: {sums}")
+    assert all(" · sum " in text for text in sums), sums
+    overlay.screenshot(path=str(artifacts / "e2e_exercise_overlay_contribution.png"))
+    assert_readable(page, f"{NOTEBOOK} .nw-overlay")
+
     # the panel: the unit has no toggle; toggled by its number, the accuracy drops, a chip shows it
     expect(panel.locator(".nw-toggle")).to_have_count(TOGGLES)
     expect(panel.locator(f'.nw-toggle[data-unit="{unit}"]')).to_have_count(0)
@@ -165,7 +184,8 @@ def exercise_widgets(page, jupyter_lab: dict, artifacts: Path) -> None:
     # kernel side: what Python holds is what the page showed
     rerun_cell(
         cells.nth(3),
-        f"KERNEL overlay=8 shown=8 toggled=[{unit}] ablated=[{unit}] followed={picked} selected={picked}",
+        f"KERNEL overlay=8 shown=8 toggled=[{unit}] ablated=[{unit}] followed={picked} selected={picked} "
+        "mode=contribution target=3",
     )
     assert cells.count() == cell_count
     assert not page.problems, page.problems
