@@ -263,3 +263,59 @@ def test_the_sampled_estimate_is_shown_first_only_where_its_first_round_costs_le
     share = few.site("layer3").unit_work_share()
     assert 0 < share < 1
     assert not ablation.estimate_first(few.site("layer3"))  # 256 units x 64 images of most of the network
+
+
+# -- the shrunk estimate ----------------------------------------------------------------------------------
+
+
+def outcome_population(units: int, images: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit and image: a paired difference (-1, 0 or 1; rare, with unit-specific rates spread over a
+    decade) and a loss increase that is larger where the outcome flipped, plus noise, as ablation's are."""
+    rng = np.random.default_rng(seed)
+    rates = np.geomspace(0.002, 0.03, units)
+    flips = rng.random((units, images)) < rates[:, None]
+    signs = np.where(rng.random((units, images)) < 0.85, 1, -1)
+    diffs = (flips * signs).astype(np.int8)
+    loss = diffs * rng.uniform(0.5, 3.0, (units, images)) + rng.normal(0.0, 0.05, (units, images))
+    return diffs, loss + rates[:, None]  # a unit that flips more also nudges every image's loss more
+
+
+def test_the_shrunk_estimate_orders_and_fits_the_drops_better_than_the_plain_means():
+    from scipy.stats import spearmanr
+
+    diffs, loss = outcome_population(48, 20000, seed=11)
+    exact = diffs.mean(1)
+    plain_error, shrunk_error, plain_rho, shrunk_rho = [], [], [], []
+    for seed in range(12):
+        sample = np.random.default_rng(seed).permutation(diffs.shape[1])[:400]
+        drop, loss_increase = diffs[:, sample].mean(1), loss[:, sample].mean(1)
+        variance = np.abs(diffs[:, sample]).mean(1) - drop**2
+        seen = np.full(len(drop), len(sample))
+        shrunk = progressive.shrunk_drops(drop, loss_increase, variance, seen, diffs.shape[1])
+        plain_error.append(np.sum((drop - exact) ** 2))
+        shrunk_error.append(np.sum((shrunk - exact) ** 2))
+        plain_rho.append(spearmanr(drop, exact)[0])
+        shrunk_rho.append(spearmanr(shrunk, exact)[0])
+    assert np.mean(shrunk_error) < 0.5 * np.mean(plain_error)
+    assert np.mean(shrunk_rho) > np.mean(plain_rho) + 0.1
+
+
+def test_the_shrunk_estimate_is_the_units_own_drop_once_every_image_is_seen():
+    diffs, loss = outcome_population(10, 500, seed=12)
+    drop, loss_increase = diffs.mean(1), loss.mean(1)
+    variance = np.abs(diffs).mean(1) - drop**2
+    every = np.full(10, 500)
+    np.testing.assert_allclose(progressive.shrunk_drops(drop, loss_increase, variance, every, 500), drop, atol=1e-15)
+    two = progressive.shrunk_drops(drop[:2], loss_increase[:2], variance[:2], np.array([5, 5]), 500)
+    assert np.array_equal(two, drop[:2])  # too few units to fit a line across them: the plain means
+
+
+def test_a_sampled_rankings_scores_lie_in_its_intervals_and_the_plain_means_are_kept():
+    shares = [0.20, 0.16, 0.13, 0.02, 0.015, 0.01, 0.01, 0.005, 0.005, 0.0, 0.0, 0.0]
+    images, labels, drops = planted_data(shares, 3000, seed=6)
+    probe = nw.Probe(Planted(len(shares)).double().eval(), (images, labels), layer="units")
+    ranking = probe.rank("ablation", fraction=0.1, seed=4, progress=False, warn=False)
+    low, high = ranking.meta["intervals"].T
+    assert np.all((low <= ranking.scores) & (ranking.scores <= high))
+    assert ranking.meta["drop_unbiased"].shape == ranking.scores.shape
+    assert "empirical" in ranking.meta["estimate_method"]

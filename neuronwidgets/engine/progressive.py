@@ -39,7 +39,8 @@ LOOK_COST = 10  # a look at the intervals waits until the rounds since the last 
 class Estimate:
     """Each unit's estimated accuracy drop on its share of the population, with an interval, after a look."""
 
-    drop: np.ndarray  # (units,) estimated accuracy drop over the population
+    drop: np.ndarray  # (units,) estimated accuracy drop over the population (`shrunk_drops`), within the interval
+    unbiased: np.ndarray  # (units,) the mean of each unit's paired differences: unbiased, but noisier
     lower: np.ndarray  # (units,) interval of the drop at the confidence asked for
     upper: np.ndarray
     loss_increase: np.ndarray  # (units,) estimated increase of the mean cross-entropy (no interval)
@@ -96,6 +97,7 @@ class ProgressiveAblation:
         self.diffs = np.zeros((units, 0), np.int8)  # per unit, right before minus right after, in visit order
         self.seen = np.zeros(units, np.int64)
         self.hits = np.zeros(units, np.int64)  # images still right after the ablation, among those seen
+        self.flips = np.zeros(units, np.int64)  # images whose outcome the ablation changed, among those seen
         self.loss = np.zeros(units, np.float64)  # summed loss after the ablation, over those seen
         self.lower = np.full(units, -1.0)
         self.upper = np.full(units, 1.0)
@@ -174,7 +176,9 @@ class ProgressiveAblation:
                 hits = hits.cpu().numpy()
                 which = units[[position[u] for u in block]]
                 columns = np.arange(start + rows.start, start + rows.stop)
-                self.diffs[np.ix_(which, columns)] = base_hits[rows] - hits.astype(np.int8)
+                diffs = base_hits[rows] - hits.astype(np.int8)
+                self.diffs[np.ix_(which, columns)] = diffs
+                self.flips[which] += np.count_nonzero(diffs, axis=1)
                 self.hits[which] += hits.sum(1)
                 self.loss[which] += loss.sum(1).cpu().numpy()
                 self.bar.advance(len(block) * len(columns))
@@ -218,18 +222,47 @@ class ProgressiveAblation:
         lower = np.where(done, drop, np.minimum(self.lower, drop))
         upper = np.where(done, drop, np.maximum(self.upper, drop))
         open_ = self.seen < limit
+        variance = self.flips / np.maximum(self.seen, 1) - drop**2  # each difference is -1, 0 or 1
+        shown = np.clip(shrunk_drops(drop, loss_increase, variance, self.seen, self.population), lower, upper)
+        summary = (self.seen.copy(), self.population)
         if top is None:
             settled = np.zeros(len(drop), bool)
-            return Estimate(drop, lower, upper, loss_increase, self.seen.copy(), self.population, settled, None), (
-                np.flatnonzero(open_)
-            )
-        best = np.lexsort((-loss_increase, -drop))  # largest drop first, ties by the larger loss increase
+            return Estimate(shown, drop, lower, upper, loss_increase, *summary, settled, None), np.flatnonzero(open_)
+        best = np.lexsort((-loss_increase, -shown))  # largest drop first, ties by the larger loss increase
         chosen = np.zeros(len(drop), bool)
         chosen[best[:top]] = True
         weakest_in = lower[chosen].min()
         strongest_out = upper[~chosen].max()
         unsettled = (chosen & (lower < strongest_out - tolerance)) | (~chosen & (upper > weakest_in + tolerance))
-        estimate = Estimate(
-            drop, lower, upper, loss_increase, self.seen.copy(), self.population, ~unsettled, best[:top].tolist()
-        )
+        estimate = Estimate(shown, drop, lower, upper, loss_increase, *summary, ~unsettled, best[:top].tolist())
         return estimate, np.flatnonzero(unsettled & open_)
+
+
+def shrunk_drops(
+    drop: np.ndarray, loss_increase: np.ndarray, variance: np.ndarray, seen: np.ndarray, population: int
+) -> np.ndarray:
+    """Each unit's drop estimate pulled toward the drop its loss increase predicts, by how noisy it is: an
+    empirical-Bayes (James-Stein-type) estimate, with the loss increase as the covariate.
+
+    A unit's drop is a mean of rare -1/0/1 outcomes, so on a few hundred images it is mostly noise, while its
+    loss increase, a mean of continuous values, already orders the units well (the two agree closely once
+    exact: Spearman 0.97 on the trained benchmark model). A least-squares line across the units predicts each
+    drop from its loss increase; each unit's own estimate keeps the weight ``spread / (spread + noise)``, where
+    ``noise`` is its sampling variance (with the finite-population correction, so it is 0 once every image is
+    seen and the result is then exactly the unit's own drop) and ``spread`` the variance of the drops about the
+    line that the noise does not explain. Biased toward the line while images are few, lower in total squared
+    error than the plain means; `bounds` of the plain means are unaffected, and the caller keeps the result
+    within them. ``variance``: each unit's per-image variance of its differences (a pseudo-count of one flip
+    keeps a unit with none seen yet from counting as noiseless)."""
+    seen = np.asarray(seen, np.float64)
+    counted = seen > 0
+    if counted.sum() < 3:
+        return drop.astype(np.float64)
+    pseudo = (np.maximum(variance, 0.0) * seen + 1.0) / (seen + 1.0)
+    noise = np.where(counted, pseudo / np.maximum(seen, 1.0) * np.clip(1.0 - seen / population, 0.0, 1.0), 0.0)
+    design = np.stack([np.ones(int(counted.sum())), loss_increase[counted]], axis=1)
+    coefficients, *_ = np.linalg.lstsq(design, drop[counted], rcond=None)
+    line = coefficients[0] + coefficients[1] * loss_increase
+    spread = max(float(np.var(drop[counted] - line[counted]) - noise[counted].mean()), 1e-12)
+    weight = np.where(counted, spread / (spread + noise), 1.0)
+    return line + weight * (drop - line)

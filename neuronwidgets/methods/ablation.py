@@ -21,6 +21,10 @@ INTERVAL_METHOD = (
     "hedged betting confidence sequence for sampling without replacement (Waudby-Smith and Ramdas 2020), "
     "valid at every look"
 )
+ESTIMATE_METHOD = (
+    "each unit's mean drop pulled toward the drop its loss increase predicts, by its sampling noise (empirical "
+    "Bayes), within the interval; the plain mean is drop_unbiased"
+)
 
 
 def rank(
@@ -53,7 +57,10 @@ def rank(
       that share).
 
     Images are taken in an order fixed by ``seed``. ``meta["intervals"]`` holds each drop's interval at
-    ``confidence``: for every unit at once with ``top``, for each unit on its own otherwise.
+    ``confidence``: for every unit at once with ``top``, for each unit on its own otherwise. The scores are
+    each unit's mean drop on its images pulled toward what its loss increase predicts, by how noisy that mean
+    still is (`engine.progressive.shrunk_drops`: the order is right far sooner), kept within the interval;
+    ``meta["drop_unbiased"]`` holds the plain means.
     ``meta["exact"]`` says whether every image was seen (then the scores are the exact ones).
     ``update`` receives the ranking so far after each round of images.
     """
@@ -154,6 +161,8 @@ def _sampled_ranking(
         "interval_method": INTERVAL_METHOD,
         "settled": estimate.settled,
         "loss_increase": estimate.loss_increase,
+        "drop_unbiased": estimate.unbiased,
+        "estimate_method": ESTIMATE_METHOD,
     }
     if target is None:  # with a target only that class's images were read, so the whole data's accuracy is unknown
         meta.update(base_accuracy=base_accuracy, base_class_accuracy=base_class_accuracy, class_images=class_images)
