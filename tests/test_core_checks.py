@@ -485,8 +485,10 @@ def test_a_dataloader_with_worker_processes_and_pinned_memory_gives_the_same_ran
     direct = nw.Probe(model, dataset, layer="relu2", chunk_size=16)
     loaded = nw.Probe(model, loader, layer="relu2")
     for method in ("activation", "ablation", "taylor"):
-        np.testing.assert_array_equal(
-            loaded.rank(method, progress=False).scores, direct.rank(method, progress=False).scores
+        # equal up to float64 rounding: a chunk is run in slices timed as they run (`engine.slicing`), and a
+        # conv's summation order depends on its batch size, so on a busy machine the last bits may differ
+        np.testing.assert_allclose(
+            loaded.rank(method, progress=False).scores, direct.rank(method, progress=False).scores, rtol=1e-12
         )
     np.testing.assert_array_equal(loaded.top_images(1, 5), direct.top_images(1, 5))
     np.testing.assert_array_equal(loaded.activation_maps(1, [3, 38]), direct.activation_maps(1, [3, 38]))
