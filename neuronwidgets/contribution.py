@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from neuronwidgets.data import as_float_images
-from neuronwidgets.engine.hooks import forward_hooks
+from neuronwidgets.engine.hooks import forward_hooks, gradient_leaf
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
 from neuronwidgets.engine.site import Site
 from neuronwidgets.engine.stats import per_image_dtype
@@ -49,14 +48,8 @@ def products(site: Site, images: torch.Tensor, target: int | None) -> torch.Tens
     """
     held: list[torch.Tensor] = []
 
-    def hold(module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
-        torch.set_grad_enabled(True)  # from here on: the graph of the tail only (undone after the pass)
-        leaf = output.detach().requires_grad_(True)
-        held.append(leaf)
-        return leaf.clone()  # later in-place ops change the clone, not the leaf we differentiate
-
     try:
-        with forward_hooks([(site.module, hold)]):
+        with forward_hooks([(site.module, gradient_leaf(held))]):
             scores = site.model(images)
         classes = scores.detach().argmax(1) if target is None else torch.full_like(scores[:, 0], target).long()
         chosen = scores.gather(1, classes[:, None]).sum()

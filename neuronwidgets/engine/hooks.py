@@ -38,3 +38,19 @@ def recorder(into: list[torch.Tensor]) -> ForwardHook:
         into.append(output.detach().clone())
 
     return record
+
+
+def gradient_leaf(into: list[torch.Tensor]) -> ForwardHook:
+    """A forward hook that turns autograd on from the module onwards (the caller turns it off again after the
+    pass) and appends the module's output to ``into`` as a leaf that requires grad, so the gradient of a later
+    score can be taken with respect to it alone: parameters' ``.grad`` are never touched, and the graph holds
+    only the network after the module. The model goes on with a clone, so in-place ops later in the network
+    change the clone, not the leaf."""
+
+    def hold(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        torch.set_grad_enabled(True)
+        leaf = output.detach().requires_grad_(True)
+        into.append(leaf)
+        return leaf.clone()
+
+    return hold

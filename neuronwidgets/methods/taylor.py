@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from neuronwidgets.engine.hooks import forward_hooks
+from neuronwidgets.engine.hooks import forward_hooks, gradient_leaf
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
 from neuronwidgets.engine.site import Site
 from neuronwidgets.ranking import Ranking
@@ -27,17 +27,11 @@ def rank(site: Site, *, progress: ProgressOption = None, cancel: CancelFlag = No
     class_images = torch.zeros(site.num_classes, dtype=torch.int64)
     held: list[torch.Tensor] = []
 
-    def hold(mod: torch.nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
-        torch.set_grad_enabled(True)  # from here on: the graph of the tail only (undone after the pass)
-        leaf = output.detach().requires_grad_(True)
-        held.append(leaf)
-        return leaf.clone()  # later in-place ops change the clone, not the leaf we differentiate
-
     def per_image(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class scores (N, classes) and, per image and unit, activation x gradient summed over positions."""
         held.clear()
         try:
-            with forward_hooks([(module, hold)]):
+            with forward_hooks([(module, gradient_leaf(held))]):
                 scores = site.model(images)
             loss = F.cross_entropy(scores, labels, reduction="sum")  # a sum: each image's gradient is its own
         finally:
