@@ -194,7 +194,7 @@ def components_vs_units(probe: nw.Probe, found: dict) -> list[str]:
         "concepts.",
         "",
         "| layer | quantile | k (80%) | mean best IoU: top-k components, tail (best of both) | top-k units "
-        "| all units | kinds: components (tail) / top-k units | p |",
+        "| all units | kinds: components (tail) vs top-k units | p |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for layer in LAYERS:
