@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from shapes_findings import section
 
 import neuronwidgets as nw
 
@@ -137,7 +138,8 @@ def main() -> None:
         f"Demo: the digits CNN, {len(data)} held-out test images.",
         "",
     ]
-    OUT.write_text("\n".join(header + body) + "\n", encoding="utf-8")
+    kept = section(OUT.read_text(encoding="utf-8")) if OUT.exists() else ""  # shapes_findings.py's section
+    OUT.write_text("\n".join(header + body) + "\n" + (f"\n{kept}\n" if kept else ""), encoding="utf-8")
     print("\n".join(header + body))
 
 

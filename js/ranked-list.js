@@ -35,6 +35,8 @@ export const MATCHES_SHOWN = 50;
  * @property {Set<number>} topSet the settled top set (with `top=`)
  * @property {number} lo the score at the left end of the bars (0 or the lowest score)
  * @property {number} hi the score at the right end of the bars (the highest score or upper bound)
+ * @property {string[]} labels each unit's label ([]: no label column)
+ * @property {string[]} labelTitles each label's tooltip
  */
 
 /**
@@ -80,7 +82,12 @@ export function decodeRanking(model) {
   let hi = Math.max(...scores, lo + 1e-12);
   // the bars' scale reaches the highest upper bound, so every whisker's right end shows
   for (let i = 1; intervals && i < intervals.length; i += 2) if (intervals[i] > hi) hi = intervals[i];
-  return { scores, order, rankOf, intervals, settled, topSet, lo, hi };
+  /** @type {string[]} */
+  const texts = model.get("label_texts") || [];
+  // labels of another number of units than the ranking's are of another layer: not shown
+  const labels = texts.length === order.length ? texts : [];
+  const labelTitles = labels.length ? model.get("label_titles") || [] : [];
+  return { scores, order, rankOf, intervals, settled, topSet, lo, hi, labels, labelTitles };
 }
 
 /**
@@ -290,13 +297,24 @@ function settledMark(shown, unit) {
  */
 export function unitSummary(shown, unit) {
   const parts = [`unit ${unit}`, `rank ${shown.rankOf[unit] + 1}`, `score ${score(shown.scores[unit])}`];
+  if (shown.labels[unit]) parts.push(shown.labelTitles[unit] || shown.labels[unit]);
   if (shown.intervals) parts.push(`interval ${score(shown.intervals[2 * unit])} to ${score(shown.intervals[2 * unit + 1])}`);
   if (shown.settled?.[unit]) parts.push("place settled");
   return parts.join(" · ");
 }
 
 /**
- * One row: rank, (settled mark,) unit, score bar with the interval's whisker, and score.
+ * A row's label cell (text, never markup: labels are the user's strings), for a ranking with labels (else null).
+ * @param {Shown} shown @param {number} unit @returns {HTMLElement | null}
+ */
+function labelCell(shown, unit) {
+  if (!shown.labels.length) return null;
+  const text = shown.labels[unit] ?? "";
+  return h("span", { class: "nw-label", text, attrs: { title: shown.labelTitles[unit] || text } });
+}
+
+/**
+ * One row: rank, (settled mark,) unit, (label,) score bar with the interval's whisker, and score.
  * @param {Shown} shown @param {number} rank @param {number | null} selected @param {string} idPrefix
  * @returns {HTMLElement}
  */
@@ -307,6 +325,7 @@ function row(shown, rank, selected, idPrefix) {
   bar.style.width = `${place(shown, value).toFixed(1)}%`;
   const mark = settledMark(shown, unit);
   const range = whisker(shown, unit);
+  const label = labelCell(shown, unit);
   const el = h(
     "div",
     {
@@ -317,6 +336,7 @@ function row(shown, rank, selected, idPrefix) {
       h("span", { class: "nw-rank", text: String(rank + 1) }),
       ...(mark ? [mark] : []),
       h("span", { class: "nw-unit", text: `unit ${unit}` }),
+      ...(label ? [label] : []),
       h("span", { class: "nw-bar-track" }, range ? [bar, range] : [bar]),
       h("span", { class: "nw-score", text: score(value) }),
     ],
@@ -607,6 +627,7 @@ function render({ model, el }) {
     parts.sample.textContent = sampleStatus(info);
     parts.sample.hidden = !parts.sample.textContent;
     parts.viewport.classList.toggle("nw-marked", Boolean(shown.settled));
+    parts.viewport.classList.toggle("nw-labelled", shown.labels.length > 0);
     /** @type {string[]} */
     const warnings = info.warnings || [];
     parts.warnings.replaceChildren(...warnings.map((text) => h("div", { class: "nw-warning", text: `⚠ ${text}` })));
@@ -682,7 +703,7 @@ function render({ model, el }) {
     on(parts.viewport, "mouseleave", tip.hide),
     listen(model, ["msg:custom"], tip.received),
     redrawOn(model, ["change:methods", "change:method", "change:target", "change:classes", "change:layers", "change:layer", "change:image", "change:interactive", "change:prompt"], syncAll),
-    redrawOn(model, ["change:scores", "change:order", "change:intervals", "change:settled", "change:info"], syncRanking),
+    redrawOn(model, ["change:scores", "change:order", "change:intervals", "change:settled", "change:info", "change:label_texts", "change:label_titles"], syncRanking),
     redrawOn(model, ["change:selected_unit"], redraw),
     listen(model, ["change:layer"], tip.forget),
     status.cleanup,

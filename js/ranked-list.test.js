@@ -41,6 +41,24 @@ describe("RankedList view", () => {
     expect([...el.querySelectorAll("option")].map((o) => o.textContent)).toContain(EVIL);
   });
 
+  it("shows a label column (text, never markup) with its tooltip, only for labels of the ranking's units", async () => {
+    const { model, el, order } = setup();
+    expect(el.querySelector(".nw-label")).toBeNull(); // no labels: no column
+    const texts = ["red 0.22", EVIL, "", "circle 0.10", "square 0.05"];
+    const titles = texts.map((text, unit) => `unit ${unit}: ${text}`);
+    await model.pythonSet({ label_texts: texts, label_titles: titles });
+    const viewport = el.querySelector(".nw-list-viewport");
+    expect(viewport.classList.contains("nw-labelled")).toBe(true);
+    const cells = [...el.querySelectorAll(".nw-row")].map((row) => row.querySelector(".nw-label"));
+    expect(cells.map((cell) => cell.textContent)).toEqual(order.map((unit) => texts[unit]));
+    expect(cells.map((cell) => cell.title)).toEqual(order.map((unit) => titles[unit]));
+    expect(el.querySelector("img[src='x']")).toBeNull(); // the markup is shown as text
+    expect(cells[order.indexOf(1)].children.length).toBe(0);
+    await model.pythonSet({ label_texts: ["a", "b"], label_titles: ["a", "b"] }); // another layer's: not shown
+    expect(el.querySelector(".nw-label")).toBeNull();
+    expect(viewport.classList.contains("nw-labelled")).toBe(false);
+  });
+
   it("selects on click and with the keyboard", async () => {
     const { model, el, order } = setup();
     el.querySelector(`.nw-row[data-unit="${order[1]}"]`).click();

@@ -10,12 +10,15 @@ where its map, upsampled bilinearly to the mask's size, exceeds T_k; and
 Two streamed passes over the data: the first keeps each unit's ceil(quantile * positions) largest activations
 (merged chunk by chunk with ``topk``: exact, and bounded by that count), the second counts intersections and
 areas. Memory is bounded by the chunk and that count, never by the dataset's size.
+
+``transform`` dissects other maps than the units' own, made from them chunk by chunk: e.g. the layer's
+activations projected onto its principal components (one map per component), by the same rule.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,14 +150,26 @@ def concept_dataset(dataset: Any, site: Site) -> tuple[Any, Site]:
     return chosen, other
 
 
-def _maps(site: Site, images: torch.Tensor, bar: Progress) -> torch.Tensor:
-    """The layer's output as (n, units, h, w) maps (a (n, units) output is a 1x1 map), in float32 or finer."""
+Transform = Callable[[torch.Tensor], torch.Tensor]
+"""(n, units, h, w) maps of a chunk -> (n, m, h', w') maps to dissect instead (the same m for every chunk)."""
+
+
+def _maps(site: Site, images: torch.Tensor, bar: Progress, transform: Transform | None = None) -> torch.Tensor:
+    """The layer's output as (n, units, h, w) maps (a (n, units) output is a 1x1 map), in float32 or finer;
+    with ``transform``, the maps it makes of them."""
     output = site.sliced("layer output", site.layer_output, images, bar=bar)
     if output.ndim == 2:
         output = output[:, :, None, None]
     if output.ndim != 4:
         raise ValueError(f"dissect needs maps (N, units, H, W) from layer {site.layer!r}, got {tuple(output.shape)}")
-    return output if output.dtype in (torch.float32, torch.float64) else output.float()
+    output = output if output.dtype in (torch.float32, torch.float64) else output.float()
+    if transform is None:
+        return output
+    made = transform(output)
+    if not isinstance(made, torch.Tensor) or made.ndim != 4 or made.shape[0] != output.shape[0]:
+        got = tuple(made.shape) if isinstance(made, torch.Tensor) else type(made).__name__
+        raise ValueError(f"dissect's transform must map (n, units, h, w) maps to (n, m, h, w) maps, got {got}")
+    return made if made.dtype in (torch.float32, torch.float64) else made.float()
 
 
 def _masks(dataset: Any, indices: Sequence[int], concepts: list[str], size: tuple[int, int]) -> torch.Tensor:
@@ -193,18 +208,18 @@ def _first_masks(dataset: Any) -> tuple[list[str], tuple[int, int]]:
     return [str(name) for name in masks], (int(shape[0]), int(shape[1]))
 
 
-def _thresholds(site: Site, bar: Progress, quantile: float) -> torch.Tensor:
+def _thresholds(site: Site, bar: Progress, quantile: float, transform: Transform | None) -> torch.Tensor:
     """Pass 1: T_k, the ceil(quantile * positions)-th largest activation of each unit over all the data."""
     kept: torch.Tensor | None = None
-    keep, first = 0, (0, 0)
+    keep, first = 0, (0, 0, 0)
     for chunk, _ in site.chunks(f"dissecting {site.layer}: thresholds", bar):
-        maps = _maps(site, chunk.images, bar)
+        maps = _maps(site, chunk.images, bar, transform)
         if kept is None:  # every image's map has this size (checked below), so the count is known now
-            first = (maps.shape[2], maps.shape[3])
-            keep = math.ceil(quantile * len(site.source) * first[0] * first[1])
-        elif (maps.shape[2], maps.shape[3]) != first:
+            first = tuple(maps.shape[1:])
+            keep = math.ceil(quantile * len(site.source) * first[1] * first[2])
+        elif tuple(maps.shape[1:]) != first:
             raise ValueError(
-                f"layer {site.layer!r} gives maps of size {tuple(maps.shape[2:])} for images from {chunk.start} "
+                f"layer {site.layer!r} gives maps of shape {tuple(maps.shape[1:])} for images from {chunk.start} "
                 f"on, but {first} for the first: dissect needs images of one size"
             )
         values = maps.transpose(0, 1).reshape(maps.shape[1], -1)
@@ -220,24 +235,28 @@ def dissect(
     dataset: Any = None,
     *,
     quantile: float = 0.005,
+    transform: Transform | None = None,
     progress: ProgressOption = None,
     cancel: CancelFlag = None,
 ) -> Dissection:
-    """See `Probe.dissect`."""
+    """See `Probe.dissect`; ``transform`` dissects the maps it makes of each chunk's maps instead (see
+    `Transform`), e.g. projections onto principal components."""
     quantile = check_quantile(quantile)
+    if transform is not None and not callable(transform):
+        raise TypeError(f"transform must be a function of a chunk's (n, units, h, w) maps, got {transform!r}")
     dataset, site = concept_dataset(dataset, site)
     concepts, size = _first_masks(dataset)
-    units = site.units
-    intersections = torch.zeros(units, len(concepts), dtype=torch.float64)
-    unit_area = torch.zeros(units, dtype=torch.float64)
     concept_area = torch.zeros(len(concepts), dtype=torch.float64)
     with (
         site.running(),
         Progress.within(f"dissecting {site.layer}", 2 * site.source.num_chunks, progress, cancel) as bar,
     ):
-        thresholds = _thresholds(site, bar, quantile)
+        thresholds = _thresholds(site, bar, quantile, transform)
+        units = thresholds.shape[0]  # the transform's maps, or the layer's units
+        intersections = torch.zeros(units, len(concepts), dtype=torch.float64)
+        unit_area = torch.zeros(units, dtype=torch.float64)
         for chunk, _ in site.chunks(f"dissecting {site.layer}: IoU", bar):
-            maps = _maps(site, chunk.images, bar)
+            maps = _maps(site, chunk.images, bar, transform)
             rows = max(1, SLICE_ELEMENTS // (max(units, len(concepts)) * size[0] * size[1]))
             for begin in range(0, len(chunk), rows):
                 part = maps[begin : begin + rows]

@@ -22,7 +22,7 @@ from neuronwidgets.data import DataSource, choose_classes
 from neuronwidgets.diagnostics import RankingWarning, ranking_warnings
 from neuronwidgets.display import Display
 from neuronwidgets.display import resolve as resolve_display
-from neuronwidgets.dissection import Dissection, dissect
+from neuronwidgets.dissection import Dissection, Transform, dissect
 from neuronwidgets.engine.cache import ResultCache, memory_budget
 from neuronwidgets.engine.guard import evaluating, model_device, model_dtype
 from neuronwidgets.engine.indices import as_index, as_indices
@@ -322,6 +322,7 @@ class Probe:
         *,
         layer: str | None = None,
         quantile: float = 0.005,
+        transform: Transform | None = None,
         progress: ProgressOption = None,
         cancel: CancelFlag = None,
     ) -> Dissection:
@@ -330,10 +331,13 @@ class Probe:
 
         ``dataset``: a map-style dataset of model inputs with ``concept_masks(i) -> {concept: (H, W) bool}``,
         such as `nw.datasets.shapes`; default: the probe's data, where it has them. Two streamed passes.
+        ``transform``: dissect the maps it makes of each chunk's (n, units, h, w) maps instead (e.g. the
+        projections onto principal components).
         """
         check_progress(progress)
         check_cancel(cancel)
-        return dissect(self.site(layer), dataset, quantile=quantile, progress=progress, cancel=cancel)
+        site = self.site(layer)
+        return dissect(site, dataset, quantile=quantile, transform=transform, progress=progress, cancel=cancel)
 
     def activation_maps(self, unit: int, images: Any, *, layer: str | None = None) -> np.ndarray:
         """(n, h, w) maps of ``unit`` for ``images`` (indices into the data, or a tensor of images)."""

@@ -95,6 +95,31 @@ def test_iou_equals_a_brute_force_reference(layer, quantile):
         assert iou == expected[k].max() and concept == concepts[int(np.argmax(expected[k]))]
 
 
+def test_a_transform_dissects_the_maps_it_makes_like_the_reference():
+    """Projections onto fixed directions (as principal components are), and their negatives, dissected by the
+    same rule: equal to the brute-force reference on the projected maps."""
+    model = small_model(2)
+    data = nw.datasets.shapes(23, seed=7, size=16)
+    probe = nw.Probe(model, data, layer="4", chunk_size=8)
+    directions = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    directions = torch.cat([directions, -directions], dim=1)  # (units, 6): each direction and its negative
+
+    def project(maps: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("nchw,cj->njhw", maps, directions)
+
+    result = probe.dissect(transform=project, quantile=0.05, progress=False)
+    maps = project(torch.from_numpy(layer_maps(model, 4, data))).numpy()
+    thresholds, inter, union, _ = reference(maps, data, 0.05)
+    np.testing.assert_array_equal(result.thresholds, thresholds)
+    np.testing.assert_array_equal(result.intersections, inter)
+    np.testing.assert_array_equal(result.unions, union)
+    assert result.units == 6 and inter.sum() > 0
+    with pytest.raises(ValueError, match=r"transform must map \(n, units, h, w\) maps to \(n, m, h, w\) maps"):
+        probe.dissect(transform=lambda maps: maps.sum(1), progress=False)
+    with pytest.raises(TypeError, match="transform must be a function"):
+        probe.dissect(transform="pca", progress=False)
+
+
 def test_another_dataset_than_the_probes_gives_the_same_result():
     """The probe's data need not have concept masks (or the model's labels); the same images give the same."""
     model = small_model(1)

@@ -336,7 +336,7 @@ def test_the_panels_order_travels_as_an_int32_array(probe):
 
 def test_a_fixed_rankings_list_refuses_options_it_would_ignore(probe):
     ranking = probe.rank("weight_l1")
-    with pytest.raises(TypeError, match="only selected_unit applies, got layer, method; pass a Probe"):
+    with pytest.raises(TypeError, match="only selected_unit and labels apply, got layer, method; pass a Probe"):
         nw.RankedList(ranking, method="ablation", layer="relu2")  # would have shown weight_l1 on relu3
     assert nw.RankedList(ranking, selected_unit=2).selected_unit == 2
 

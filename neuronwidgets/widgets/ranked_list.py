@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import traitlets
 from PIL import Image
 
+from neuronwidgets.dissection import Dissection
 from neuronwidgets.engine.progress import ProgressInfo
 from neuronwidgets.methods import MethodSpec, spec, specs
 from neuronwidgets.probe import Probe
@@ -101,6 +102,41 @@ class LiveEstimates:
         self._show(ranking)
 
 
+LABEL_TOP = 3
+"""Concepts a Dissection label's tooltip lists (best first)."""
+
+
+def label_rows(labels: Any, units: int) -> tuple[list[str], list[str]]:
+    """Each unit's label text and tooltip from ``labels``: a `Dissection` (best concept and IoU, e.g.
+    "red 0.22", and the top concepts in the tooltip), a ``{unit: str}`` mapping (units left out: no label) or a
+    sequence of one str per unit. Raises TypeError/ValueError naming what was wrong."""
+    if isinstance(labels, Dissection):
+        if labels.units != units:
+            raise ValueError(f"labels: the Dissection has {labels.units} units, the layer {units}")
+        titles = []
+        for k in range(units):
+            top = np.argsort(-labels.iou[k], kind="stable")[:LABEL_TOP]
+            best = ", ".join(f"{labels.concepts[c]} {labels.iou[k, c]:.3f}" for c in top)
+            titles.append(f"IoU with concepts (quantile {labels.quantile:g}): {best}")
+        return [f"{concept} {iou:.2f}" for concept, iou in labels.best], titles
+    if isinstance(labels, Mapping):
+        texts = [""] * units
+        for unit, text in labels.items():
+            if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)) or not 0 <= unit < units:
+                raise ValueError(f"labels: keys must be units in 0..{units - 1}, got {unit!r}")
+            if not isinstance(text, str):
+                raise TypeError(f"labels: unit {unit}'s label must be a str, got {type(text).__name__}")
+            texts[int(unit)] = text
+        return texts, list(texts)
+    if isinstance(labels, Sequence) and not isinstance(labels, (str, bytes)):
+        if len(labels) != units or not all(isinstance(text, str) for text in labels):
+            raise ValueError(f"labels: a sequence needs one str per unit ({units}), got {len(labels)} items")
+        return list(labels), list(labels)
+    raise TypeError(
+        f"labels must be a Dissection, a {{unit: str}} mapping, a sequence of str or None, got {type(labels).__name__}"
+    )
+
+
 def ranking_warnings(ranking: Ranking) -> list[str]:
     """What the list says about a ranking that may mislead: ``ranking.meta["warnings"]`` where the method
     gives them; for a ranking without that key, at least whether every unit scored the same."""
@@ -142,6 +178,11 @@ class RankedList(Widget):
     # method, layer, target, units, provisional, seconds, engine, warnings, and sampling_info()
     info = traitlets.Dict().tag(sync=True)
     prompt = traitlets.Unicode("").tag(sync=True)  # what the list waits for (a class, for a method that needs one)
+    # a label per unit (a Dissection, {unit: str} or a str per unit; not synced): shown for its layer only
+    labels = traitlets.Any(None, allow_none=True).tag(option=True)
+    dissect = traitlets.Bool(False).tag(option=True)  # label every layer shown by dissecting it in the background
+    label_texts = traitlets.List(traitlets.Unicode()).tag(sync=True)  # per unit, or [] for no label column
+    label_titles = traitlets.List(traitlets.Unicode()).tag(sync=True)  # each label's tooltip
     ranking = traitlets.Instance(Ranking, allow_none=True)  # the Ranking shown (not synced)
 
     _writable: ClassVar[frozenset[str]] = frozenset({"method", "target", "layer", "selected_unit", "image"})
@@ -160,12 +201,14 @@ class RankedList(Widget):
         self._probe = source if isinstance(source, Probe) else None
         self._worker = worker_for(self._probe) if self._probe is not None else None
         self._cache: dict[tuple, Ranking] = {}
+        self._dissections: dict[str, Dissection] = {}
+        self._labels_layer: str | None = None  # the layer the labels are of
         self._refresh_callbacks: list[Callable[[], None]] = []
         if isinstance(source, Ranking):
-            if set(kwargs) - {"selected_unit"}:
+            if set(kwargs) - {"selected_unit", "labels"}:
                 raise TypeError(
-                    f"RankedList(ranking) shows a finished Ranking: only selected_unit applies, got "
-                    f"{', '.join(sorted(set(kwargs) - {'selected_unit'}))}; pass a Probe to rank by them"
+                    f"RankedList(ranking) shows a finished Ranking: only selected_unit and labels apply, got "
+                    f"{', '.join(sorted(set(kwargs) - {'selected_unit', 'labels'}))}; pass a Probe to rank by them"
                 )
             super().__init__(method=source.method, target=source.target, layer=source.layer, classes=[])
             known = specs().get(source.method)
@@ -181,6 +224,7 @@ class RankedList(Widget):
             self._show(source)
             if "selected_unit" in kwargs:
                 self.selected_unit = kwargs["selected_unit"]
+            self.labels = kwargs.get("labels")
             return
         probe = source
         super().__init__(
@@ -194,7 +238,13 @@ class RankedList(Widget):
             for key, value in kwargs.items():
                 setattr(self, key, value)
         self.observe(self._on_request, names=["method", "target", "layer", "image"])
+        if self.dissect and not callable(getattr(probe.source.dataset, "concept_masks", None)):
+            raise ValueError(
+                "dissect=True needs the probe's data to have concept_masks(i) (e.g. nw.datasets.shapes); "
+                f"{type(probe.source.dataset).__name__} has none: pass labels= instead"
+            )
         self.rerank()
+        self._label_layer()
 
     # -- validation ---------------------------------------------------------------------------------------
 
@@ -220,6 +270,35 @@ class RankedList(Widget):
     def _valid_unit(self, proposal: dict) -> int | None:
         return index_or_none(proposal["value"], self.info.get("units"), "selected_unit must be")
 
+    @traitlets.validate("labels")
+    def _valid_labels(self, proposal: dict) -> Any:
+        labels = proposal["value"]
+        if labels is None:
+            return None
+        layer = labels.layer if isinstance(labels, Dissection) else self.info.get("layer", self.layer)
+        if self.layers and layer not in self.layers:
+            raise traitlets.TraitError(
+                f"labels are of layer {layer!r}, not one of this list's: {', '.join(self.layers)}"
+            )
+        units = self.info.get("units") if layer == self.info.get("layer") else None
+        if units is None:
+            units = self._probe.site(layer).units if self._probe is not None else labels.units
+        try:
+            label_rows(labels, units)
+        except (TypeError, ValueError) as err:
+            raise traitlets.TraitError(str(err)) from None
+        return labels
+
+    @traitlets.observe("labels")
+    def _on_labels(self, change: dict) -> None:
+        labels = change["new"]
+        self._labels_layer = (
+            None
+            if labels is None
+            else (labels.layer if isinstance(labels, Dissection) else self.info.get("layer", self.layer))
+        )
+        self._sync_labels()
+
     @traitlets.validate("image")
     def _valid_image(self, proposal: dict) -> int:
         n = len(self._probe.source) if self._probe is not None else 1
@@ -235,6 +314,8 @@ class RankedList(Widget):
         if change["name"] == "layer":
             self.selected_unit = None
         self.rerank()
+        if change["name"] == "layer":
+            self._label_layer()
 
     def _options(self) -> dict[str, Any]:
         """The options the current method takes, as its declaration says (class, image)."""
@@ -326,9 +407,12 @@ class RankedList(Widget):
             self._worker.cancel(self._slot("rank"))
 
     def refresh(self) -> None:
-        """Forget cached rankings and rank again (after the model changed, e.g. during training)."""
+        """Forget cached rankings (and dissections) and rank again (after the model changed, e.g. during
+        training)."""
         self._cache.clear()
+        self._dissections.clear()
         self.rerank()
+        self._label_layer()
         for callback in self._refresh_callbacks:
             callback()
 
@@ -360,7 +444,40 @@ class RankedList(Widget):
             "warnings": ranking_warnings(ranking),
             **sampling,
         }
+        self._sync_labels()
         self.ranking = ranking
+
+    # -- labels -------------------------------------------------------------------------------------------
+
+    def _sync_labels(self) -> None:
+        """Send the labels' texts while the list shows their layer's ranking (else no label column)."""
+        shown = self.info.get("layer")
+        if self.labels is None or shown != self._labels_layer:
+            texts: list[str] = []
+            titles: list[str] = []
+        else:
+            texts, titles = label_rows(self.labels, self.info["units"])
+        with self.hold_sync():
+            self.label_texts, self.label_titles = texts, titles
+
+    def _label_layer(self) -> None:
+        """With ``dissect=True``: label the list's layer by its dissection (once per layer, in the background)."""
+        if not self.dissect or self._probe is None:
+            return
+        probe, layer = self._probe, self.layer
+        if layer in self._dissections:
+            self.labels = self._dissections[layer]
+            return
+
+        def run(job: Job) -> Dissection:
+            return probe.dissect(layer=layer, progress=self._progress_callback(job), cancel=job.cancel)
+
+        def done(dissection: Dissection) -> None:
+            self._dissections[layer] = dissection
+            if self.layer == layer:
+                self.labels = dissection
+
+        self._submit("labels", run, done)
 
     def _class_name(self, target: int | None) -> str | None:
         if target is None:
@@ -404,7 +521,11 @@ class RankedList(Widget):
             return "ranked list: no ranking yet"
         info, ranking = self.info, self.ranking
         target = "all classes" if info.get("target") is None else f"class {info.get('target_name')}"
-        top = ", ".join(f"unit {unit} ({score:.4g})" for unit, score in ranking.top(5))
+        texts = self.label_texts
+        top = ", ".join(
+            f"unit {unit} ({score:.4g}{', ' + texts[unit] if texts and texts[unit] else ''})"
+            for unit, score in ranking.top(5)
+        )
         text = f"{ranking.method} ranking of the {ranking.units} units of layer {ranking.layer} ({target}); top: {top}"
         warnings = info.get("warnings") or []
         return text + "".join(f". Warning: {w}" for w in warnings)
