@@ -312,7 +312,7 @@ def test_the_shrunk_estimate_is_the_units_own_drop_once_every_image_is_seen():
 
 def test_a_sampled_rankings_scores_lie_in_its_intervals_and_the_plain_means_are_kept():
     shares = [0.20, 0.16, 0.13, 0.02, 0.015, 0.01, 0.01, 0.005, 0.005, 0.0, 0.0, 0.0]
-    images, labels, drops = planted_data(shares, 3000, seed=6)
+    images, labels, _ = planted_data(shares, 3000, seed=6)
     probe = nw.Probe(Planted(len(shares)).double().eval(), (images, labels), layer="units")
     ranking = probe.rank("ablation", fraction=0.1, seed=4, progress=False, warn=False)
     low, high = ranking.meta["intervals"].T
