@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from neuronwidgets.datasets.shapes import COLOURS, SHAPES, TEXTURES
 from tests.test_notebooks import offline
 
 LESSON = Path(__file__).resolve().parent.parent / "notebooks" / "02_teach.ipynb"
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "teaching.md"
 BUDGET = 120.0  # seconds on 2 cores
-EXERCISES = ["1", "2", "2b", "3", "4", "5"]
+EXERCISES = ["1", "2", "2b", "3", "4", "5", "6", "7"]
 ANSWERS = [f"answer_{n}" for n in EXERCISES]
 
 READ_BACK = f"""
@@ -56,6 +57,41 @@ def claims(f: dict[str, float]) -> list[str]:
         f"span only {f['weight_raw_min']:.1f} to {f['weight_raw_max']:.1f}",
         f"from {f['weight_raw_spearman']:+.2f} (raw) to {f['weight_folded_spearman']:+.2f}",
         f"takes {f['relu3_components_80']:.0f} components, or {f['relu3_neurons_80']:.0f} single units",
+        *shapes_claims(f),
+    ]
+
+
+def shapes_claims(f: dict[str, float]) -> list[str]:
+    """Section 6's claims (the shapes model, its red unit), formatted from the values the notebook computed."""
+    concepts = [*SHAPES, *COLOURS, *TEXTURES]
+    red, blue, needed = f"unit {f['red_unit']:.0f}", f"unit {f['blue_unit']:.0f}", f"unit {f['needed_unit']:.0f}"
+    return [
+        f"We use {f['shapes_images']:.0f} generated images it has never seen, "
+        f"{f['shapes_fewest']:.0f}-{f['shapes_most']:.0f} per class; it names the shape of "
+        f"{100 * f['shapes_accuracy']:.1f}% of them",
+        f"Only {f['red_images']:.0f} of the {f['shapes_images']:.0f} images are red, and a shape covers "
+        f"{100 * f['shape_area']:.0f}% of its image on average, so red covers {100 * f['red_pixel_share']:.1f}% of all",
+        f"could be at most about {0.005 / f['red_pixel_share']:.2f}, however well it detects red",
+        f"Dissection's answer: {red} matches red best (IoU {f['red_unit_iou']:.3f} at quantile 0.05), "
+        f"and {f['red_units']:.0f} units have red as their best concept",
+        f"Unit {f['red_unit']:.0f} also matches yellow (IoU {f['red_unit_yellow']:.3f})",
+        f"the picture of {blue}, the unit that matches blue best (IoU {f['blue_unit_iou']:.3f})",
+        f"In {red}'s picture the red channel is the brightest of the three in {100 * f['red_picture_reddest']:.0f}% "
+        f"of the pixels, in {blue}'s in {100 * f['blue_picture_reddest']:.0f}%",
+        f"Predict: without {red}, which shape classes lose accuracy, and how much? "
+        f"And without all {f['red_units']:.0f} red units?",
+        f'type {f["red_unit"]:.0f} into its "toggle unit" field',
+        f"Without {red} every class stays at {f['red_unit_worst_class']:.3f}",
+        f"Without all {f['red_units']:.0f} red units, {SHAPES[int(f['all_red_worst'])]} falls to "
+        f"{f['all_red_worst_accuracy']:.3f} ({f['all_red_worst_lost']:.0f} of its {f['all_red_worst_images']:.0f} "
+        f"images) and every other class stays at {f['all_red_others']:.3f}",
+        f"(red images stay at {f['all_red_on_red']:.3f})",
+        f"only {f['shapes_changing']:.0f} of relu2's 32 units change the accuracy at all",
+        f"{needed} ({100 * f['needed_unit_drop']:.1f} points overall), has "
+        f"{concepts[int(f['needed_unit_concept'])]} as its best concept (IoU {f['needed_unit_concept_iou']:.3f})",
+        f"without it {SHAPES[int(f['needed_unit_worst'])]} falls to {f['needed_unit_worst_accuracy']:.3f}",
+        f"Its IoU with red is {f['needed_unit_red_iou']:.3f}, and red images suffer more without it "
+        f"({f['needed_unit_on_red']:.3f}, others {f['needed_unit_on_others']:.3f})",
     ]
 
 
@@ -67,6 +103,10 @@ def guide_claims(f: dict[str, float]) -> list[str]:
         f"top 8 components leaves {f['relu3_8_components_descending']:.3f}",
         f"8 most-varying units leave {f['relu3_8_neurons_descending']:.3f}",
         f"{f['pcace_above_null']:.0f} of 32 units",
+        f"unit {f['red_unit']:.0f} matches red best (IoU {f['red_unit_iou']:.3f})",
+        f"all {f['red_units']:.0f} red units",
+        f"{SHAPES[int(f['all_red_worst'])]} falls to {f['all_red_worst_accuracy']:.3f}",
+        f"unit {f['needed_unit']:.0f} costs {100 * f['needed_unit_drop']:.1f} points",
     ]
 
 
@@ -140,6 +180,15 @@ def test_every_number_the_text_quotes_is_what_its_cells_compute(lesson):
     assert "detect the right edges" in answers["answer_2b"]  # the guide's answer key
     assert facts["relu3_8_components_descending"] < facts["relu3_8_neurons_descending"] - 0.3  # answer 5
     assert "costs far more" in answers["answer_5"]
+    # section 6: the shapes model's red unit
+    assert f"unit {facts['red_unit']:.0f}: IoU with red" in answers["answer_6"].splitlines()[1]  # listed first
+    assert facts["red_unit_iou"] > facts["red_unit_yellow"]  # "matches red best", yellow second
+    assert facts["red_picture_reddest"] > facts["blue_picture_reddest"]  # "the picture agrees with dissection"
+    assert facts["red_unit_accuracy"] == facts["red_unit_worst_class"] == facts["shapes_accuracy"] == 1  # no loss
+    assert facts["all_red_worst_lost"] >= 1 and facts["all_red_others"] == facts["all_red_on_red"] == 1
+    assert facts["needed_unit"] != facts["red_unit"] and facts["needed_unit_concept"] < len(SHAPES)  # "a shape"
+    assert facts["needed_unit_on_red"] < facts["needed_unit_on_others"]  # "red images suffer more"
+    assert "still not be needed" in answers["answer_7"]
 
 
 @pytest.mark.slow
@@ -171,7 +220,7 @@ def test_the_teachers_guide_quotes_the_lesson(lesson):
     plan = notebook.cells[0].source
     for line in plan.splitlines():
         number, _, title = line.partition(". ")
-        if number in {"1", "2", "2b", "3", "4", "5", "6"}:
+        if number in {"1", "2", "2b", "3", "4", "5", "6", "7"}:
             assert title.split(" (")[0].replace("*", "") in guide.replace("*", ""), line
     assert "Exit question" in guide and "nw.Reveal" in guide
     missing = [claim for claim in guide_claims(facts) if claim not in guide]
@@ -185,4 +234,4 @@ def test_the_lessons_timings_add_up_with_slack():
 
     plan = nbformat.read(LESSON, as_version=4).cells[0].source
     minutes = [int(m) for m in re.findall(r"\((\d+) min\)", plan)]
-    assert len(minutes) == 7 and sum(minutes) <= 43, minutes
+    assert len(minutes) == 8 and sum(minutes) <= 43, minutes

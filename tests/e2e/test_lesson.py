@@ -1,6 +1,7 @@
 """End to end: the lesson (notebooks/02_teach.ipynb) run top to bottom in a real JupyterLab and in Notebook 7.
 Its widgets draw; exercises 2 and 3 are done with the widgets alone (a unit typed into the overlay, a unit
-without a toggle toggled off by its number in the panel); no answer shows until its button is pressed, and a
+without a toggle toggled off by its number in the panel; section 6's red unit toggled off in the shapes
+model's panel); no answer shows until its button is pressed, and a
 pressed button shows that answer below it (the answers are `nw.Reveal`: ipywidgets' Button and Output)."""
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from tests.e2e.test_many_classes import NOTEBOOK, in_own_notebook, run_all_cells
 pytestmark = pytest.mark.e2e
 
 LESSON = "02_teach.ipynb"
-REVEALS = ["1", "2", "2b", "3", "4", "5"]  # the exercises, in the order of their answer buttons
+REVEALS = ["1", "2", "2b", "3", "4", "5", "6", "7"]  # the exercises, in the order of their answer buttons
 SHOW = "Show the answer"
 ANSWER_3 = "matters most for class 3"  # what the answer to exercise 3 prints first
+RED_UNIT = "19"  # the shapes model's red unit in section 6 (tests/test_teach.py checks the lesson says so)
 
 
 def pressed(page, button):
@@ -47,7 +49,9 @@ def lesson_in_jupyterlab(page, jupyter_lab: dict, artifacts: Path) -> None:
     print(f"[timing] lesson in JupyterLab: run all to idle {time.perf_counter() - start:.1f} s")
     expect(notebook.locator(".nw-overlay")).to_have_count(2)
     expect(notebook.locator(".nw-overlay").first.locator(".nw-tile")).to_have_count(8, timeout=60_000)
-    expect(notebook.locator(".nw-ablation .nw-title")).to_contain_text("ranked by ablation", timeout=60_000)
+    expect(notebook.locator(".nw-ablation")).to_have_count(2)  # the digits model's (section 3), the shapes model's (6)
+    for title in notebook.locator(".nw-ablation .nw-title").all():
+        expect(title).to_contain_text("ranked by ablation", timeout=60_000)
     assert ANSWER_3 not in notebook.inner_text()  # nothing of the answer before its button
 
     # exercise 2 with the widget alone: a unit typed into the overlay's field, and its tiles come
@@ -64,7 +68,7 @@ def lesson_in_jupyterlab(page, jupyter_lab: dict, artifacts: Path) -> None:
 
     # exercise 3: the correlation ranking's top unit (14, far down the class-3 ablation ranking, so without a
     # toggle of its own) toggled off by its number; class 3's accuracy changes
-    panel = notebook.locator(".nw-ablation")
+    panel = notebook.locator(".nw-ablation").first
     expect(panel.locator('.nw-toggle[data-unit="14"]')).to_have_count(0)
     after = panel.locator(".nw-accuracy .nw-after")
     expect(after).to_have_text(re.compile(r"^\d+\.\d%$"), timeout=60_000)  # the panel's first evaluation
@@ -78,6 +82,18 @@ def lesson_in_jupyterlab(page, jupyter_lab: dict, artifacts: Path) -> None:
     print(f"[lesson] accuracy without unit 14: {before_text} -> {after.text_content()}")
     panel.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "e2e_lesson_panel.png"))
+
+    # exercise 7 with the widget alone: the red unit toggled off by its number; the shapes model keeps 100%
+    shapes_panel = notebook.locator(".nw-ablation").nth(1)
+    shapes_panel.scroll_into_view_if_needed()
+    quiet(page)
+    shapes_panel.locator("input.nw-toggle-unit").click()
+    page.keyboard.type(RED_UNIT)
+    page.keyboard.press("Enter")
+    expect(shapes_panel.locator(f'.nw-toggle[data-unit="{RED_UNIT}"] input')).to_be_checked(timeout=30_000)
+    expect(shapes_panel.locator(".nw-accuracy")).to_contain_text("1 unit zeroed", timeout=30_000)
+    expect(shapes_panel.locator(".nw-accuracy .nw-after")).to_have_text("100.0%")
+    page.screenshot(path=str(artifacts / "e2e_lesson_shapes_panel.png"))
 
     # exercise 3's answer: pressed, it shows below its button, and only it
     reveal = pressed(page, buttons.nth(REVEALS.index("3")))
