@@ -2,6 +2,7 @@
 /**
  * ActivationOverlay: top images of a unit with its activation map over each, or (contribution mode) the images
  * where it adds most to a class's score with its contribution map over each; opacity works in the browser.
+ * A tile before the images shows, once asked for, the unit's feature visualisation (computed in the kernel).
  */
 import { h, on, redrawOn, setOptions } from "./lib/dom.js";
 import { score } from "./lib/format.js";
@@ -38,6 +39,75 @@ function caption(tile, perImage) {
 
 /** A signed number: a contribution's sign is the point. @param {number} x */
 const signed = (x) => (x > 0 ? `+${score(x)}` : score(x));
+
+/**
+ * The feature visualisation tile: a button that asks the kernel for the unit's visualisation (`visualize`
+ * message naming the unit and layer shown); while it is computed, a note and a Cancel button (the progress is
+ * in the status strip); then the picture (a PNG buffer) with its mean activation and the data's best. A
+ * visualisation of another unit or layer than the one shown (the kernel has not caught up yet) is not shown.
+ * @param {import("./lib/model.js").Model} model
+ */
+function visualTile(model) {
+  const ask = h("button", {
+    class: "nw-button nw-visual-ask",
+    text: "show what excites this unit",
+    attrs: { type: "button", title: "optimise an input to excite this unit (feature visualisation)" },
+  });
+  const cancel = h("button", { class: "nw-button nw-visual-cancel", text: "Cancel", attrs: { type: "button", "aria-label": "cancel the visualisation" } });
+  const note = h("span", { class: "nw-visual-note" });
+  const picture = h("img", { class: "nw-visual-image", attrs: { alt: "" } });
+  const line1 = h("span", { class: "nw-caption-line" });
+  const line2 = h("span", { class: "nw-caption-line" });
+  const caption = h("figcaption", {}, [line1, line2]);
+  const stack = h("div", { class: "nw-stack nw-visual-stack" });
+  const el = h("figure", { class: "nw-visual" }, [stack, caption]);
+  let asked = false; // the button was pressed and the kernel has not answered yet
+
+  function sync() {
+    /** @type {Record<string, any>} */
+    const visual = model.get("visual") || {};
+    const unit = model.get("unit");
+    const layer = model.get("layer");
+    const ours = visual.unit === unit && visual.layer === layer;
+    const state = ours ? visual.state : undefined;
+    el.dataset.state = state ?? "none";
+    el.dataset.unit = String(unit);
+    if (state === "done") {
+      showPng(picture, visual.image);
+      picture.alt = `feature visualisation of unit ${unit}`;
+      stack.replaceChildren(picture);
+      line1.textContent = "what excites it";
+      line2.textContent = `mean ${score(visual.activation)} · best ${score(visual.best)}`;
+      caption.title =
+        `an input optimised to excite unit ${unit} of layer ${layer}: its mean activation ${score(visual.activation)}; ` +
+        `the data's most exciting image (#${visual.best_index}) gives ${score(visual.best)} (${visual.steps} steps, ${score(visual.seconds)} s)`;
+      return;
+    }
+    picture.removeAttribute("src");
+    const running = state === "running";
+    ask.disabled = asked && !running;
+    note.textContent = running ? "computing…" : state === "cancelled" ? "cancelled" : state === "error" ? "failed: see the error above" : "";
+    stack.replaceChildren(h("div", { class: "nw-visual-empty" }, [running ? null : ask, note, running ? cancel : null]));
+    line1.textContent = "what excites it";
+    line2.textContent = running ? "optimising an input…" : "not computed yet";
+    caption.title = "feature visualisation: an input optimised to excite the unit, computed on request";
+  }
+
+  const cleanup = teardown([
+    on(ask, "click", () => {
+      asked = true;
+      ask.disabled = true;
+      model.send({ type: "visualize", unit: model.get("unit"), layer: model.get("layer") });
+    }),
+    on(cancel, "click", () => model.send({ type: "cancel" })),
+    redrawOn(model, ["change:visual", "change:unit", "change:layer", "change:error"], () => {
+      asked = false;
+      sync();
+    }),
+  ]);
+  sync();
+  return { el, cleanup };
+}
 
 /**
  * A unit picker: a number field (Enter or a change applies it; text that is no unit of the layer is refused,
@@ -143,7 +213,8 @@ function render({ model, el }) {
   const barLow = h("span", { class: "nw-colorbar-label" });
   const barHigh = h("span", { class: "nw-colorbar-label" });
   const grid = h("div", { class: "nw-tiles" });
-  const status = statusStrip(model);
+  const visual = visualTile(model);
+  const status = statusStrip(model, { cancellable: true });
   const root = h("div", { class: "nw-root nw-overlay" }, [
     h("div", { class: "nw-heading" }, [title]),
     h("div", { class: "nw-controls" }, [
@@ -160,7 +231,7 @@ function render({ model, el }) {
     picker.note,
     h("div", { class: "nw-colorbar-row" }, [barLow, colorbar, barHigh]),
     status.el,
-    grid,
+    h("div", { class: "nw-tiles-row" }, [visual.el, grid]),
   ]);
   el.replaceChildren(root);
 
@@ -285,6 +356,7 @@ function render({ model, el }) {
     ),
     redrawOn(model, ["change:tiles", "change:colorbar", "change:vrange", "change:shown"], syncTiles),
     status.cleanup,
+    visual.cleanup,
     picker.cleanup,
   ]);
   syncControls();

@@ -202,7 +202,7 @@ describe("ActivationOverlay view", () => {
     expect(el.querySelector(".nw-title").textContent).toBe(`unit 3 · layer ${EVIL} · top 2 images for class ${EVIL}`);
     const signedTile = { ...tile(4), total: 0.5, vmin: -2, vmax: 2 };
     await model.pythonSet({ tiles: [signedTile, { ...tile(5), total: -0.25 }], shown: { unit: 3, mode: "contribution", scale: "image" } });
-    const lines = [...el.querySelectorAll("figcaption")].map((c) => c.querySelectorAll(".nw-caption-line")[1].textContent);
+    const lines = [...el.querySelectorAll(".nw-tile figcaption")].map((c) => c.querySelectorAll(".nw-caption-line")[1].textContent);
     expect(lines).toEqual(["sum +0.5000 · -2.00…2.00", "sum -0.2500 · 0.0000…2.00"]);
     expect(el.querySelector(".nw-tiles").dataset.mode).toBe("contribution");
     expect(el.querySelector(".nw-colorbar-row").textContent).toBe("−max |value| of each image+max |value| of each image");
@@ -215,6 +215,48 @@ describe("ActivationOverlay view", () => {
     expect(target.closest("label").hidden).toBe(true);
     expect(menu.value).toBe("magma");
     expect([...menu.options].map((o) => o.textContent)).toEqual(["magma", "viridis", "more… (2)"]);
+  });
+
+  it("asks for the unit's visualisation with a button, shows its progress and Cancel, then its picture as text and PNG", async () => {
+    const { model, el, cleanup } = setup();
+    const tileOf = () => el.querySelector(".nw-visual");
+    expect(el.querySelectorAll(".nw-tile").length).toBe(2); // beside the top images, not one of them
+    expect(tileOf().dataset.state).toBe("none");
+    const ask = tileOf().querySelector(".nw-visual-ask");
+    expect(ask.textContent).toBe("show what excites this unit");
+    ask.click();
+    expect(model.sent).toEqual([{ type: "visualize", unit: 3, layer: EVIL }]); // the unit and layer shown
+    expect(ask.disabled).toBe(true); // one request per press, until the kernel answers
+    await model.pythonSet({ visual: { unit: 3, layer: EVIL, state: "running" }, status: "running" });
+    expect(tileOf().dataset.state).toBe("running");
+    expect(tileOf().querySelector(".nw-visual-ask")).toBeNull();
+    expect(tileOf().querySelector(".nw-visual-note").textContent).toBe("computing…");
+    tileOf().querySelector(".nw-visual-cancel").click();
+    expect(model.sent.at(-1)).toEqual({ type: "cancel" });
+    expect(el.querySelector(".nw-status .nw-cancel")).not.toBeNull(); // the strip's Cancel, as other long work
+    const done = { unit: 3, layer: EVIL, state: "done", image: PNG, activation: 12.5, best: 2.25, best_index: 41, steps: 128, seconds: 0.5 };
+    await model.pythonSet({ visual: done, status: "idle" });
+    const picture = tileOf().querySelector("img.nw-visual-image");
+    expect(picture.getAttribute("src")).toMatch(/^blob:/);
+    expect(picture.alt).toBe("feature visualisation of unit 3");
+    const lines = [...tileOf().querySelectorAll(".nw-caption-line")].map((l) => l.textContent);
+    expect(lines).toEqual(["what excites it", "mean 12.50 · best 2.25"]);
+    expect(tileOf().querySelector("figcaption").title).toContain(`layer ${EVIL}`); // as text
+    expect(tileOf().querySelector("figcaption").title).toContain("most exciting image (#41) gives 2.25");
+    expect(el.querySelector("img[src='x']")).toBeNull();
+    // another unit picked here: the old unit's picture is not shown as this one's, and the button is back
+    await model.pythonSet({ unit: 4 });
+    expect(tileOf().dataset.state).toBe("none");
+    expect(tileOf().querySelector("img")).toBeNull();
+    tileOf().querySelector(".nw-visual-ask").click();
+    expect(model.sent.at(-1)).toEqual({ type: "visualize", unit: 4, layer: EVIL });
+    await model.pythonSet({ visual: { unit: 4, layer: EVIL, state: "cancelled" } });
+    expect(tileOf().querySelector(".nw-visual-note").textContent).toBe("cancelled");
+    expect(tileOf().querySelector(".nw-visual-ask").disabled).toBe(false); // may be asked for again
+    await model.pythonSet({ visual: { unit: 4, layer: EVIL, state: "error" } });
+    expect(tileOf().querySelector(".nw-visual-note").textContent).toBe("failed: see the error above");
+    cleanup();
+    expect(model.listenerCount()).toBe(0);
   });
 
   it("reads a unit only from a whole number in range", () => {

@@ -22,10 +22,11 @@ same, but grid_sample's backward adds with atomics, so results may differ in the
 Cost, measured with `time.perf_counter` on a shared 2-core CPU machine (torch 2.14.1, ``torch.set_num_threads(1)``,
 load average 5.1-5.3 from other work) at the default 128 steps: the demo's ``relu2`` (1x32x32 digits) 0.19 s per
 unit (mean of 8 units); a random-weight torchvision resnet18's ``layer3`` on 3x64x64 inputs 2.0 s per unit (mean
-of 3). The same runs with 2 intra-op threads on those busy cores took 5.1 s and 24 s per unit: one image at a time
-is small work, and OpenMP's spinning threads lose to other processes; on a busy machine set one thread. The
-data's statistics (range and channel covariance) come from at most 1024 evenly spaced images, read once per
-probe.
+of 3); the colour shapes demo (``nw.demo.load("shapes")``, 3x32x32) 0.31-0.66 s per unit of ``relu2`` and
+0.38-0.48 s of ``relu3`` (means of its 32 units, two runs at load averages 7.5 and 10-11). The digits and resnet18
+runs with 2 intra-op threads on those busy cores took 5.1 s and 24 s per unit: one image at a time is small work,
+and OpenMP's spinning threads lose to other processes; on a busy machine set one thread. The data's statistics
+(range and channel covariance) come from at most 1024 evenly spaced images, read once per probe.
 """
 
 from __future__ import annotations

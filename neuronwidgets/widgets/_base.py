@@ -214,15 +214,17 @@ class Widget(Pictured, Keyed, anywidget.AnyWidget):
         on_done: Callable[[Any], None],
         cancel_running: bool = True,
         on_cancel: Callable[[], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> Job:
         """Run ``run`` on the probe's worker; ``status``/``error`` follow it; only the latest result lands.
 
         The widget counts the jobs it submitted this way (``_jobs``, one per slot): ``status`` stays
         "running" while any of them is live, and settles when the last one ends. Jobs submitted straight to
-        the worker (thumbnails) leave ``status`` alone, so they can never keep it at "running"."""
+        the worker (thumbnails) leave ``status`` alone, so they can never keep it at "running". ``on_cancel`` and
+        ``on_error`` (before the error is shown) run when the job ends cancelled or failed."""
         assert self._worker is not None
         job = Job(self._slot(slot), run, on_done=lambda _: None, on_error=lambda _: None)
-        job.on_done, job.on_error, job.on_cancel = self._landing(job, on_done, on_cancel)
+        job.on_done, job.on_error, job.on_cancel = self._landing(job, on_done, on_cancel, on_error)
         with self._jobs_lock:
             self._jobs[job.slot] = job
             self.status = "running"
@@ -230,7 +232,11 @@ class Widget(Pictured, Keyed, anywidget.AnyWidget):
         return self._worker.submit(job, cancel_running)
 
     def _landing(
-        self, job: Job, on_done: Callable[[Any], None], on_cancel: Callable[[], None] | None
+        self,
+        job: Job,
+        on_done: Callable[[Any], None],
+        on_cancel: Callable[[], None] | None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> tuple[Callable[[Any], None], Callable[[BaseException], None], Callable[[], None]]:
         """The done, failed and cancelled callbacks of ``job``: each lands its outcome, then settles."""
 
@@ -244,8 +250,12 @@ class Widget(Pictured, Keyed, anywidget.AnyWidget):
 
         def failed(err: BaseException) -> None:
             with self.hold_sync():
-                self._finish(job, "error")
-                self.report(err)
+                try:
+                    if on_error is not None:
+                        on_error(err)
+                finally:
+                    self._finish(job, "error")
+                    self.report(err)
 
         def cancelled() -> None:
             try:

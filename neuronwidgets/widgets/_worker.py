@@ -5,10 +5,11 @@ one is dropped without running, and a running older one is asked to cancel (when
 dropped. Each probe's worker has lanes, each one thread: long work (rankings) runs on the ``background``
 lane, and what a click or a hover asks for (overlays, thumbnails, the slider's evaluation) on a lane per kind,
 so it queues neither behind a ranking nor behind another kind (a click's overlay, behind the slider's
-evaluation). The lanes run the model, but never at the same time: every pass takes the model's lock, which a
-pass lends between slices to work waiting for it (`neuronwidgets.engine.guard.yield_model`). Interactive work
-is `urgent`: it holds the model from its start to its end, goes before a ranking, and lends the model only to
-other interactive work.
+evaluation); a feature visualisation, long work a click asks for, has a lane of its own too. The lanes run
+the model, but never at the same time: every pass takes the model's lock, which a pass lends between slices to
+work waiting for it (`neuronwidgets.engine.guard.yield_model`). Interactive work is `urgent`: it holds the model
+from its start to its end, goes before a ranking, and lends the model only to other interactive work; a
+visualisation is not, and takes turns with a ranking step by step.
 """
 
 from __future__ import annotations
@@ -29,13 +30,16 @@ BACKGROUND = "background"
 # slot names (the part after a widget's "id:" prefix) whose jobs a user waits for with the mouse in hand; each
 # is its own lane
 INTERACTIVE_SLOTS = frozenset({"overlay", "thumbnail", "evaluate"})
+# slots whose long work has a lane of its own (it queues behind no ranking) but is not urgent: it takes the
+# model pass by pass and lends it between passes, as a ranking does
+OWN_LANE_SLOTS = INTERACTIVE_SLOTS | {"visualize"}
 IDLE_SECONDS = 30.0  # a lane's thread ends after this long without work (a new one starts on demand)
 
 
 def lane_of(slot: str) -> str:
-    """The lane a slot's jobs run on: its name for the slots in `INTERACTIVE_SLOTS`, else background."""
+    """The lane a slot's jobs run on: its name for the slots in `OWN_LANE_SLOTS`, else background."""
     name = slot.rsplit(":", 1)[-1]
-    return name if name in INTERACTIVE_SLOTS else BACKGROUND
+    return name if name in OWN_LANE_SLOTS else BACKGROUND
 
 
 @dataclass(eq=False)
@@ -174,7 +178,7 @@ class Worker:
 
     def _execute(self, job: Job) -> None:
         try:
-            if job.lane == BACKGROUND:
+            if job.lane not in INTERACTIVE_SLOTS:
                 result = job.run(job)
             else:  # a click's work: before a ranking, and one wait for the model rather than one per pass
                 with urgent(), _holding(self.model):

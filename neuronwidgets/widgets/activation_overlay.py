@@ -1,5 +1,6 @@
 """ActivationOverlay: the images that excite a unit most, with its activation map laid over each; or, in
-contribution mode, the images where the unit adds most to a class's score, with where it does so."""
+contribution mode, the images where the unit adds most to a class's score, with where it does so. Beside them,
+on request, the unit's feature visualisation (`Probe.visualize`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ from PIL import Image
 
 from neuronwidgets import render
 from neuronwidgets.probe import Probe
-from neuronwidgets.widgets._base import Choice, StrictInt, Widget, asset, check_kwargs, figure_png, index_or_none
+from neuronwidgets.visualize import Visualization
+from neuronwidgets.widgets._base import (
+    BadMessage,
+    Choice,
+    StrictInt,
+    Widget,
+    asset,
+    check_kwargs,
+    figure_png,
+    index_or_none,
+)
 from neuronwidgets.widgets._images import display_images, labels_of
 from neuronwidgets.widgets._worker import Job, worker_for
 from neuronwidgets.widgets.ranked_list import RankedList
@@ -34,7 +45,8 @@ class ActivationOverlay(Widget):
     raises the class's score, negative where it lowers it.
     Images travel to the browser as PNG buffers; opacity and the raw-map view change in the browser only.
     The view picks ``unit`` with a number field and previous/next buttons; ``follow(ranked_list)`` makes it
-    show the unit selected in a `RankedList`.
+    show the unit selected in a `RankedList`. The tile before the images shows, once asked for (its button, or
+    `visualize`), the unit's feature visualisation: an input optimised to excite it (``visual``).
     """
 
     _esm = asset("activation-overlay.js")
@@ -62,6 +74,9 @@ class ActivationOverlay(Widget):
     colorbar = traitlets.Bytes(b"").tag(sync=True)  # PNG, low values left
     vrange = traitlets.List().tag(sync=True)  # [vmin, vmax] of the shared scale
     shown = traitlets.Dict().tag(sync=True)  # the request the tiles answer: {unit, layer, image, colormap, ...}
+    # the feature visualisation tile: {} (not asked for), or {unit, layer, state: "running" | "cancelled" |
+    # "error"}, or when done also {image (PNG), activation, best, best_index, steps, seconds}
+    visual = traitlets.Dict().tag(sync=True)
 
     _writable: ClassVar[frozenset[str]] = frozenset(
         {
@@ -78,6 +93,7 @@ class ActivationOverlay(Widget):
             "diverging_colormap",
         }
     )
+    _handlers: ClassVar[dict[str, str]] = {**Widget._handlers, "visualize": "_on_visualize", "cancel": "cancel"}
     _following: RankedList | None = None
 
     def __init__(self, probe: Probe, **kwargs: Any) -> None:
@@ -86,6 +102,7 @@ class ActivationOverlay(Widget):
             raise TypeError(f"ActivationOverlay needs a Probe, got {type(probe).__name__}")
         self._probe = probe
         self._worker = worker_for(probe)
+        self._visualised: set[tuple[str, int]] = set()  # (layer, unit) whose visualisation was asked for
         layer = kwargs.pop("layer", probe.layer)
         if layer not in probe.layers:
             raise ValueError(f"unknown layer {layer!r}; valid: {', '.join(probe.layers)}")
@@ -248,6 +265,85 @@ class ActivationOverlay(Widget):
             }
 
         self._submit("overlay", run, done)
+        self._sync_visual()
+
+    # -- feature visualisation ----------------------------------------------------------------------------
+
+    def visualize(self) -> None:
+        """Compute the feature visualisation of the unit shown (`Probe.visualize`, its default options) in the
+        background and show it in the tile before the images. The overlay remembers the units asked for: when
+        one is shown again, so is its visualisation (from the probe's cache, or computed again after the model
+        changed)."""
+        self._visualised.add((self.layer, self.unit))
+        if (self.visual.get("layer"), self.visual.get("unit"), self.visual.get("state")) != (
+            self.layer,
+            self.unit,
+            "running",
+        ):  # else it is on its way
+            self._request_visual()
+
+    def cancel(self) -> None:
+        """Stop the overlay's work in progress (the images, the visualisation); it keeps what it showed."""
+        assert self._worker is not None
+        self._worker.cancel(self._slot("overlay"))
+        layer, unit = self.layer, self.unit
+        if self._worker.cancel(self._slot("visualize")) or self.visual.get("state") == "running":
+            self._visualised.discard((layer, unit))
+            self.visual = {"unit": unit, "layer": layer, "state": "cancelled"}
+
+    def _on_visualize(self, unit: Any = None, layer: Any = None) -> None:
+        if isinstance(unit, bool) or not isinstance(unit, int) or not isinstance(layer, str):
+            raise BadMessage("a visualize message names the unit shown (an integer) and its layer (a string)")
+        if (layer, unit) == (self.layer, self.unit):  # else asked for a unit no longer shown: stale
+            self.visualize()
+
+    def _sync_visual(self) -> None:
+        """After a change of unit, layer or model: the tile is the current unit's (cleared, or asked for again
+        where that unit's visualisation was asked for before); a stale request is cancelled."""
+        layer, unit, visual = self.layer, self.unit, self.visual
+        same = (visual.get("layer"), visual.get("unit")) == (layer, unit)
+        if same and visual.get("state") == "running":
+            return
+        if not same:
+            assert self._worker is not None
+            self._worker.cancel(self._slot("visualize"))
+            self.visual = {}
+        if (layer, unit) in self._visualised:
+            self._request_visual()
+
+    def _request_visual(self) -> None:
+        """Compute (or read from the probe's cache) the visualisation of the unit shown, in the background;
+        the tile says "running" meanwhile unless it already shows this unit's."""
+        probe, layer, unit = self._probe, self.layer, self.unit
+        visual = self.visual
+        if (visual.get("layer"), visual.get("unit"), visual.get("state")) != (layer, unit, "done"):
+            self.visual = {"unit": unit, "layer": layer, "state": "running"}
+
+        def run(job: Job) -> dict:
+            progress = self._progress_callback(job)
+            result = probe.visualize(unit, layer=layer, progress=progress, cancel=job.cancel)
+            means = probe.site(layer).summary(progress, job.cancel).image_mean[:, unit]
+            return visual_tile(result, means)
+
+        submitted: list[Job] = []
+
+        def ended(state: str) -> None:
+            """Cancelled or failed: the tile says so, unless it is another unit's or a newer job runs."""
+            assert self._worker is not None
+            newer = self._worker.latest(self._slot("visualize")) not in (None, *submitted)
+            running = {"unit": unit, "layer": layer, "state": "running"}
+            if not newer and self.visual == running:
+                self._visualised.discard((layer, unit))  # not asked for again until its button is pressed
+                self.visual = {**running, "state": state}
+
+        def done(tile: dict) -> None:
+            if (self.layer, self.unit) == (layer, unit):  # else the unit changed while the result landed
+                self.visual = tile
+
+        job = self._submit(
+            "visualize", run, done, on_cancel=lambda: ended("cancelled"), on_error=lambda _: ended("error")
+        )
+        submitted.append(job)
 
     # -- static picture -----------------------------------------------------------------------------------
 
@@ -259,14 +355,21 @@ class ActivationOverlay(Widget):
 
         if not self.tiles:
             return Image.new("RGB", (320, 40), "white")
-        columns = min(len(self.tiles), 5)
-        rows = -(-len(self.tiles) // columns)
+        visual = self._visual_shown()
+        panels = len(self.tiles) + (visual is not None)
+        columns = min(panels, 5)
+        rows = -(-panels // columns)
         fig = Figure(figsize=(1.25 * columns + 0.3, 1.45 * rows + 0.75), layout="constrained")
         axes = fig.subplots(rows, columns, squeeze=False)
         for ax in axes.flat:
             ax.set_axis_off()
         per_image = (self.shown or {}).get("scale", self.scale) == "image"
-        for ax, tile in zip(axes.flat, self.tiles):
+        flat = list(axes.flat)
+        if visual is not None:
+            picture = flat.pop(0)
+            picture.imshow(np.asarray(Image.open(_bytes_io(visual["image"])).convert("RGB")), interpolation="nearest")
+            picture.set_title(_visual_caption(visual), fontsize=6.5, pad=2)
+        for ax, tile in zip(flat, self.tiles):
             image = np.asarray(Image.open(_bytes_io(tile["image"])).convert("RGB"))
             colored = np.asarray(Image.open(_bytes_io(tile["map"])).convert("RGBA"))  # the border may be clear
             ax.imshow(render.blend(image, colored, self.opacity), interpolation="nearest")
@@ -289,7 +392,20 @@ class ActivationOverlay(Widget):
             return f"activation overlay of unit {self.unit}, layer {self.layer}: not drawn yet"
         images = "; ".join(_caption(tile, False).replace("\n", ", ") for tile in self.tiles[:8])
         what = "contribution" if (self.shown or {}).get("mode") == "contribution" else "activation"
-        return f"{self._title()}: {what} maps laid over the images ({images})"
+        visual = self._visual_shown()
+        caption = "" if visual is None else _visual_caption(visual).replace("\n", ", ")
+        beside = f"; its feature visualisation: {caption}" if caption else ""
+        return f"{self._title()}: {what} maps laid over the images ({images}){beside}"
+
+    def _visual_shown(self) -> dict | None:
+        """The visualisation tile when it shows the unit and layer shown, else None."""
+        visual, shown = self.visual, self.shown or {}
+        if visual.get("state") != "done" or (visual.get("unit"), visual.get("layer")) != (
+            shown.get("unit", self.unit),
+            shown.get("layer", self.layer),
+        ):
+            return None
+        return visual
 
     def _title(self) -> str:
         """What the tiles show, as the live view's title says it."""
@@ -314,6 +430,28 @@ def _caption(tile: dict, per_image: bool) -> str:
     value = f"peak {tile['peak']:.3g}" if tile.get("total") is None else f"sum {tile['total']:+.3g}"
     values = value + (f" · {tile['vmin']:.3g}…{tile['vmax']:.3g}" if per_image else "")
     return f"{which}\n{values}"
+
+
+def _visual_caption(visual: dict) -> str:
+    """The visualisation tile's caption as the live view writes it, in two lines."""
+    return f"what excites it\nmean {visual['activation']:.3g} · best {visual['best']:.3g}"
+
+
+def visual_tile(result: Visualization, means: np.ndarray) -> dict:
+    """The visualisation tile: its picture as a PNG buffer, the unit's mean activation on it, and the largest
+    mean over the data's images (``means``, one per image) with the image that has it."""
+    best_index = int(np.argmax(means))
+    return {
+        "unit": result.unit,
+        "layer": result.layer,
+        "state": "done",
+        "image": render.png(result.image),
+        "activation": result.activation,
+        "best": float(means[best_index]),
+        "best_index": best_index,
+        "steps": result.steps,
+        "seconds": result.seconds,
+    }
 
 
 def _bytes_io(data: bytes | memoryview) -> io.BytesIO:
