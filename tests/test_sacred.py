@@ -74,6 +74,9 @@ CALLS = [
     lambda p: p.evaluate([0, 1]),
     lambda p: p.activation_maps(0, [0, 1]),
     lambda p: p.top_images(1, k=3),
+    lambda p: p.top_images(1, k=3, by="contribution", target=0, progress=False),
+    lambda p: p.contribution_maps(0, [0, 1], target=None),
+    lambda p: p.visualize(0, steps=2, progress=False),
 ]
 
 
