@@ -39,17 +39,10 @@ from neuronwidgets.ranking import Ranking
 from neuronwidgets.visualize import DEFAULT_STEPS, Visualization
 from neuronwidgets.visualize import visualize as visualize_unit
 
-# Methods that give one process's result under a process group: those that merge their passes over the ranks
-# (`engine.distributed.SUPPORTED`), and those that read no data shard (the weights, or one image).
-_ACROSS_PROCESSES = (
-    "activation",
-    "selectivity",
-    "taylor",
-    "ablation",
-    "weight_l1",
-    "resampling_correlation",
-    "resampling_precision",
-)
+# Under a process group: methods whose passes merge over the ranks (`engine.distributed.SUPPORTED`), and methods
+# that read no shard of the data (the weights, or one image), which each rank computes whole.
+_MERGED_METHODS = ("activation", "selectivity", "taylor", "ablation", "car")
+_LOCAL_METHODS = ("weight_l1", "resampling_correlation", "resampling_precision")
 _AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -319,10 +312,10 @@ class Probe:
         """Under a process group, refuse a method that would give one rank's share of the answer."""
         if self.group is None:
             return
-        if method not in _ACROSS_PROCESSES:
+        if method not in _MERGED_METHODS + _LOCAL_METHODS:
             raise NotImplementedError(
                 f"rank({method!r}) is not supported across processes yet; under a process group these are: "
-                f"{', '.join(distributed.SUPPORTED)}, and rank() of {', '.join(map(repr, _ACROSS_PROCESSES[4:]))}"
+                f"{', '.join(distributed.SUPPORTED)}, and rank() of {', '.join(map(repr, _LOCAL_METHODS))}"
             )
         if method == "ablation" and (options.get("top") is not None or options.get("fraction") is not None):
             raise NotImplementedError(

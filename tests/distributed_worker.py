@@ -47,6 +47,7 @@ def results(probe: nw.Probe) -> dict[str, Any]:
         ("taylor", {}),
         ("ablation", {}),
         ("ablation", {"mode": "mean", "target": 3}),
+        ("car", {"prune": 3}),
     ]:
         ranking = probe.rank(name, progress=False, warn=False, **options)
         key = name + "".join(f" {k}={v}" for k, v in options.items())
@@ -66,6 +67,11 @@ def results(probe: nw.Probe) -> dict[str, Any]:
             "ablated_accuracy",
             "loss_increase",
             "intervals",
+            "pruning_order",
+            "car_at_removal",
+            "accuracy_curve",
+            "one_shot",
+            "class_car",
         ):
             if field in ranking.meta:
                 out[f"{key}: {field}"] = np.asarray(ranking.meta[field])
@@ -79,6 +85,14 @@ def results(probe: nw.Probe) -> dict[str, Any]:
     components = probe.components(4)
     out["components: vectors"], out["components: variances"] = components.vectors, components.variances
     out["components: samples"] = components.samples
+    rankings = [probe.rank("activation", progress=False, warn=False), probe.rank("taylor", progress=False, warn=False)]
+    for name, curves in [
+        ("faithfulness", nw.faithfulness(probe, rankings, steps=[0, 1, 4], random_orders=2, progress=False)),
+        ("completeness", nw.completeness(probe, steps=[0, 2], progress=False)),
+    ]:
+        out[f"{name}: baseline"] = curves.baseline
+        for label, curve in curves.curves.items():
+            out[f"{name} {label}: accuracy"] = curve.accuracy
     out["top_images: indices"] = np.stack([probe.top_images(unit, k=5) for unit in range(probe.units)])
     return out
 
@@ -87,7 +101,7 @@ def refusals(probe: nw.Probe) -> dict[str, Any]:
     """The messages of what is refused under a process group."""
     said = {}
     for name, call in [
-        ("car", lambda: probe.rank("car", progress=False)),
+        ("pcace", lambda: probe.rank("pcace", target=3, progress=False)),
         ("sampled", lambda: probe.rank("ablation", fraction=0.5, progress=False)),
         ("contribution", lambda: probe.top_images(0, by="contribution", progress=False)),
     ]:

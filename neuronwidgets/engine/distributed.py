@@ -38,8 +38,11 @@ SUPPORTED = (
     "rank('selectivity')",
     "rank('taylor')",
     "rank('ablation') (exact: without top= or fraction=)",
+    "rank('car')",
     "evaluate()",
     "components()",
+    "faithfulness()",
+    "completeness()",
     "top_images(by='activation')",
 )
 STATUS_BYTES = 4096  # one rank's status: a flag byte and a UTF-8 message or call description
