@@ -123,6 +123,12 @@ def methods(
     before = fingerprint(model)
     probe = nw.Probe(model, data_as(kind, data), layer=layer, chunk_size=chunk_size, group=group)
     out = {"results": results(probe), "refusals": refusals(probe), "shard": probe.site().shard("", True)}
+    steps = {}
+    for name, options in [("ablation", {"mode": "mean"}), ("car", {"prune": 1}), ("taylor", {})]:
+        seen: list[Any] = []
+        probe.rank(name, progress=seen.append, warn=False, **options)
+        steps[name] = (seen[-1].done, seen[-1].total)  # this rank's share of the work, counted in full
+    out["progress"] = steps
     out["fingerprints"] = (before, fingerprint(model))
     return out
 

@@ -129,6 +129,7 @@ def test_ranks_give_one_process_results(ranks_ran, one_thread, case):
     for rank, out in enumerate(outs):
         compare(out["results"], want, rank)
         assert_same(*out["fingerprints"])
+        assert all(done == total > 0 for done, total in out["progress"].values()), out["progress"]
         refused = out["refusals"]
         for call in ("pcace", "sampled", "contribution"):
             assert refused[call][0] == "NotImplementedError", (call, refused[call])

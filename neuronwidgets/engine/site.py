@@ -132,6 +132,12 @@ class Site:
             )
         return self.group.shard(len(self.source))
 
+    def chunks_read(self) -> int:
+        """How many chunks a pass reads here: all of them, or under a process group this rank's shard's."""
+        if self.group is None:
+            return self.source.num_chunks
+        return self.source.count_chunks(self.group.shard(len(self.source)))
+
     def chunks(
         self,
         description: str,
@@ -146,8 +152,7 @@ class Site:
         (`yield_model`: a click's overlay need not wait for a whole ranking). ``merged``: the caller merges
         what it computes over the process group's ranks (`shard`)."""
         span = self.shard(description, merged)
-        chunks = self.source.num_chunks if span is None else self.source.count_chunks(span)
-        total = chunks * steps_per_chunk
+        total = self.chunks_read() * steps_per_chunk
         with Progress.within(description, total, progress, cancel) as bar:
             loading = iter(self.source.chunks(span))
             while True:
