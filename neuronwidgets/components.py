@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from neuronwidgets.engine import distributed
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
 from neuronwidgets.engine.site import Site
 from neuronwidgets.engine.stats import Moments
@@ -107,12 +108,12 @@ def layer_components(
     def compute() -> Moments:
         total: Moments | None = None
         with site.running():
-            for chunk, bar in site.chunks(f"components of {site.layer}", progress, cancel):
+            for chunk, bar in site.chunks(f"components of {site.layer}", progress, cancel, merged=True):
                 output = site.sliced("layer output", site.layer_output, chunk.images, bar=bar)
                 part = Moments.of(channel_samples(output, sampling))
                 total = part if total is None else total.merge(part)
                 bar.advance()
         assert total is not None
-        return total
+        return total if site.group is None else distributed.moments(site.group, total)
 
     return from_moments(site.cached(("moments", sampling), compute), None if k is None else int(k), sampling)

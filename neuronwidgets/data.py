@@ -170,13 +170,33 @@ class DataSource:
             return len(self._loader)
         return -(-len(self) // self.chunk_size)
 
-    def chunks(self) -> Iterator[Chunk]:
-        """Every image once, in order, as validated chunks."""
+    def count_chunks(self, span: range) -> int:
+        """How many chunks `chunks` yields for ``span``."""
+        if not span:
+            return 0
         if self._loader is not None:
-            yield from self._loader_chunks()
+            size = self._loader.batch_size or 1
+            return (span.stop - 1) // size - span.start // size + 1
+        return -(-len(span) // self.chunk_size)
+
+    def chunks(self, span: range | None = None) -> Iterator[Chunk]:
+        """Every image once, in order, as validated chunks; only the images of ``span`` (a contiguous range,
+        e.g. one process's shard) where given. A DataLoader is read from its start up to the span's end, its
+        batches cut to the span."""
+        begin, end = (0, len(self)) if span is None else (span.start, span.stop)
+        if self._loader is not None:
+            for chunk in self._loader_chunks():
+                if chunk.start >= end:
+                    return
+                low, high = max(begin, chunk.start) - chunk.start, min(end, chunk.start + len(chunk)) - chunk.start
+                if low == 0 and high == len(chunk):
+                    yield chunk
+                elif low < high:
+                    labels = None if chunk.labels is None else chunk.labels[low:high]
+                    yield Chunk(chunk.start + low, chunk.images[low:high], labels)
             return
-        for start in range(0, len(self), self.chunk_size):
-            stop = min(start + self.chunk_size, len(self))
+        for start in range(begin, end, self.chunk_size):
+            stop = min(start + self.chunk_size, end)
             yield self._slice(start, stop)
 
     def _loader_chunks(self) -> Iterator[Chunk]:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from neuronwidgets.components import layer_components
+from neuronwidgets.engine import distributed
 from neuronwidgets.engine.ablate import with_units
 from neuronwidgets.engine.indices import as_indices
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption
@@ -83,7 +84,7 @@ def evaluate(
     def suffix(*values: torch.Tensor) -> torch.Tensor:
         return ablator.scores(list(values)) if composed is None else ablator.transformed(list(values), composed)
 
-    for values, chunk, bar in site.crossings("evaluating", progress, cancel):
+    for values, chunk, bar in site.crossings("evaluating", progress, cancel, merged=True):
         # ours handle each image on its own; a user's transform might not, so it gets whole chunks
         scores = site.suffix_scores(suffix, values, bar=bar) if transform is None else suffix(*values)
         assert chunk.labels is not None
@@ -92,12 +93,20 @@ def evaluate(
         predictions.append(scores.argmax(1).cpu().numpy())
         labels.append(chunk.labels.cpu().numpy())
         bar.advance()
+    predicted, truth = np.concatenate(predictions), np.concatenate(labels)
+    if site.group is not None:  # every rank's counts, and its shard's predictions in image order
+        counts = distributed.outcomes(site.group, counts)
+        images = len(site.source)
+        predicted, truth = (
+            site.group.gather("predictions", predicted, images),
+            site.group.gather("labels", truth, images),
+        )
     return Evaluation(
         accuracy=float(counts.accuracy[0]),
         per_class_accuracy=counts.class_accuracy[0],
         loss=float(counts.mean_loss[0]),
-        predictions=np.concatenate(predictions),
-        labels=np.concatenate(labels),
+        predictions=predicted,
+        labels=truth,
         ablated=tuple(units),
         mode=unit_mode,
         ablated_components=tuple(picked),

@@ -7,6 +7,8 @@ default, and only its owner changes it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,6 +25,7 @@ from neuronwidgets.diagnostics import RankingWarning, ranking_warnings
 from neuronwidgets.display import Display
 from neuronwidgets.display import resolve as resolve_display
 from neuronwidgets.dissection import Dissection, Transform, dissect
+from neuronwidgets.engine import distributed
 from neuronwidgets.engine.cache import ResultCache, memory_budget
 from neuronwidgets.engine.guard import evaluating, model_device, model_dtype
 from neuronwidgets.engine.indices import as_index, as_indices
@@ -36,6 +39,10 @@ from neuronwidgets.ranking import Ranking
 from neuronwidgets.visualize import DEFAULT_STEPS, Visualization
 from neuronwidgets.visualize import visualize as visualize_unit
 
+# Under a process group: methods whose passes merge over the ranks (`engine.distributed.SUPPORTED`), and methods
+# that read no shard of the data (the weights, or one image), which each rank computes whole.
+_MERGED_METHODS = ("activation", "selectivity", "taylor", "ablation", "car")
+_LOCAL_METHODS = ("weight_l1", "resampling_correlation", "resampling_precision")
 _AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -81,7 +88,11 @@ class Probe:
     1/8 of what is cached (at least 1 MiB), the maps kept for overlays to 1/4. ``autocast``:
     ``torch.bfloat16`` or ``torch.float16`` (or their names) runs every forward pass under `torch.autocast`,
     faster on GPUs (and CPUs with bfloat16 units) at the cost of exactness: rankings are then estimates (see the
-    README for the measured effect); default None, the model's own precision.
+    README for the measured effect); default None, the model's own precision. ``group``: a torch.distributed
+    process group whose ranks share the data (default: the default group where one is initialised, as under
+    torchrun; False: this process alone): each rank reads its shard and the statistics are all-reduced, so
+    results equal one process's (`neuronwidgets.engine.distributed`; what is supported: README, "Across
+    processes"). Every rank must create the Probe with the same model, data and layer, and make the same calls.
     """
 
     def __init__(
@@ -96,6 +107,7 @@ class Probe:
         chunk_size: int = 128,
         memory: int | str | None = None,
         autocast: torch.dtype | str | None = None,
+        group: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -104,25 +116,47 @@ class Probe:
             raise TypeError(f"device must be a str or torch.device such as 'cpu' or 'cuda:0', got {device!r}")
         self.model = model
         self.autocast = _autocast_dtype(autocast)
+        self.group = distributed.resolve(group, model_device(model))
+        with distributed.guarded(self.group, "creating a Probe"):  # a rank that fails here stops them all
+            self._setup(data, layer, classes, display, device, chunk_size, memory)
+
+    def _setup(
+        self, data: Any, layer: str | None, classes: Any, display: Any, device: Any, chunk_size: int, memory: Any
+    ) -> None:
         self.source = DataSource(data, chunk_size=chunk_size)
-        self.device = model_device(model)
+        self.device = model_device(self.model)
         self.memory = memory_budget(memory, self.device)
         if device is not None and torch.device(device) != self.device:
             raise ValueError(
                 f"the model is on {self.device} but device={device!r} was asked for; neuronwidgets never "
                 f"moves your model: call model.to({str(device)!r}) first"
             )
-        self.dtype = model_dtype(model)
+        self.dtype = model_dtype(self.model)
         self._infos, self.num_classes = self._discover()
         self._classes: list[str] = []
         names, self.classes_note = choose_classes(classes, self.source.classes, self.num_classes)
         if classes is None and self.source.classes and names != self.source.classes:
-            warnings.warn(self.classes_note, stacklevel=2)
+            warnings.warn(self.classes_note, stacklevel=3)
         self.classes = names
         self.display: Display = resolve_display(display, self.source.dataset, self._channels)
         self._layer = ""
-        self.layer = layer if layer is not None else default_layer(self._infos, dict(model.named_modules()))
-        self._cache = ResultCache(model)
+        self.layer = layer if layer is not None else default_layer(self._infos, dict(self.model.named_modules()))
+        self._cache = ResultCache(self.model)
+        if self.group is not None:
+            self._agree()
+
+    def _agree(self) -> None:
+        """Refuse, on every rank, ranks whose model, data or layer differ: their sums would not add up."""
+        assert self.group is not None
+        if len(self.source) < self.group.size:
+            raise ValueError(
+                f"{len(self.source)} images cannot be shared by {self.group.size} ranks: give every rank at least one"
+            )
+        layers = json.dumps([[info.name, list(info.shape)] for info in self._infos.values()]).encode()
+        facts = {"images": len(self.source), "classes": self.num_classes, "labels": self._has_labels}
+        facts["layer names and shapes (digest)"] = hashlib.sha256(layers).hexdigest()[:16]
+        facts.update(layer=self.layer, units=self.units)
+        self.group.agree("creating a Probe", facts)
 
     # -- the model and its layers ---------------------------------------------------------------------------
 
@@ -222,6 +256,7 @@ class Probe:
             cache=self._cache,
             memory=self.memory,
             autocast=self.autocast,
+            group=self.group,
         )
 
     def images(self, indices: Any) -> torch.Tensor:
@@ -258,8 +293,10 @@ class Probe:
         check_progress(progress)
         check_cancel(cancel)
         site = self.site(layer)
+        self._refuse_across_processes(spec.name, options)
         start = time.perf_counter()
-        ranking = spec.rank(site, progress=progress, cancel=cancel, **options)
+        with distributed.guarded(self.group, distributed.describe(f"rank({spec.name!r})", layer=site.layer, **options)):
+            ranking = spec.rank(site, progress=progress, cancel=cancel, **options)
         ranking.meta.setdefault("seconds", round(time.perf_counter() - start, 4))
         ranking.meta.setdefault("layer_type", site.info.type)
         ranking.meta.setdefault("images", len(self.source))
@@ -267,7 +304,24 @@ class Probe:
         ranking.meta["warnings"] = ranking_warnings(ranking, self.num_classes)
         for note in ranking.meta["warnings"] if warn else ():
             warnings.warn(f"{spec.name} ranking of {site.layer!r}: {note}", RankingWarning, stacklevel=2)
+        if self.group is not None:
+            ranking.meta["ranks"] = self.group.size
         return ranking
+
+    def _refuse_across_processes(self, method: str, options: dict[str, Any]) -> None:
+        """Under a process group, refuse a method that would give one rank's share of the answer."""
+        if self.group is None:
+            return
+        if method not in _MERGED_METHODS + _LOCAL_METHODS:
+            raise NotImplementedError(
+                f"rank({method!r}) is not supported across processes yet; under a process group these are: "
+                f"{', '.join(distributed.SUPPORTED)}, and rank() of {', '.join(map(repr, _LOCAL_METHODS))}"
+            )
+        if method == "ablation" and (options.get("top") is not None or options.get("fraction") is not None):
+            raise NotImplementedError(
+                "sampled ablation (top= or fraction=) is not supported across processes yet: leave them out for "
+                "the exact ranking, which the ranks share"
+            )
 
     def evaluate(
         self,
@@ -289,16 +343,27 @@ class Probe:
         ``transform``: any function of the layer output (N, units, ...) returning a new tensor, applied first.
         The model itself is not changed.
         """
-        return evaluate(
-            self.site(layer),
-            ablate,
-            mode,
+        site = self.site(layer)
+        call = distributed.describe(
+            "evaluate()",
+            layer=site.layer,
+            ablate=ablate,
+            mode=mode,
             ablate_components=ablate_components,
             sampling=sampling,
             transform=transform,
-            progress=progress,
-            cancel=cancel,
         )
+        with distributed.guarded(self.group, call):
+            return evaluate(
+                site,
+                ablate,
+                mode,
+                ablate_components=ablate_components,
+                sampling=sampling,
+                transform=transform,
+                progress=progress,
+                cancel=cancel,
+            )
 
     def components(
         self,
@@ -314,7 +379,9 @@ class Probe:
         ``sampling="position"`` takes every spatial position of every image as a sample; ``"pooled"`` takes one
         spatially averaged vector per image. ``k`` keeps the top k components (default: all).
         """
-        return layer_components(self.site(layer), k, sampling, progress, cancel)
+        site = self.site(layer)
+        with distributed.guarded(self.group, distributed.describe("components()", layer=site.layer, sampling=sampling)):
+            return layer_components(site, k, sampling, progress, cancel)
 
     def dissect(
         self,
@@ -392,7 +459,8 @@ class Probe:
         if by == "activation":
             if target is not None:
                 raise ValueError('target= applies to by="contribution" only; by="activation" ranks by peak activation')
-            values = site.summary(progress, cancel).image_max[:, unit]
+            with distributed.guarded(self.group, distributed.describe("top_images()", layer=site.layer)):
+                values = site.summary(progress, cancel).image_max[:, unit]
         elif by == "contribution":
             target = contribution.check_target(target, self.num_classes)
             values = contribution.totals(site, target, progress, cancel)[:, unit]

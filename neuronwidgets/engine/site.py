@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from neuronwidgets.data import Chunk, DataSource, as_float_images
+from neuronwidgets.engine import distributed
 from neuronwidgets.engine.ablate import Ablator, small_work_reason
 from neuronwidgets.engine.cache import ResultCache
 from neuronwidgets.engine.capture import capture
@@ -55,9 +56,11 @@ class Site:
         cache: ResultCache,
         memory: int,
         autocast: torch.dtype | None = None,
+        group: distributed.Group | None = None,
     ) -> None:
         """``memory``: bytes of the cut's values (all chunks') that may be kept between calls; above it they
-        are streamed, computed again on every pass."""
+        are streamed, computed again on every pass. ``group``: the process group whose ranks share the data
+        (`engine.distributed`); passes that merge their statistics over it read only this rank's shard."""
         self.model = model
         self.source = source
         self.info = info
@@ -68,6 +71,7 @@ class Site:
         self._cache = cache
         self.memory = memory
         self.autocast = autocast
+        self.group = group
         self._ablator_checked = False
         self._paces: dict[str, Pace] = {}
 
@@ -115,19 +119,42 @@ class Site:
 
     # -- data -----------------------------------------------------------------------------------------------
 
+    def shard(self, description: str, merged: bool) -> range | None:
+        """The images a pass reads: all of them (None) in one process; under a process group this rank's
+        shard, for a pass whose caller ``merged`` its statistics over the ranks; other passes are refused there
+        rather than give one shard's answer."""
+        if self.group is None:
+            return None
+        if not merged:
+            raise NotImplementedError(
+                f"{description} is not supported across processes yet (it would see one rank's share of the data); "
+                f"supported under a process group: {', '.join(distributed.SUPPORTED)}"
+            )
+        return self.group.shard(len(self.source))
+
+    def chunks_read(self) -> int:
+        """How many chunks a pass reads here: all of them, or under a process group this rank's shard's."""
+        if self.group is None:
+            return self.source.num_chunks
+        return self.source.count_chunks(self.group.shard(len(self.source)))
+
     def chunks(
         self,
         description: str,
         progress: ProgressOption | Progress = None,
         cancel: CancelFlag = None,
         steps_per_chunk: int = 1,
+        *,
+        merged: bool = False,
     ) -> Iterator[tuple[Chunk, Progress]]:
         """Every chunk of the data on the model's device, with a `Progress` counting ``steps_per_chunk``
         steps per chunk (the caller advances it). Between chunks, work waiting for the model runs first
-        (`yield_model`: a click's overlay need not wait for a whole ranking)."""
-        total = self.source.num_chunks * steps_per_chunk
+        (`yield_model`: a click's overlay need not wait for a whole ranking). ``merged``: the caller merges
+        what it computes over the process group's ranks (`shard`)."""
+        span = self.shard(description, merged)
+        total = self.chunks_read() * steps_per_chunk
         with Progress.within(description, total, progress, cancel) as bar:
-            loading = iter(self.source.chunks())
+            loading = iter(self.source.chunks(span))
             while True:
                 with lending(self.model):  # a click's overlay need not wait while the next chunk loads
                     chunk = next(loading, None)
@@ -259,13 +286,13 @@ class Site:
     def summary(self, progress: ProgressOption = None, cancel: CancelFlag = None) -> LayerSummary:
         """Per-image and summed statistics of the layer's output over all the data (one pass, cached). The same
         pass keeps each unit's maps on its top images where they fit in a quarter of ``memory`` (`top_maps`)."""
-        keep = self._top_maps_kept()
+        keep = self._top_maps_kept() if self.group is None else 0  # the top maps are not merged over ranks yet
 
         def compute() -> LayerSummary:
             total: LayerSummary | None = None
             top: TopMaps | None = None
             with self.running():
-                for chunk, bar in self.chunks(f"reading {self.layer}", progress, cancel):
+                for chunk, bar in self.chunks(f"reading {self.layer}", progress, cancel, merged=True):
                     output = self.sliced("layer output", self.layer_output, chunk.images, bar=bar)
                     part = LayerSummary.of(output, chunk.labels)
                     total = part if total is None else total.merge(part)
@@ -276,7 +303,7 @@ class Site:
             assert total is not None
             if top is not None:
                 self._cache.put(("top maps", self.layer), top)
-            return total
+            return total if self.group is None else distributed.summary(self.group, total, len(self.source))
 
         return self.cached(("summary",), compute)
 
@@ -304,8 +331,12 @@ class Site:
         progress: ProgressOption | Progress = None,
         cancel: CancelFlag = None,
         steps_per_chunk: int = 1,
+        *,
+        merged: bool = False,
     ) -> Iterator[tuple[list[torch.Tensor], Chunk, Progress]]:
-        """The values at the cut after the layer, per chunk; kept in memory between calls when small."""
+        """The values at the cut after the layer, per chunk; kept in memory between calls when small.
+        ``merged``: as for `chunks` (under a process group, this rank's shard)."""
+        self.shard(description, merged)  # refuses a pass that is not merged, kept cut or not
         ablator = self.ablator()
         key = ("crossings", id(ablator), self.layer)
         with self.running():
@@ -318,7 +349,7 @@ class Site:
                 return
             collected: list | None = []
             size = 0
-            for chunk, bar in self.chunks(description, progress, cancel, steps_per_chunk):
+            for chunk, bar in self.chunks(description, progress, cancel, steps_per_chunk, merged=merged):
                 values = self.sliced("cut", ablator.crossing, chunk.images, bar=bar)
                 if collected is not None:
                     kept = {id(t): t for t in (*values, chunk.images)}.values()
@@ -357,6 +388,7 @@ class Site:
         """The cut's values and the labels of the images at ``indices`` (any order, kept): gathered from the
         kept cut, or computed from those images (read by `DataSource.take`) where none is kept."""
         self.require_labels("ablation")
+        self.shard("sampling images for ablation", merged=False)  # the kept cut holds one rank's shard only
         kept = self.kept_cut()
         if kept is None:
             chunk = self._to_device(self.source.take(indices))
@@ -418,7 +450,7 @@ class Site:
             """Class scores with the ``base`` units replaced (none: the model's own)."""
             return ablator.replaced(list(values), base, fill) if base else ablator.scores(list(values))
 
-        for values, chunk, bar in self.crossings(f"ablating {self.layer}", progress, cancel, len(units)):
+        for values, chunk, bar in self.crossings(f"ablating {self.layer}", progress, cancel, len(units), merged=True):
             assert chunk.labels is not None
             before.count_images(chunk.labels)
             per_unit.count_images(chunk.labels)
@@ -431,4 +463,6 @@ class Site:
                 per_unit.add([position[u] for u in block], scores, labels)
                 bar.advance(len(block) * len(labels) / chunk_images)
                 yield_model(self.model)  # a chunk of a wide layer is many passes: lend the model between them
+        if self.group is not None:
+            return distributed.outcomes(self.group, before), distributed.outcomes(self.group, per_unit)
         return before, per_unit

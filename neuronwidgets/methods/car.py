@@ -55,7 +55,7 @@ def rank(
         rounds.append(min(per_step, prune - sum(rounds)))
     total_steps = 0
     for size in rounds:
-        total_steps += remaining * site.source.num_chunks
+        total_steps += remaining * site.chunks_read()
         remaining -= size
     pruned: list[int] = []
     accuracy_curve: list[float] = []

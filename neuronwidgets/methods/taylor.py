@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -41,7 +42,7 @@ def rank(site: Site, *, progress: ProgressOption = None, cancel: CancelFlag = No
         return scores.detach(), product.reshape(product.shape[0], product.shape[1], -1).sum(2)
 
     with site.running(grad=False):
-        for chunk, bar in site.chunks(f"taylor {site.layer}", progress, cancel):
+        for chunk, bar in site.chunks(f"taylor {site.layer}", progress, cancel, merged=True):
             assert chunk.labels is not None
             scores, sums = site.sliced("taylor", per_image, chunk.images, chunk.labels, bar=bar)
             correct += int((scores.argmax(1) == chunk.labels).sum())
@@ -50,6 +51,11 @@ def rank(site: Site, *, progress: ProgressOption = None, cancel: CancelFlag = No
             count += held[0][0, 0].numel() * len(chunk.labels)  # positions per image x images
             bar.advance()
     assert total is not None
+    if site.group is not None:  # sums over every rank's shard
+        summed, counted, per_class = site.group.sum(
+            "taylor", total.cpu().numpy(), np.array([count, correct]), class_images.numpy()
+        )
+        total, (count, correct), class_images = torch.from_numpy(summed), counted.tolist(), torch.from_numpy(per_class)
     raw = (total / count).abs()
     norm = raw.norm()
     scores = raw / norm if norm > 0 else raw
