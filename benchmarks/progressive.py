@@ -212,14 +212,9 @@ def progressive(case, exact, exact_seconds) -> dict:
     final, seconds = rank_timed(
         probe, fraction=1.0, seed=SEED, update=lambda r: looks.append((time.perf_counter() - start, r))
     )
-    at = {}
-    for share in (0.01, 0.05, 0.20):
-        before = [r for t, r in looks if t <= share * exact_seconds]
-        at[share] = (
-            (spearman(before[-1], exact), spearman_unbiased(before[-1], exact), before[-1].meta["images_used"].max())
-            if before
-            else (None, None, 0)
-        )
+    timeline = [
+        (t, spearman(r, exact), spearman_unbiased(r, exact), int(r.meta["images_used"].max())) for t, r in looks
+    ]
     taylor_seconds = math.inf
     for _ in range(2):  # best of two, the first warming the backward pass up
         taylor_probe = fresh(*case)
@@ -228,7 +223,7 @@ def progressive(case, exact, exact_seconds) -> dict:
         taylor_seconds = min(taylor_seconds, time.perf_counter() - begin)
     same_time = [r for t, r in looks if t <= taylor_seconds]
     return {
-        "at": at,
+        "timeline": timeline,
         "first_look": looks[0][0],
         "first_images": int(looks[0][1].meta["images_used"].max()),
         "looks": len(looks),
@@ -340,7 +335,18 @@ def study(name: str, case: tuple, orders: int, other_orders: int) -> dict:
             row["median_share"] *= exact_seconds / again
             row["max_share"] *= exact_seconds / again
         result["exact_seconds"] = again
+    result["progressive"]["at"] = estimate_at(result["progressive"]["timeline"], result["exact_seconds"])
     return result
+
+
+def estimate_at(timeline: list[tuple[float, float, float, int]], exact_seconds: float) -> dict:
+    """The last look's (Spearman, the plain means' Spearman, images per unit) within each share of the exact
+    ranking's time."""
+    at = {}
+    for share in (0.01, 0.05, 0.20):
+        before = [row[1:] for row in timeline if row[0] <= share * exact_seconds]
+        at[share] = before[-1] if before else (None, None, 0)
+    return at
 
 
 def report(machine: dict, model_info: dict, studies: list[dict], small: list[dict]) -> str:
