@@ -2,14 +2,23 @@
 
 A problem with the input (a missing or unreadable file, a factory that raises, bad data, a bad option) is one
 line ``error: ...`` on stderr and exit code 2, without a traceback; ``--debug`` shows the traceback instead.
+
+Under ``torchrun --nproc-per-node N -m neuronwidgets rank ...`` (``WORLD_SIZE`` > 1 in the environment) the
+command joins the process group torchrun describes (gloo: models load on the CPU), every rank ranks its shard of
+the data, and rank 0 alone prints, the output of one process.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import operator
+import os
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,13 +185,43 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv if argv is not None else sys.argv[1:] or ["rank"])
     if args.command is None:
         args = _parser().parse_args(["rank", *(argv or [])])
+    with _torchrun_group() as rank:
+        try:
+            with _quiet_unless(rank == 0):
+                return _run(args, progress=None if rank == 0 else False)
+        except Exception as err:
+            if getattr(args, "debug", False):
+                raise
+            if rank == 0:  # another rank's failure reaches rank 0 as a DistributedError naming it
+                print(f"error: {_message(err)}", file=sys.stderr)
+            return 2
+
+
+@contextlib.contextmanager
+def _torchrun_group() -> Iterator[int]:
+    """Join the process group that torchrun's environment describes (``WORLD_SIZE`` > 1) for the command, and
+    leave it after; this process's rank (0 without torchrun, or where a group is already initialised)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        yield dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        return
+    dist.init_process_group("gloo")  # env://: torchrun sets MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE
     try:
-        return _run(args)
-    except Exception as err:
-        if getattr(args, "debug", False):
-            raise
-        print(f"error: {_message(err)}", file=sys.stderr)
-        return 2
+        yield dist.get_rank()
+    finally:
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _quiet_unless(speaking: bool) -> Iterator[None]:
+    """Standard output and warnings as they are on the rank that prints, discarded on the others."""
+    if speaking:
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _message(err: Exception) -> str:
@@ -192,7 +231,7 @@ def _message(err: Exception) -> str:
     return f"{_cause(err)} (run with --debug for the traceback)"
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, progress: bool | None = None) -> int:
     if args.command == "methods":
         for name, description in methods().items():
             print(f"{name:<14} {description}")
@@ -205,7 +244,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     probe, name = _probe(args, args.layer)
     options = {} if args.target is None else {"target": args.target}
-    ranking = probe.rank(args.method, **options)
+    ranking = probe.rank(args.method, progress=progress, **options)
     if args.format == "csv":
         sys.stdout.write(ranking.to_csv())
     elif args.format == "json":

@@ -3,9 +3,13 @@ sums to 1e-12), leave each rank's model untouched, and fail together, clearly an
 
 from __future__ import annotations
 
+import io
 import multiprocessing
+import os
 import pickle
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import neuronwidgets as nw
+from neuronwidgets import cli
 from neuronwidgets.data import DataSource
 from neuronwidgets.engine import distributed
 from tests import distributed_worker as worker
@@ -207,3 +212,40 @@ def test_without_a_process_group_a_probe_works_alone():
 def test_describe_shows_plain_options_and_the_types_of_others():
     text = distributed.describe("evaluate()", layer="conv2", ablate=np.array([1, 2]), transform=abs, mode=None)
     assert text == "evaluate() with ablate=[1, 2], layer='conv2', mode=None, transform=<builtin_function_or_method>"
+
+
+def torchrun(ranks: int, *arguments: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node ranks -m neuronwidgets ...`` on 127.0.0.1, one thread per rank."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={ranks}", "--master-addr=127.0.0.1"]
+    command += [f"--master-port={free_port()}", "-m", "neuronwidgets", *arguments]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
+
+
+def test_the_command_under_torchrun_prints_once_what_one_process_prints(capsys):
+    arguments = ["rank", "--layer", "relu2", "--images", "121"]
+    alone = cli.main([*arguments, "--format", "csv"])
+    want = capsys.readouterr().out
+    ran = torchrun(2, *arguments, "--format", "csv")
+    assert alone == ran.returncode == 0, ran.stderr
+    got, expected = (np.genfromtxt(io.StringIO(text), delimiter=",", names=True) for text in (ran.stdout, want))
+    assert len(got) == 32  # one header line and one row per unit: printed by rank 0 only
+    for column in ("rank", "unit", "score"):  # accuracy drops are counts: equal exactly, and so the order
+        np.testing.assert_array_equal(got[column], expected[column])
+    np.testing.assert_allclose(got["tiebreak"], expected["tiebreak"], rtol=1e-5)  # float32 loss sums
+
+    table = torchrun(2, *arguments, "--top", "4").stdout.splitlines()
+    assert cli.main([*arguments, "--top", "4"]) == 0
+    one = capsys.readouterr().out.splitlines()
+    assert len(table) == len(one) == 10
+    seconds = 1  # the line with the time taken, which differs
+    assert table[:seconds] + table[seconds + 1 :] == one[:seconds] + one[seconds + 1 :]
+    assert table[seconds].startswith("121 images, ")
+
+
+def test_an_error_under_torchrun_is_one_line_from_rank_0():
+    ran = torchrun(2, "rank", "--images", "20", "--method", "pcace", "--target", "1")
+    assert ran.returncode != 0 and ran.stdout == ""
+    errors = [line for line in ran.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, ran.stderr
+    assert "NotImplementedError" in errors[0] and "pcace" in errors[0] and "supported" in errors[0].lower()
