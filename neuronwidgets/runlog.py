@@ -83,6 +83,7 @@ def _replace_into(path: Path, write: Callable[[Any], None]) -> None:
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the run from a notebook run by another user
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

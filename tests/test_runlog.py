@@ -74,6 +74,7 @@ def test_snapshots_round_trip_exactly(setup, tmp_path, method, options):
     assert sorted(p.name for p in logdir.iterdir()) == [RUN_FILE] + [
         f"snapshot-00000{i}.{ext}" for i in range(3) for ext in ("json", "npz")
     ]
+    assert {p.stat().st_mode & 0o777 for p in logdir.iterdir()} == {0o644}  # readable by whoever watches
     record = json.loads((logdir / "snapshot-000000.json").read_text())  # open format: plain JSON and npz
     assert record["step"] == 2 and record["arrays"] == "snapshot-000000.npz"
     with np.load(logdir / "snapshot-000000.npz") as arrays:
