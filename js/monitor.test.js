@@ -66,6 +66,20 @@ describe("MonitorView view", () => {
     expect(el.querySelector(".nw-emerged").textContent).toBe("emerged since step 10: unit 6");
   });
 
+  it("says where a logdir's run is written and whether it goes on, as text", async () => {
+    const { el, model } = setup();
+    model.pythonSet({ info: { ...model.get("info"), logdir: EVIL, live: true } });
+    await tick();
+    const subtitle = el.querySelector(".nw-subtitle");
+    expect(subtitle.textContent).toBe(`every 10 steps · live: ${EVIL}`);
+    snapshot(model, [10], [{ unit: 4, ranks: [0] }], []);
+    model.pythonSet({ info: { ...model.get("info"), live: false } });
+    await tick();
+    expect(subtitle.textContent).toContain("step 10 · 1 snapshots every 10 steps");
+    expect(subtitle.textContent).toMatch(/ · finished: <img src=x onerror=alert\(1\)>$/);
+    expect(el.querySelector("img")).toBeNull();
+  });
+
   it("skips undefined stability values and shows kernel errors", async () => {
     const { el, model } = setup();
     snapshot(model, [1, 2, 3], [{ unit: 0, ranks: [0, 0, 0] }], [null, 0.25]);

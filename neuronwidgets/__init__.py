@@ -18,6 +18,7 @@ from neuronwidgets.methods import methods
 from neuronwidgets.monitor import Monitor, compare_models
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking, compare
+from neuronwidgets.runlog import RunLog, compare_runs
 
 __all__ = [
     "Cancelled",
@@ -30,10 +31,12 @@ __all__ = [
     "ProgressInfo",
     "Ranking",
     "RankingWarning",
+    "RunLog",
     "Unnormalize",
     "attribute_correlations",
     "compare",
     "compare_models",
+    "compare_runs",
     "completeness",
     "datasets",
     "demo",

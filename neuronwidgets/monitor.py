@@ -12,30 +12,24 @@ Monitor owns its probe and passes its layer on every call: it never changes ``pr
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from neuronwidgets.engine import distributed
 from neuronwidgets.methods import MethodSpec, check_options
 from neuronwidgets.methods import spec as method_spec
 from neuronwidgets.probe import Probe
-from neuronwidgets.ranking import Ranking, compare
+from neuronwidgets.ranking import compare
+from neuronwidgets.runlog import History, RunWriter, Snapshot
 
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One ranking taken during training, with the fraction of images on which each unit was active."""
-
-    step: int
-    ranking: Ranking
-    alive: np.ndarray  # (units,) fraction of monitoring images where the unit's peak activation is > 0
-    seconds: float
+__all__ = ["Monitor", "Snapshot", "compare_models"]
 
 
 def _check_every(every: Any) -> int:
@@ -65,12 +59,18 @@ def _rng_preserved(model: nn.Module):
         yield
 
 
-class Monitor:
+class Monitor(History):
     """Rank ``layer`` of a training model every ``every`` steps; attach with one line per loop.
 
     ``method`` is any ranking method (default ``taylor``: one forward and backward pass over the monitoring
     data, the cheapest faithful preview); keep the monitoring data small (a few hundred images).
     ``on_update`` is called with each new `Snapshot` (widgets use it to redraw while the cell runs).
+
+    ``logdir``: a new directory where each snapshot is also written (`neuronwidgets.runlog`), for
+    ``MonitorView.from_logdir`` in another process; `close()` (or leaving a ``with`` block) marks the run
+    finished. Under a torch.distributed process group (a DDP script: make the Monitor on every rank, with the
+    same data and the unwrapped ``ddp_model.module``) each rank ranks its shard of the monitoring data, every
+    rank gets the whole snapshot, and rank 0 alone writes; ``group=`` as for `Probe`.
     """
 
     def __init__(
@@ -83,19 +83,59 @@ class Monitor:
         method: str = "taylor",
         options: dict[str, Any] | None = None,
         on_update: Callable[[Snapshot], None] | None = None,
+        logdir: str | os.PathLike | None = None,
+        group: Any = None,
     ) -> None:
         self.every = _check_every(every)
         spec = method_spec(method)  # an unknown name lists the valid methods
         self.method = spec.name
         if on_update is not None and not callable(on_update):
             raise TypeError(f"on_update must be a callable taking a Snapshot, or None; got {type(on_update).__name__}")
+        if logdir is not None and not isinstance(logdir, (str, os.PathLike)):
+            raise TypeError(
+                f"logdir must be a directory path (str or os.PathLike) or None, got {type(logdir).__name__}"
+            )
+        _refuse_wrapped(model)
         with _rng_preserved(model):
-            self.probe = Probe(model, data, layer)
+            self.probe = Probe(model, data, layer, group=group)
         self.layer = self.probe.layer  # every snapshot ranks this layer, whatever probe.layer is set to later
+        self.units = self.probe.layer_info(self.layer).units
         self.options = _check_options(spec, options, self.probe)
         self.on_update = on_update
         self.history: list[Snapshot] = []
         self._steps = 0
+        self.logdir = None if logdir is None else os.fspath(logdir)
+        self._writer: RunWriter | None = None
+        group = self.probe.group
+        if self.logdir is not None:
+            with distributed.guarded(group, "creating a Monitor"):  # a logdir refused on rank 0 stops every rank
+                if group is None or group.rank == 0:
+                    self._writer = RunWriter(self.logdir, self._run_facts())
+
+    def _run_facts(self) -> dict[str, Any]:
+        """What every snapshot of this monitor shares, for ``run.json``."""
+        group = self.probe.group
+        return {
+            "method": self.method,
+            "options": self.options,
+            "layer": self.layer,
+            "units": self.units,
+            "every": self.every,
+            "model": type(self.probe.model).__name__,
+            "images": len(self.probe.source),
+            "world_size": 1 if group is None else group.size,
+        }
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Mark the logdir's run finished (readers stop polling); without a logdir, nothing to do."""
+        if self._writer is not None:
+            self._writer.finish()
 
     def step(self, step: int | None = None) -> Snapshot | None:
         """Count one training step (or set the count to ``step``); rank when the count is a multiple of
@@ -108,40 +148,31 @@ class Monitor:
         return self.snapshot()
 
     def snapshot(self) -> Snapshot:
-        """Rank now, whatever the step count."""
+        """Rank now, whatever the step count (under a process group: on every rank, as `step` does)."""
         start = time.perf_counter()
-        with _rng_preserved(self.probe.model):
+        with (
+            _rng_preserved(self.probe.model),
+            distributed.guarded(self.probe.group, f"a Monitor snapshot of {self.layer!r}"),
+        ):
             ranking = self.probe.rank(self.method, layer=self.layer, progress=False, **self.options)
-            alive = (self.probe.site(self.layer).summary().image_max > 0).mean(0)
-        snapshot = Snapshot(self._steps, ranking, alive, time.perf_counter() - start)
+            alive = (self.probe.site(self.layer).summary().image_max > 0).mean(0)  # gathered over the ranks
+            snapshot = Snapshot(self._steps, ranking, alive, time.perf_counter() - start)
+            if self._writer is not None:  # inside the guard: a failed write stops every rank, not just rank 0
+                self._writer.write(snapshot)
         self.history.append(snapshot)
         if self.on_update is not None:
             self.on_update(snapshot)
         return snapshot
 
-    @property
-    def steps(self) -> list[int]:
-        return [s.step for s in self.history]
 
-    def ranks(self) -> np.ndarray:
-        """(snapshots, units): each unit's rank (0 = most important) at each snapshot."""
-        return np.stack([np.argsort(s.ranking.order) for s in self.history]) if self.history else np.zeros((0, 0))
-
-    def stability(self) -> list[float]:
-        """Spearman correlation of each snapshot's ranking with the previous one."""
-        return [compare(a.ranking, b.ranking)["spearman"] for a, b in zip(self.history, self.history[1:])]
-
-    def died(self) -> list[int]:
-        """Units active on some monitoring image in the first snapshot and on none in the last."""
-        if len(self.history) < 2:
-            return []
-        return np.flatnonzero((self.history[0].alive > 0) & (self.history[-1].alive == 0)).tolist()
-
-    def emerged(self) -> list[int]:
-        """Units inactive on every monitoring image in the first snapshot and active in the last."""
-        if len(self.history) < 2:
-            return []
-        return np.flatnonzero((self.history[0].alive == 0) & (self.history[-1].alive > 0)).tolist()
+def _refuse_wrapped(model: Any) -> None:
+    """Refuse a (Distributed)DataParallel wrapper, whose forward and backward synchronise gradients across ranks
+    (a ranking's backward pass would join the training's reductions): the Monitor ranks the model inside it."""
+    if type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
+        raise TypeError(
+            f"Monitor needs the model itself, not its {type(model).__name__} wrapper (whose forward and backward "
+            "synchronise gradients across ranks): pass model.module"
+        )
 
 
 def compare_models(

@@ -173,7 +173,60 @@ def errors(rank: int, size: int, timeout: float) -> dict[str, Any]:
     return out
 
 
-SCENARIOS = {"methods": methods, "errors": errors}
+# A short training run for tests/test_monitor_distributed.py: the demo model in float64, full-batch SGD on the
+# first TRAINED images (each rank its half), the Monitor watching the next WATCHED.
+TRAINED, WATCHED, STEPS, EVERY, WATCHED_LAYER = 32, 24, 6, 2, "relu3"
+
+
+def training(images: int = TRAINED + WATCHED) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, Any]:
+    """The model, the training images and labels, and the monitoring data."""
+    model, data = demo(images)
+    x, y = data_as("tensors", data)
+    x = x.double()
+    return model, x[:TRAINED], y[:TRAINED], (x[TRAINED:], y[TRAINED:])
+
+
+def train(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, monitor: Any = None, seen: Any = None
+) -> None:
+    """`STEPS` of SGD with momentum on the whole of ``images`` (under DDP, on this rank's share); ``seen(step)``
+    after each snapshot. BatchNorm stays on its running statistics (eval mode), so that a rank's gradient is its
+    share of the full batch's and two ranks train as one process."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.eval()
+    for _ in range(STEPS):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+        if monitor is not None and monitor.step() is not None and seen is not None:
+            seen(monitor.history[-1].step)
+
+
+def ddp_training(rank: int, size: int, logdir: str | None, acks: str | None = None) -> dict[str, Any]:
+    """`train` under DistributedDataParallel, each rank on its contiguous share of the batch; with ``logdir``, a
+    Monitor on every rank writing there. With ``acks``, rank 0 waits after each snapshot until the test's reader
+    has written ``acks/seen-<step>``: the reader provably saw it while the script ran."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    model, images, labels, watched = training()
+    share = slice(rank * TRAINED // size, (rank + 1) * TRAINED // size)
+    ddp = DistributedDataParallel(model)
+    monitor = None if logdir is None else nw.Monitor(model, watched, WATCHED_LAYER, every=EVERY, logdir=logdir)
+
+    def seen(step: int) -> None:
+        deadline = time.monotonic() + 30
+        while rank == 0 and acks is not None and not (Path(acks) / f"seen-{step}").exists():
+            assert time.monotonic() < deadline, f"the reader never saw step {step}"
+            time.sleep(0.01)
+
+    train(ddp, images[share], labels[share], monitor, seen)
+    if monitor is not None:
+        monitor.close()
+    history = [] if monitor is None else [(s.step, s.ranking.scores, s.alive) for s in monitor.history]
+    return {"state": {k: v.clone() for k, v in model.state_dict().items()}, "history": history}
+
+
+SCENARIOS = {"methods": methods, "errors": errors, "ddp training": ddp_training}
 
 
 def main(rank: int, size: int, port: int, out: str, plan: list[tuple[str, str, dict[str, Any]]]) -> None:

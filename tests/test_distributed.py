@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(size: int, out: Path, plan: list[tuple[str, str, dict[str, Any]]], limit: float = 120) -> None:
-    """Run ``plan`` (see `distributed_worker.main`) on ``size`` spawned ranks; every rank is ended (killed if it
-    outlives ``limit`` seconds) whatever happens."""
+@contextmanager
+def started(size: int, out: Path, plan: list[tuple[str, str, dict[str, Any]]], limit: float = 120) -> Iterator[None]:
+    """Run ``plan`` (see `distributed_worker.main`) on ``size`` spawned ranks while the block runs; on leaving it,
+    wait for them: every rank is ended (killed if it outlives ``limit`` seconds) whatever happens."""
     context = multiprocessing.get_context("spawn")
     port = free_port()
     ranks = [
@@ -51,6 +54,7 @@ def spawn(size: int, out: Path, plan: list[tuple[str, str, dict[str, Any]]], lim
         for process in ranks:
             process.start()
         deadline = time.monotonic() + limit
+        yield
         for process in ranks:
             process.join(max(0.0, deadline - time.monotonic()))
         hung = [rank for rank, process in enumerate(ranks) if process.is_alive()]
@@ -60,6 +64,12 @@ def spawn(size: int, out: Path, plan: list[tuple[str, str, dict[str, Any]]], lim
             if process.is_alive():
                 process.kill()
             process.join(10)
+
+
+def spawn(size: int, out: Path, plan: list[tuple[str, str, dict[str, Any]]], limit: float = 120) -> None:
+    """Run ``plan`` on ``size`` spawned ranks and wait for them (`started`)."""
+    with started(size, out, plan, limit):
+        pass
 
 
 SIZE = 3
@@ -85,10 +95,10 @@ def ranks_ran(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def results_of(out: Path, name: str) -> list[Any]:
+def results_of(out: Path, name: str, size: int = SIZE) -> list[Any]:
     """Each rank's result of ``name``; a rank that crashed fails the test with its traceback."""
     found = []
-    for rank in range(SIZE):
+    for rank in range(size):
         path = out / f"{name}-{rank}.pkl"
         assert path.exists(), f"rank {rank} wrote no result for {name}"
         result = pickle.loads(path.read_bytes())

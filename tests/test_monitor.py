@@ -98,6 +98,8 @@ def test_monitor_checks_its_settings_when_made_not_at_step_every():
             Monitor(model, data, every=every)
     with pytest.raises(TypeError, match="on_update must be a callable"):
         Monitor(model, data, on_update="print")
+    with pytest.raises(TypeError, match=r"not its DataParallel wrapper .*: pass model\.module"):
+        Monitor(torch.nn.DataParallel(model), data)
     monitor = Monitor(model, data, every=np.int64(2), method="ablation", options={"mode": "mean"})
     with pytest.raises(TypeError, match="step must be an int"):
         monitor.step(1.5)
