@@ -317,11 +317,6 @@ class Probe:
                 f"rank({method!r}) is not supported across processes yet; under a process group these are: "
                 f"{', '.join(distributed.SUPPORTED)}, and rank() of {', '.join(map(repr, _LOCAL_METHODS))}"
             )
-        if method == "ablation" and (options.get("top") is not None or options.get("fraction") is not None):
-            raise NotImplementedError(
-                "sampled ablation (top= or fraction=) is not supported across processes yet: leave them out for "
-                "the exact ranking, which the ranks share"
-            )
 
     def evaluate(
         self,

@@ -48,6 +48,9 @@ def results(probe: nw.Probe) -> dict[str, Any]:
         ("ablation", {}),
         ("ablation", {"mode": "mean", "target": 3}),
         ("car", {"prune": 3}),
+        ("ablation", {"fraction": 0.6, "seed": 1}),
+        ("ablation", {"top": 2, "tolerance": 0.02, "seed": 2}),
+        ("ablation", {"fraction": 1.0, "seed": 3, "target": 3}),
     ]:
         ranking = probe.rank(name, progress=False, warn=False, **options)
         key = name + "".join(f" {k}={v}" for k, v in options.items())
@@ -67,6 +70,11 @@ def results(probe: nw.Probe) -> dict[str, Any]:
             "ablated_accuracy",
             "loss_increase",
             "intervals",
+            "settled",
+            "top_set",
+            "drop_unbiased",
+            "population",
+            "exact",
             "pruning_order",
             "car_at_removal",
             "accuracy_curve",
@@ -102,7 +110,6 @@ def refusals(probe: nw.Probe) -> dict[str, Any]:
     said = {}
     for name, call in [
         ("pcace", lambda: probe.rank("pcace", target=3, progress=False)),
-        ("sampled", lambda: probe.rank("ablation", fraction=0.5, progress=False)),
         ("contribution", lambda: probe.top_images(0, by="contribution", progress=False)),
     ]:
         said[name] = outcome(call)["raised"]
@@ -124,11 +131,18 @@ def methods(
     probe = nw.Probe(model, data_as(kind, data), layer=layer, chunk_size=chunk_size, group=group)
     out = {"results": results(probe), "refusals": refusals(probe), "shard": probe.site().shard("", True)}
     steps = {}
-    for name, options in [("ablation", {"mode": "mean"}), ("car", {"prune": 1}), ("taylor", {})]:
+    for name, options in [
+        ("ablation", {"mode": "mean"}),
+        ("car", {"prune": 1}),
+        ("taylor", {}),
+        ("ablation", {"fraction": 1.0, "seed": 0}),
+    ]:
         seen: list[Any] = []
         probe.rank(name, progress=seen.append, warn=False, **options)
-        steps[name] = (seen[-1].done, seen[-1].total)  # this rank's share of the work, counted in full
+        steps[f"{name} {options}"] = (seen[-1].done, seen[-1].total)  # this rank's share of the work, counted in full
     out["progress"] = steps
+    unseeded = probe.rank("ablation", fraction=0.5, progress=False, warn=False)
+    out["unseeded"] = (unseeded.meta["seed"], unseeded.meta["intervals"])
     out["fingerprints"] = (before, fingerprint(model))
     return out
 
@@ -236,8 +250,10 @@ def main(rank: int, size: int, port: int, out: str, plan: list[tuple[str, str, d
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
     import neuronwidgets.engine.ablate
+    import neuronwidgets.engine.progressive
 
     neuronwidgets.engine.ablate.SETUP_SECONDS_PER_MODULE = 0.0  # as tests/conftest.py: the traced engine
+    neuronwidgets.engine.progressive.LOOK_COST = 0  # a look after every round, as the test's reference takes
     torch.distributed.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size, timeout=timedelta(seconds=60)
     )

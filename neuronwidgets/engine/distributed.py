@@ -37,7 +37,7 @@ SUPPORTED = (
     "rank('activation')",
     "rank('selectivity')",
     "rank('taylor')",
-    "rank('ablation') (exact: without top= or fraction=)",
+    "rank('ablation') (exact, and sampled: top= or fraction=)",
     "rank('car')",
     "evaluate()",
     "components()",

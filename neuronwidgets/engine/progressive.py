@@ -14,6 +14,11 @@ declared unit's true drop is then at least the k-th largest minus the tolerance,
 confidence, because the intervals are made to hold for all units at once (a union bound over the units).
 This is LUCB's stopping rule (Kalyanakrishnan et al. 2012), applied to every unit still in question in each
 round, as successive elimination does.
+
+Under a process group every rank keeps the same state. Each round, a rank ablates on the images of the round
+that lie in its shard of the data, and the round's outcomes are summed over the ranks (`_merged`): the paired
+differences per position of the order, so the intervals and every decision are those of one process, and
+the ranks stay in step.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neuronwidgets.engine import confidence
+from neuronwidgets.engine import confidence, distributed
 from neuronwidgets.engine.guard import yield_model
 from neuronwidgets.engine.progress import Progress
 from neuronwidgets.engine.site import Site
@@ -78,9 +83,14 @@ class ProgressiveAblation:
     ) -> None:
         site.require_labels("ablation")
         self.site = site
+        self.group = site.group
+        images = len(site.source)
+        self.shard = range(images) if self.group is None else self.group.shard(images)
+        if seed is None:  # a fresh one, kept (meta["seed"]) so that the run can be repeated
+            seed = _fresh_seed(self.group)
+        self.seed = seed
         self.fill = site.fill(mode)
         self.ablator = site.ablator()
-        images = len(site.source)
         if target is None:
             population = np.arange(images)
         else:
@@ -112,10 +122,16 @@ class ProgressiveAblation:
 
     def independent(self) -> bool:
         """Whether the network after the layer scores each image on its own, so that visiting images in any
-        order and any grouping gives the same outcomes as the exact engine's chunks."""
+        order and any grouping gives the same outcomes as the exact engine's chunks (under a process group:
+        on every rank's images)."""
+        images = np.array(self.shard[:3])
         with self.site.running():
-            values, _ = self.site.cut_at(self.order[:3])
-            return self.ablator.scores_images_independently(values)
+            values, _ = self.site.cut_at(images, merged=self.group is not None)
+            alone = self.ablator.scores_images_independently(values)
+        if self.group is None:
+            return alone
+        (agreeing,) = self.group.sum("the check that images are scored independently", np.array([int(alone)]))
+        return int(agreeing[0]) == self.group.size
 
     def run(
         self,
@@ -139,7 +155,7 @@ class ProgressiveAblation:
             unlooked[active] = True
             work_seconds += time.perf_counter() - begin
             last = bool(np.all(self.seen[active] >= limit))
-            if not last and work_seconds < LOOK_COST * look_seconds:
+            if not last and self._agreed(work_seconds < LOOK_COST * look_seconds):
                 continue  # where the network after the layer is cheap, the intervals would cost more than it
             begin = time.perf_counter()
             self._look(np.flatnonzero(unlooked))
@@ -151,39 +167,87 @@ class ProgressiveAblation:
             if not len(active):
                 return estimate
 
+    def _agreed(self, wait: bool) -> bool:
+        """Whether to wait before the next look: this rank's view, or under a process group every rank's (the
+        ranks time their own work, and must take the same rounds)."""
+        if self.group is None:
+            return wait
+        (waiting,) = self.group.sum("the timing of a look", np.array([int(wait)]))
+        return int(waiting[0]) == self.group.size
+
     def _round(self, units: np.ndarray, start: int, size: int) -> None:
-        """Ablate each of ``units`` on the images at positions ``start:start + size`` of the order."""
-        positions = slice(start, start + size)
-        if self.diffs.shape[1] < positions.stop:
-            grown = np.zeros((self.site.units, positions.stop), np.int8)
+        """Ablate each of ``units`` on the images at positions ``start:start + size`` of the order (under a
+        process group, on those in this rank's shard, and then merge the round over the ranks)."""
+        stop = start + size
+        if self.diffs.shape[1] < stop:
+            grown = np.zeros((self.site.units, stop), np.int8)
             grown[:, : self.diffs.shape[1]] = self.diffs
             self.diffs = grown
-        values, labels = self.site.cut_at(self.order[positions])
+        first_visit = stop > self.reached  # the model's own outcome is needed, first time these images come up
+        images = self.order[start:stop]
+        mine = np.flatnonzero((images >= self.shard.start) & (images < self.shard.stop))
+        counts = np.zeros((2, len(units)), np.int64)  # per unit: images still right after, outcomes changed
+        loss = np.zeros(len(units))  # per unit: summed loss after the ablation
+        diffs = np.zeros((len(units), size), np.int8)  # per unit and image of the round: right before - after
+        base = [np.zeros(size, np.int64), np.zeros(size), np.zeros(size, np.int64)] if first_visit else []
+        steps = self._ablate(units, start, mine, images[mine], counts, loss, diffs, base) if len(mine) else 0
+        if self.group is not None:
+            counts, loss, diffs, *base = self.group.sum("a round of sampled ablation", counts, loss, diffs, *base)
+            self.bar.advance(len(units) * size + max(0, stop - max(start, self.reached)) - steps)
+        if first_visit:
+            new = slice(max(start, self.reached) - start, size)
+            self.base_hits[start + new.start : stop] = base[0][new].astype(bool)
+            self.base_loss[start + new.start : stop] = base[1][new]
+            self.labels[start + new.start : stop] = base[2][new]
+            self.reached = stop
+        self.diffs[units, start:stop] = diffs
+        self.hits[units] += counts[0]
+        self.flips[units] += counts[1]
+        self.loss[units] += loss
+        self.seen[units] += size
+
+    def _ablate(
+        self,
+        units: np.ndarray,
+        start: int,
+        columns: np.ndarray,
+        images: np.ndarray,
+        counts: np.ndarray,
+        loss: np.ndarray,
+        diffs: np.ndarray,
+        base: list[np.ndarray],
+    ) -> int:
+        """For ``images``, at ``columns`` of the round that starts at position ``start`` of the order: add each
+        unit's outcomes to ``counts``, ``loss`` and ``diffs``, and where ``base`` is given, fill it with the
+        model's own hits, loss and labels. Returns the progress steps taken."""
+        values, labels = self.site.cut_at(images, merged=self.group is not None)
+        steps = 0
         with self.site.running():
-            if positions.stop > self.reached:  # the model's own outcome, first time these images come up
+            if base:
                 scores = self.site.suffix_scores(lambda *v: self.ablator.scores(list(v)), values, bar=self.bar)
-                hits, loss = image_outcomes(scores.unsqueeze(0), labels)
-                self.base_hits[positions] = hits[0].cpu().numpy()
-                self.base_loss[positions] = loss[0].cpu().numpy()
-                self.labels[positions] = labels.cpu().numpy()
-                self.bar.advance(positions.stop - max(start, self.reached))
-                self.reached = positions.stop
-            base_hits = self.base_hits[positions].astype(np.int8)
+                hits, own_loss = image_outcomes(scores.unsqueeze(0), labels)
+                base[0][columns], base[1][columns] = hits[0].cpu().numpy(), own_loss[0].cpu().numpy()
+                base[2][columns] = labels.cpu().numpy()
+                steps = int(np.count_nonzero(start + columns >= self.reached))
+                self.bar.advance(steps)
+                base_hits = base[0][columns].astype(np.int8)
+            else:
+                base_hits = self.base_hits[start + columns].astype(np.int8)
             position = {int(u): i for i, u in enumerate(units)}
             pieces = self.ablator.each_unit(values, units.tolist(), self.fill, cached_bytes=self._kept_bytes)
             for block, rows, scores in pieces:
-                hits, loss = image_outcomes(scores, labels[rows])
+                hits, unit_loss = image_outcomes(scores, labels[rows])
                 hits = hits.cpu().numpy()
-                which = units[[position[u] for u in block]]
-                columns = np.arange(start + rows.start, start + rows.stop)
-                diffs = base_hits[rows] - hits.astype(np.int8)
-                self.diffs[np.ix_(which, columns)] = diffs
-                self.flips[which] += np.count_nonzero(diffs, axis=1)
-                self.hits[which] += hits.sum(1)
-                self.loss[which] += loss.sum(1).cpu().numpy()
-                self.bar.advance(len(block) * len(columns))
+                which = [position[u] for u in block]
+                changed = base_hits[rows] - hits.astype(np.int8)
+                diffs[np.ix_(which, columns[rows])] = changed
+                counts[0, which] += hits.sum(1)
+                counts[1, which] += np.count_nonzero(changed, axis=1)
+                loss[which] += unit_loss.sum(1).cpu().numpy()
+                self.bar.advance(len(block) * (rows.stop - rows.start))
+                steps += len(block) * (rows.stop - rows.start)
                 yield_model(self.site.model)
-        self.seen[units] += size
+        return steps
 
     def _look(self, units: np.ndarray) -> None:
         """New intervals for ``units``, intersected with their earlier ones."""
@@ -266,3 +330,12 @@ def shrunk_drops(
     spread = max(float(np.var(drop[counted] - line[counted]) - noise[counted].mean()), 1e-12)
     weight = np.where(counted, spread / (spread + noise), 1.0)
     return line + weight * (drop - line)
+
+
+def _fresh_seed(group: distributed.Group | None) -> int:
+    """A fresh random seed; under a process group drawn on rank 0 and given to every rank (one order for all)."""
+    drawn = int(np.random.SeedSequence().entropy % 2**62)  # type: ignore[operator]
+    if group is None:
+        return drawn
+    (seed,) = group.sum("a shared random seed", np.array([drawn if group.rank == 0 else 0], np.int64))
+    return int(seed[0])

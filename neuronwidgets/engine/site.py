@@ -384,11 +384,15 @@ class Site:
         """The cut's values of every chunk, where `crossings` keeps them in memory; else None."""
         return self._cache.get(("crossings", id(self.ablator()), self.layer))
 
-    def cut_at(self, indices: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def cut_at(self, indices: np.ndarray, *, merged: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The cut's values and the labels of the images at ``indices`` (any order, kept): gathered from the
-        kept cut, or computed from those images (read by `DataSource.take`) where none is kept."""
+        kept cut, or computed from those images (read by `DataSource.take`) where none is kept. ``merged``: the
+        caller merges its results over the process group's ranks, and ``indices`` lie in this rank's shard
+        (which is all a kept cut holds there)."""
         self.require_labels("ablation")
-        self.shard("sampling images for ablation", merged=False)  # the kept cut holds one rank's shard only
+        span = self.shard("sampling images for ablation", merged)
+        if span is not None and len(indices) and not (span.start <= min(indices) and max(indices) < span.stop):
+            raise ValueError(f"images outside rank {self.group.rank}'s shard {span} were asked for")
         kept = self.kept_cut()
         if kept is None:
             chunk = self._to_device(self.source.take(indices))

@@ -56,8 +56,9 @@ def rank(
     - ``fraction=f``: every unit on a random share ``f`` of the images, with intervals (with ``top``: at most
       that share).
 
-    Images are taken in an order fixed by ``seed``. ``meta["intervals"]`` holds each drop's interval at
-    ``confidence``: for every unit at once with ``top``, for each unit on its own otherwise. The scores are
+    Images are taken in an order fixed by ``seed`` (``seed=None``: a fresh one; ``meta["seed"]`` says which).
+    ``meta["intervals"]`` holds each drop's interval at ``confidence``: for every unit at once with ``top``, for
+    each unit on its own otherwise. The scores are
     each unit's mean drop on its images pulled toward what its loss increase predicts, by how noisy that mean
     still is (`engine.progressive.shrunk_drops`: the order is right far sooner), kept within the interval;
     ``meta["drop_unbiased"]`` holds the plain means.
@@ -163,6 +164,7 @@ def _sampled_ranking(
         "loss_increase": estimate.loss_increase,
         "drop_unbiased": estimate.unbiased,
         "estimate_method": ESTIMATE_METHOD,
+        "seed": sampler.seed,
     }
     if target is None:  # with a target only that class's images were read, so the whole data's accuracy is unknown
         meta.update(base_accuracy=base_accuracy, base_class_accuracy=base_class_accuracy, class_images=class_images)
