@@ -160,7 +160,7 @@ def report(args: argparse.Namespace, cases: dict[tuple[int, int], Runs], loads: 
             f" On {small[0][0]} images of {small[0][1]}x{small[0][1]} they give "
             f"{min(seconds(r) for r in cases[small[0]][1]) / min(seconds(r) for r in cases[small[0]][2]):.2f}x: "
             "there the fixed part of a ranking (tracing, the checks, the timed pass that picks the engine path), "
-            "which every rank pays whole, is most of it."
+            "which every rank pays whole, weighs more."
             if small
             else ""
         ),
