@@ -8,7 +8,7 @@ of 2. Our time includes a fresh probe each time: tracing, the pass up to the lay
 loop is timed on up to 16 units and extrapolated to all of them, since its cost per unit is one full forward
 pass.
 
-Run ``.venv/bin/python benchmarks/small_work.py`` (about 10 minutes on 2 cores); writes
+Run ``.venv/bin/python benchmarks/small_work.py`` (1-10 minutes on 2 cores, by the CPU); writes
 benchmarks/results/small_work.md.
 """
 

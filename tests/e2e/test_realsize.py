@@ -1,6 +1,7 @@
 """End to end in a real JupyterLab at a user's size: ResNet-18 at 224x224 on the CPU, 1,000 classes. While an
 exact ablation of layer3 runs (minutes), unit clicks show their overlays within about a second, and Cancel
-stops it; the model is untouched afterwards. The figures go to test-artifacts/e2e-timings.log."""
+stops it; a unit's feature visualisation (224x224) and its contribution maps for one of the 1,000 classes come
+while it runs; the model is untouched afterwards. The figures go to test-artifacts/e2e-timings.log."""
 
 from __future__ import annotations
 
@@ -48,6 +49,33 @@ def run_realsize(page, jupyter_lab: dict, artifacts: Path) -> None:
     explorer.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "e2e_realsize_ranking.png"))
 
+    # why the unit matters, at this size and while the ranking runs: its feature visualisation at 224x224 on
+    # its own lane, then its contribution to one of the 1,000 classes
+    tile = overlay.locator(".nw-visual")
+    begin = time.perf_counter()
+    tile.locator("button.nw-visual-ask").click()
+    expect(tile).to_have_attribute("data-state", "done", timeout=240_000)
+    visualised = time.perf_counter() - begin
+    caption = tile.locator(".nw-caption-line").nth(1).inner_text()
+    print(f"[timing] resnet18 224: visualisation of a layer3 unit while ablating: {visualised:.1f} s ({caption})")
+    picture = tile.locator("img.nw-visual-image")
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
+    assert picture.evaluate("(img) => [img.naturalWidth, img.naturalHeight]") == [224, 224]
+    overlay.locator('select[aria-label="overlay mode"]').select_option("contribution")
+    picker = overlay.locator('select[aria-label="class"]')
+    expect(picker.locator("option")).to_have_count(1001)  # "predicted class" and the 1,000 classes
+    begin = time.perf_counter()
+    picker.select_option(label="goldfish")
+    expect(overlay.locator('.nw-tiles[data-mode="contribution"][data-target="1"] .nw-tile')).to_have_count(
+        8, timeout=120_000
+    )
+    contributed = time.perf_counter() - begin
+    expect(overlay.locator(".nw-title")).to_contain_text("top 8 images for class goldfish")
+    print(f"[timing] resnet18 224: contribution mode for class goldfish while ablating: {contributed:.1f} s")
+    assert progress.is_visible(), "the ranking ended before the visualisation and contribution maps were shown"
+    explorer.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "e2e_realsize_why.png"))
+
     begin = time.perf_counter()
     progress.locator(".nw-cancel").click()
     expect(ranked.locator(".nw-status")).to_have_attribute("data-status", "cancelled", timeout=60_000)
@@ -61,6 +89,7 @@ def run_realsize(page, jupyter_lab: dict, artifacts: Path) -> None:
     with open(artifacts / "e2e-timings.log", "a") as log:
         log.write(
             f"realsize resnet18 224: first {first:.1f} s; clicks while ranking "
-            f"{' '.join(f'{s:.2f}' for s in clicks)} s; cancel {cancelled:.2f} s\n"
+            f"{' '.join(f'{s:.2f}' for s in clicks)} s; visualisation {visualised:.1f} s; contribution "
+            f"{contributed:.1f} s; cancel {cancelled:.2f} s\n"
         )
     assert not page.problems, page.problems
