@@ -73,6 +73,7 @@ def run_realsize(page, jupyter_lab: dict, artifacts: Path) -> None:
     expect(overlay.locator(".nw-title")).to_contain_text("top 8 images for class goldfish")
     print(f"[timing] resnet18 224: contribution mode for class goldfish while ablating: {contributed:.1f} s")
     assert progress.is_visible(), "the ranking ended before the visualisation and contribution maps were shown"
+    expect(overlay.locator(".nw-status")).not_to_have_attribute("data-status", "running", timeout=30_000)
     explorer.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "e2e_realsize_why.png"))
 
