@@ -117,11 +117,15 @@ def refusals(probe: nw.Probe) -> dict[str, Any]:
 
 
 def methods(
-    rank: int, size: int, images: int, kind: str, chunk_size: int, ranks: int, layer: str
+    rank: int, size: int, images: int, kind: str, chunk_size: int, ranks: int, layer: str, share: str
 ) -> dict[str, Any] | None:
     """Every result on ``images`` shared by the first ``ranks`` ranks (a group of their own where that is
-    fewer than all: the others only take part in making it)."""
+    fewer than all: the others only take part in making it), exact ablation's work shared as ``share`` says
+    (`distributed.SHARE_UNITS`)."""
+    from neuronwidgets.engine import distributed
     from tests.test_sacred import fingerprint
+
+    distributed.SHARE_UNITS = share
 
     group = None if ranks == size else torch.distributed.new_group(list(range(ranks)), backend="gloo")
     if rank >= ranks:
@@ -130,6 +134,7 @@ def methods(
     before = fingerprint(model)
     probe = nw.Probe(model, data_as(kind, data), layer=layer, chunk_size=chunk_size, group=group)
     out = {"results": results(probe), "refusals": refusals(probe), "shard": probe.site().shard("", True)}
+    out["units shared"] = probe.site()._shares_units(probe.units)
     steps = {}
     for name, options in [
         ("ablation", {"mode": "mean"}),

@@ -74,11 +74,14 @@ def spawn(size: int, out: Path, plan: list[tuple[str, str, dict[str, Any]]], lim
 
 SIZE = 3
 TIMEOUT = 3.0  # the short group's, in the errors scenario
-CASES = {  # name: (ranks sharing the data, images, how the data is given, chunk size, layer)
-    "2 ranks, 7 images": (2, 7, "dataset", 2, "conv2"),
-    "3 ranks, 11 images from a DataLoader": (3, 11, "loader", 128, "conv2"),
-    "3 ranks, 360 images": (3, 360, "tensors", 128, "relu3"),  # its ablation in closed form: the quick one here
+# name: (ranks sharing the data, images, how the data is given, chunk size, layer, how exact ablation is shared:
+# "auto" is the rule, which shares the units of these small datasets except in closed form, "images" forces it)
+CASES = {
+    "2 ranks, 7 images": (2, 7, "dataset", 2, "conv2", "auto"),
+    "3 ranks, 11 images from a DataLoader": (3, 11, "loader", 128, "conv2", "images"),
+    "3 ranks, 360 images": (3, 360, "tensors", 128, "relu3", "auto"),  # its ablation in closed form: quick
 }
+SHARED = {"2 ranks, 7 images": True, "3 ranks, 11 images from a DataLoader": False, "3 ranks, 360 images": False}
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +90,8 @@ def ranks_ran(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not built")
     out = tmp_path_factory.mktemp("ranks")
-    plan = [
-        (name, "methods", {"ranks": ranks, "images": images, "kind": kind, "chunk_size": chunk_size, "layer": layer})
-        for name, (ranks, images, kind, chunk_size, layer) in CASES.items()
-    ]
+    fields = ("ranks", "images", "kind", "chunk_size", "layer", "share")
+    plan = [(name, "methods", dict(zip(fields, case))) for name, case in CASES.items()]
     spawn(SIZE, out, [*plan, ("errors", "errors", {"timeout": TIMEOUT})])
     return out
 
@@ -137,7 +138,7 @@ def one_thread(monkeypatch):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_ranks_give_one_process_results(ranks_ran, one_thread, case):
-    ranks, images, kind, chunk_size, layer = CASES[case]
+    ranks, images, kind, chunk_size, layer, _ = CASES[case]
     model, data = worker.demo(images)
     want = worker.results(nw.Probe(model, worker.data_as(kind, data), layer=layer, chunk_size=chunk_size))
     outs = results_of(ranks_ran, case)
@@ -148,6 +149,7 @@ def test_ranks_give_one_process_results(ranks_ran, one_thread, case):
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
     for rank, out in enumerate(outs):
         compare(out["results"], want, rank)
+        assert out["units shared"] == SHARED[case]  # exact ablation's ranks shared the units, or the images
         assert_same(*out["fingerprints"])
         assert all(done == total > 0 for done, total in out["progress"].values()), out["progress"]
         assert out["unseeded"][0] == outs[0]["unseeded"][0]  # without seed=, rank 0 draws one for all

@@ -45,6 +45,9 @@ SUPPORTED = (
     "completeness()",
     "top_images(by='activation')",
 )
+# How the ranks share an exact ablation: "auto" (`Site._shares_units`: the units where the data is small, else
+# the images), "images" or "units" (tests and benchmarks compare both).
+SHARE_UNITS = "auto"
 STATUS_BYTES = 4096  # one rank's status: a flag byte and a UTF-8 message or call description
 _OK, _FAILED = 0, 1
 

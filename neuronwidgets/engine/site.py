@@ -338,7 +338,7 @@ class Site:
         ``merged``: as for `chunks` (under a process group, this rank's shard)."""
         self.shard(description, merged)  # refuses a pass that is not merged, kept cut or not
         ablator = self.ablator()
-        key = ("crossings", id(ablator), self.layer)
+        key = self._crossings_key(ablator)
         with self.running():
             cached = self._cache.get(key)
             if cached is not None:
@@ -382,7 +382,12 @@ class Site:
 
     def kept_cut(self) -> list[tuple[list[torch.Tensor], Chunk]] | None:
         """The cut's values of every chunk, where `crossings` keeps them in memory; else None."""
-        return self._cache.get(("crossings", id(self.ablator()), self.layer))
+        return self._cache.get(self._crossings_key(self.ablator()))
+
+    def _crossings_key(self, ablator: Ablator) -> tuple:
+        """The cache key of the cut's values: this rank's shard's under a process group, else all the images'."""
+        span = None if self.group is None else (self.group.rank, self.group.size)
+        return ("crossings", id(ablator), span, self.layer)
 
     def cut_at(self, indices: np.ndarray, *, merged: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The cut's values and the labels of the images at ``indices`` (any order, kept): gathered from the
@@ -427,6 +432,62 @@ class Site:
 
     # -- ablation -------------------------------------------------------------------------------------------
 
+    def alone(self) -> Site:
+        """This site for this process alone: its passes read all the images (it shares the probe's cache)."""
+        return Site(
+            self.model,
+            self.source,
+            self.info,
+            classes=self.classes,
+            has_labels=self.has_labels,
+            device=self.device,
+            dtype=self.dtype,
+            cache=self._cache,
+            memory=self.memory,
+            autocast=self.autocast,
+        )
+
+    def _shares_units(self, units: int) -> bool:
+        """Whether the ranks of the process group share the units of an exact ablation rather than the images
+        (`distributed.SHARE_UNITS`; by default the rule in README, "Across processes"): where the unit loop re-runs
+        part of the network per unit (not in closed form), the units divide more evenly among the ranks than the
+        images do (the slowest rank sets the time: 3 images over 2 ranks leave one rank 2 of them, while 256
+        units split 128 and 128), and the cut's values for all the images fit in the memory kept for them (so
+        the data is small, and the pass up to the layer that every rank then makes on all of it costs little).
+        Decided by all the ranks together (each engine path was chosen by timing)."""
+        assert self.group is not None
+        if distributed.SHARE_UNITS != "auto":
+            return distributed.SHARE_UNITS == "units"
+        ablator = self.ablator()
+        ranks, images = self.group.size, len(self.source)
+        wanted = ablator.path != "closed_form" and -(-units // ranks) * images < -(-images // ranks) * units
+        if wanted:
+            with self.running():
+                values = ablator.crossing(self._first_image())
+            wanted = sum(v.numel() * v.element_size() for v in values) * len(self.source) <= self.memory
+        (votes,) = self.group.sum("the choice of sharing units or images", np.array([int(wanted)]))
+        return int(votes[0]) == self.group.size
+
+    def _unit_parallel_outcomes(
+        self,
+        units: list[int],
+        mode: str,
+        base: list[int],
+        progress: ProgressOption | Progress,
+        cancel: CancelFlag,
+    ) -> tuple[OutcomeCounts, OutcomeCounts]:
+        """`ablation_outcomes` with the ranks sharing the units: each ablates every R-th of ``units`` on all
+        the images, and the per-unit counts (zero for the other ranks' units) are summed over the ranks. Every
+        count is one rank's own, so the result is one process's, to the last bit."""
+        assert self.group is not None
+        rows = np.arange(self.group.rank, len(units), self.group.size)
+        before, part = self.alone().ablation_outcomes([units[i] for i in rows], mode, base, progress, cancel)
+        correct = np.zeros((len(units), self.num_classes), np.int64)
+        loss = np.zeros(len(units))
+        correct[rows], loss[rows] = part.correct, part.loss
+        correct, loss = self.group.sum("ablation outcomes of the ranks' units", correct, loss)
+        return before, OutcomeCounts(correct, loss, before.images.copy())
+
     def ablation_outcomes(
         self,
         units: Sequence[int] | None = None,
@@ -444,6 +505,8 @@ class Site:
         base = self.check_units(base) if len(base) else []
         rest = [u for u in range(self.units) if u not in set(base)]
         units = rest if units is None else self.check_units(units)
+        if self.group is not None and self._shares_units(len(units)):
+            return self._unit_parallel_outcomes(units, mode, base, progress, cancel)
         fill = self.fill(mode)
         ablator = self.ablator()
         before = OutcomeCounts.zeros(1, self.num_classes)
