@@ -122,10 +122,12 @@ function render({ model, el }) {
     scheduled = false;
     const info = model.get("info") || {};
     title.textContent = `${info.method ?? ""} · layer ${info.layer ?? ""} · ${info.units ?? 0} units · top ${model.get("top")}`;
+    const every = info.every === 1 ? "every step" : `every ${info.every} steps`;
+    const snapshots = info.snapshots === 1 ? "1 snapshot" : `${info.snapshots} snapshots`;
     const progress =
       info.step === null || info.step === undefined
-        ? `every ${info.every} steps`
-        : `step ${info.step} · ${info.snapshots} snapshots every ${info.every} steps · last took ${info.seconds.toFixed(2)} s, all ${info.monitor_seconds.toFixed(1)} s`;
+        ? every
+        : `step ${info.step} · ${snapshots} ${every} · last took ${info.seconds.toFixed(2)} s, all ${info.monitor_seconds.toFixed(1)} s`;
     // over a logdir (MonitorView.from_logdir): where the run is written, and whether it is still going on
     const run = info.logdir === undefined ? "" : ` · ${info.live ? "live" : "finished"}: ${info.logdir}`;
     subtitle.textContent = progress + run;

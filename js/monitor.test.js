@@ -75,7 +75,7 @@ describe("MonitorView view", () => {
     snapshot(model, [10], [{ unit: 4, ranks: [0] }], []);
     model.pythonSet({ info: { ...model.get("info"), live: false } });
     await tick();
-    expect(subtitle.textContent).toContain("step 10 · 1 snapshots every 10 steps");
+    expect(subtitle.textContent).toContain("step 10 · 1 snapshot every 10 steps");
     expect(subtitle.textContent).toMatch(/ · finished: <img src=x onerror=alert\(1\)>$/);
     expect(el.querySelector("img")).toBeNull();
   });
