@@ -16,7 +16,7 @@ This is LUCB's stopping rule (Kalyanakrishnan et al. 2012), applied to every uni
 round, as successive elimination does.
 
 Under a process group every rank keeps the same state. Each round, a rank ablates on the images of the round
-that lie in its shard of the data, and the round's outcomes are summed over the ranks (`_merged`): the paired
+that lie in its shard of the data, and the round's outcomes are summed over the ranks (`_round`): the paired
 differences per position of the order, so the intervals and every decision are those of one process, and
 the ranks stay in step.
 """
