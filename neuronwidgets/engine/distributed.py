@@ -203,6 +203,12 @@ class Group:
         self._collective(what, run)
         return [t.cpu().numpy().reshape(np.shape(a)) for t, a in zip(tensors, arrays)]
 
+    def every(self, what: str, holds: bool) -> bool:
+        """Whether ``holds`` is true on every rank: a choice that each rank weighs on its own (by timing, say)
+        but all must make alike."""
+        (votes,) = self.sum(what, np.array([int(holds)]))
+        return int(votes[0]) == self.size
+
     def gather(self, what: str, rows: np.ndarray, images: int) -> np.ndarray:
         """Every rank's per-image ``rows`` (this rank's shard of ``images``) in image order, after a status
         exchange."""

@@ -130,8 +130,7 @@ class ProgressiveAblation:
             alone = self.ablator.scores_images_independently(values)
         if self.group is None:
             return alone
-        (agreeing,) = self.group.sum("the check that images are scored independently", np.array([int(alone)]))
-        return int(agreeing[0]) == self.group.size
+        return self.group.every("the check that images are scored independently", alone)
 
     def run(
         self,
@@ -172,8 +171,7 @@ class ProgressiveAblation:
         ranks time their own work, and must take the same rounds)."""
         if self.group is None:
             return wait
-        (waiting,) = self.group.sum("the timing of a look", np.array([int(wait)]))
-        return int(waiting[0]) == self.group.size
+        return self.group.every("the timing of a look", wait)
 
     def _round(self, units: np.ndarray, start: int, size: int) -> None:
         """Ablate each of ``units`` on the images at positions ``start:start + size`` of the order (under a

@@ -423,10 +423,10 @@ class Site:
         ]
         return values, torch.cat(labels)[back]
 
-    def _kept_cut_bytes(self, values: list[torch.Tensor], chunk: Chunk) -> int | None:
-        """Bytes of the cut's values of all chunks, estimated from one chunk, where `crossings` keeps them in
-        memory; None where it streams them."""
-        per_image = sum(v.numel() * v.element_size() for v in values) / max(1, len(chunk.images))
+    def _kept_cut_bytes(self, values: list[torch.Tensor], images: int) -> int | None:
+        """Bytes of the cut's values of all chunks, estimated from the ``values`` of ``images`` images, where
+        `crossings` keeps them in memory; None where it streams them."""
+        per_image = sum(v.numel() * v.element_size() for v in values) / max(1, images)
         total = int(per_image * len(self.source))
         return total if total <= self.memory else None
 
@@ -463,10 +463,8 @@ class Site:
         wanted = ablator.path != "closed_form" and -(-units // ranks) * images < -(-images // ranks) * units
         if wanted:
             with self.running():
-                values = ablator.crossing(self._first_image())
-            wanted = sum(v.numel() * v.element_size() for v in values) * len(self.source) <= self.memory
-        (votes,) = self.group.sum("the choice of sharing units or images", np.array([int(wanted)]))
-        return int(votes[0]) == self.group.size
+                wanted = self._kept_cut_bytes(ablator.crossing(self._first_image()), 1) is not None
+        return self.group.every("the choice of sharing units or images", wanted)
 
     def _unit_parallel_outcomes(
         self,
@@ -524,7 +522,7 @@ class Site:
             scores = self.suffix_scores(suffix, values, bar=bar)
             before.add([0], scores.unsqueeze(0), chunk.labels)
             chunk_images = len(chunk.labels)
-            kept = self._kept_cut_bytes(values, chunk)
+            kept = self._kept_cut_bytes(values, len(chunk.images))
             for block, rows, scores in ablator.each_unit(values, units, fill, base, cached_bytes=kept):
                 labels = chunk.labels[rows]
                 per_unit.add([position[u] for u in block], scores, labels)
