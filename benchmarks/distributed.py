@@ -18,7 +18,6 @@ import argparse
 import multiprocessing
 import os
 import pickle
-import socket
 import tempfile
 import time
 from datetime import timedelta
@@ -27,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from tests.e2e.servers import free_port
+
 try:
     from benchmarks import _bench
 except ImportError:  # run as a script: benchmarks/ is on sys.path
@@ -34,12 +35,6 @@ except ImportError:  # run as a script: benchmarks/ is on sys.path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "distributed.md"
 LAYER = "layer3"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rank_main(rank: int, size: int, port: int, images: int, side: int, out: str, split: str) -> None:

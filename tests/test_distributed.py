@@ -7,7 +7,6 @@ import io
 import multiprocessing
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import time
@@ -26,18 +25,13 @@ from neuronwidgets import cli
 from neuronwidgets.data import DataSource
 from neuronwidgets.engine import distributed
 from tests import distributed_worker as worker
+from tests.e2e.servers import free_port
 from tests.test_sacred import assert_same
 
 # Results that are float sums (their order of addition differs across ranks); every other result is a count or
 # computed from counts alone, and must be equal exactly.
 SUMS = {"tiebreak", "loss_increase", "loss", "variance", "class_means", "raw", "vectors", "variances"}
 SUMMED_SCORES = {"activation", "selectivity", "taylor"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
