@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -88,6 +89,37 @@ def evaluate(model: DigitsCNN, dataset: DigitsDataset) -> float:
     return (predictions == dataset.labels).float().mean().item()
 
 
+def fit_one_cycle(
+    model: torch.nn.Module,
+    samples: int,
+    batch: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    generator: torch.Generator,
+) -> None:
+    """Train ``model`` with Adam on a one-cycle schedule (peak ``lr``): each epoch visits the ``samples`` in an
+    order drawn from ``generator``, ``batch(indices)`` giving a minibatch's inputs and labels; prints each
+    epoch's mean training loss. Shared by both demo models' training."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    steps_per_epoch = -(-samples // batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch
+    )
+    for epoch in range(epochs):
+        model.train()
+        total_loss = 0.0
+        for indices in torch.randperm(samples, generator=generator).split(batch_size):
+            inputs, labels = batch(indices)
+            loss = F.cross_entropy(model(inputs), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * len(indices)
+        print(f"epoch {epoch + 1}/{epochs}  train loss {total_loss / samples:.4f}")
+
+
 def train(
     epochs: int = 20,
     seed: int = 0,
@@ -119,24 +151,11 @@ def train(
     test_set = DigitsDataset(split.images[split.test_indices], split.labels[split.test_indices])
 
     model = DigitsCNN()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = -(-len(train_set) // batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch
-    )
-    for epoch in range(epochs):
-        model.train()
-        total_loss = 0.0
-        for batch in torch.randperm(len(train_set), generator=generator).split(batch_size):
-            inputs = normalize(random_shift(train_set.raw[batch], MAX_SHIFT, generator))
-            loss = F.cross_entropy(model(inputs), train_set.labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.item() * len(batch)
-        print(f"epoch {epoch + 1}/{epochs}  train loss {total_loss / len(train_set):.4f}")
 
+    def shifted(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return normalize(random_shift(train_set.raw[batch], MAX_SHIFT, generator)), train_set.labels[batch]
+
+    fit_one_cycle(model, len(train_set), shifted, epochs, batch_size, lr, generator)
     accuracy = evaluate(model, test_set)
     print(f"test accuracy {accuracy:.4f} ({len(test_set)} held-out digits)")
     if out is not None:

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from neuronwidgets.datasets.shapes import ShapesDataset, shapes
 from neuronwidgets.demo.shapes_model import HELD_OUT_IMAGES, HELD_OUT_SEED, SHAPES_WEIGHTS_PATH, TRAIN_SEED, ShapesCNN
+from neuronwidgets.demo.train import fit_one_cycle
 
 THREADS = 1
 
@@ -41,22 +41,7 @@ def fit(epochs: int, train_images: int, seed: int, batch_size: int, lr: float) -
     generator = torch.Generator().manual_seed(seed)
     images, labels = as_tensors(shapes(train_images, seed=TRAIN_SEED))
     model = ShapesCNN()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = -(-len(images) // batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch
-    )
-    for epoch in range(epochs):
-        model.train()
-        total_loss = 0.0
-        for batch in torch.randperm(len(images), generator=generator).split(batch_size):
-            loss = F.cross_entropy(model(images[batch]), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.item() * len(batch)
-        print(f"epoch {epoch + 1}/{epochs}  train loss {total_loss / len(images):.4f}")
+    fit_one_cycle(model, len(images), lambda batch: (images[batch], labels[batch]), epochs, batch_size, lr, generator)
     return model.eval()
 
 
