@@ -19,6 +19,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from neuronwidgets.methods import methods
 from neuronwidgets.methods import spec as method_spec
 from neuronwidgets.probe import Probe
 from neuronwidgets.ranking import Ranking
+
+BARRIER_TIMEOUT = timedelta(seconds=30)  # the ranks' last meeting under torchrun, before they leave the group
 
 
 class CliError(Exception):
@@ -210,6 +213,11 @@ def _torchrun_group() -> Iterator[int]:
     try:
         yield dist.get_rank()
     finally:
+        # every rank done before any closes its connections: a rank whose peer hung up while gloo still
+        # talked to it aborted ("terminate called without an active exception"); bounded, so that a group
+        # with a dead rank does not hold the others for the group's whole timeout
+        with contextlib.suppress(RuntimeError):
+            dist.monitored_barrier(timeout=BARRIER_TIMEOUT)
         dist.destroy_process_group()
 
 
