@@ -29,9 +29,9 @@ from neuronwidgets.engine import distributed
 from neuronwidgets.engine.cache import ResultCache, memory_budget
 from neuronwidgets.engine.guard import evaluating, model_device, model_dtype
 from neuronwidgets.engine.indices import as_index, as_indices
-from neuronwidgets.engine.layers import LayerInfo, default_layer, discover, unknown_layer_message
+from neuronwidgets.engine.layers import LayerInfo, PassTiming, default_layer, discover, unknown_layer_message
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption, check_cancel, check_progress
-from neuronwidgets.engine.site import Site
+from neuronwidgets.engine.site import FIRST_PASS, Site
 from neuronwidgets.evaluation import Evaluation, evaluate
 from neuronwidgets.methods import check_options
 from neuronwidgets.methods import spec as method_spec
@@ -132,7 +132,7 @@ class Probe:
                 f"moves your model: call model.to({str(device)!r}) first"
             )
         self.dtype = model_dtype(self.model)
-        self._infos, self.num_classes = self._discover()
+        self._infos, self.num_classes, first_pass = self._discover()
         self._classes: list[str] = []
         names, self.classes_note = choose_classes(classes, self.source.classes, self.num_classes)
         if classes is None and self.source.classes and names != self.source.classes:
@@ -142,6 +142,7 @@ class Probe:
         self._layer = ""
         self.layer = layer if layer is not None else default_layer(self._infos, dict(self.model.named_modules()))
         self._cache = ResultCache(self.model)
+        self._cache.put(FIRST_PASS, first_pass)  # dropped with the rest once the model changes
         if self.group is not None:
             self._agree()
 
@@ -160,14 +161,14 @@ class Probe:
 
     # -- the model and its layers ---------------------------------------------------------------------------
 
-    def _discover(self) -> tuple[dict[str, LayerInfo], int]:
+    def _discover(self) -> tuple[dict[str, LayerInfo], int, PassTiming]:
         first = self.source.first()
         self._has_labels = first.labels is not None
         self._channels = int(first.images.shape[1])
         images = first.images.to(self.device, self.dtype)
         try:
             with evaluating(self.model), torch.no_grad():
-                infos, output = discover(self.model, images)
+                infos, output, timing = discover(self.model, images)
         except Exception as err:
             raise ValueError(
                 f"the model failed on an image of shape {tuple(images.shape[1:])} from your data "
@@ -180,7 +181,7 @@ class Probe:
                 f"the model must return class scores of shape (N, classes), got {got}. Wrap it in a module "
                 "whose forward returns the logits tensor."
             )
-        return infos, int(output.shape[1])
+        return infos, int(output.shape[1]), timing
 
     @property
     def layers(self) -> list[str]:

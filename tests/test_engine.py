@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 import neuronwidgets as nw
-from neuronwidgets.engine import ablate
+from neuronwidgets.engine import ablate, slicing
 from tests import reference
 from tests.conftest import build, make_data
 
@@ -40,6 +41,23 @@ class BatchCentred(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.conv(x))
         return self.fc((x - x.mean(0, keepdim=True)).mean((2, 3)))
+
+
+class NeighbourMixing(nn.Module):
+    """Adds half of the image before's features after ``relu`` (the first image has none before it): scores
+    that depend on the batch, though not through its mean, and not the first image's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 6, 3)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.conv(x)).mean((2, 3))
+        mixed = x.clone()
+        mixed[1:] += 0.5 * x[:-1]
+        return self.fc(mixed)
 
 
 def engine_scores(probe: nw.Probe, mode: str, units: list[int] | None = None) -> torch.Tensor:
@@ -156,6 +174,72 @@ def test_small_work_on_a_model_that_mixes_images_runs_one_unit_per_call(monkeypa
     assert ablator.units_per_call(crossing, ablator.work_budget(crossing)) == 1
     _, expected = reference.ablation_table(model, "relu", images, labels, "zero")
     torch.testing.assert_close(engine_scores(probe, "zero"), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_small_work_is_one_pass_of_the_images_and_one_stacked_pass_of_every_unit(monkeypatch):
+    """On the hook path a fresh probe runs the model three times: its first pass on one image, the chunk's own
+    pass and one pass with every unit's copy stacked. The check that stacking is exact rides on the stacked
+    pass (a copy of the images with no unit replaced), and the rule reads the first pass's timing."""
+    monkeypatch.setattr(ablate, "SETUP_SECONDS_PER_MODULE", 1.0)
+    monkeypatch.setattr(slicing, "SLICE_SECONDS", math.inf)  # the chunk's own pass in one slice, however slow
+    model, shape = build("plain", seed=2)
+    images, labels = make_data(model, 12, shape, seed=4)
+    base, expected = reference.ablation_table(model, "relu2", images, labels, "zero")
+    batches: list[int] = []
+    handle = model.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        probe = nw.Probe(model, (images, labels), layer="relu2")
+        ranking = probe.rank("ablation", progress=False)
+    finally:
+        handle.remove()
+    assert batches == [1, 12, 12 * (probe.units + 1)]
+    assert ranking.meta["engine"] == "hook" and "independently" not in ranking.meta["engine_note"]
+    drops = [reference.accuracy(base, labels) - reference.accuracy(s, labels) for s in expected]
+    np.testing.assert_allclose(ranking.scores, drops, atol=1e-12)
+
+
+@pytest.mark.parametrize("mixer", [BatchCentred, NeighbourMixing])
+def test_small_work_stacking_on_a_model_that_mixes_images_fails_its_check_and_stays_exact(monkeypatch, mixer):
+    """The stacked pass's copy of the images with no unit replaced differs from the chunk's own pass where the
+    model mixes images, whether through the batch's mean or from one image to the next: the engine says so,
+    and ablates one unit per call, as the naive loop does. With the mean map as the fill, stacking keeps a
+    batch's mean, so it is exact on the batch-centred model and may pass; a zeroing ranking on the same probe
+    afterwards is still checked, and exact."""
+    monkeypatch.setattr(ablate, "SETUP_SECONDS_PER_MODULE", 1.0)
+    torch.manual_seed(0)
+    model = mixer().double().eval()
+    images, labels = make_data(model, 10, (2, 8, 8), seed=3)
+    zeroing = nw.Probe(model, (images, labels), layer="relu").rank("ablation", progress=False)
+    assert zeroing.meta["engine"] == "hook" and "not score images independently" in zeroing.meta["engine_note"]
+    probe = nw.Probe(model, (images, labels), layer="relu")
+    for mode, ranking in [("mean", probe.rank("ablation", mode="mean", progress=False)), ("zero", zeroing)]:
+        base, expected = reference.ablation_table(model, "relu", images, labels, mode)
+        drops = [reference.accuracy(base, labels) - reference.accuracy(s, labels) for s in expected]
+        np.testing.assert_allclose(ranking.scores, drops, atol=1e-12)
+    again = probe.rank("ablation", progress=False)
+    np.testing.assert_allclose(again.scores, zeroing.scores, atol=1e-12)
+    assert "not score images independently" in again.meta["engine_note"]
+
+
+def test_the_small_work_rule_reads_the_first_pass_and_times_a_batch_only_near_the_line(monkeypatch):
+    """Given one image's timing, the rule decides at once where even that overstatement of the saving is
+    below the cost of tracing (hook path), or ten times above it (traced); in between it times a batch."""
+    monkeypatch.setattr(ablate, "SETUP_SECONDS_PER_MODULE", 0.01)
+    model, shape = build("plain")
+    setup = 0.01 * len(list(model.modules()))
+    image = torch.rand(1, *shape, dtype=torch.float64) + 0.1
+    batches: list[int] = []
+    handle = model.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        with torch.no_grad():  # 10 images, 9 units: the naive loop is 100 passes of one image
+            small = ablate.small_work_reason(model, model.relu2, image, 10, 9, (1.0, setup / 1000))
+            large = ablate.small_work_reason(model, model.relu2, image, 10, 9, (1.0, setup / 10))
+            assert batches == []
+            ablate.small_work_reason(model, model.relu2, image, 10, 9, (1.0, setup / 50))
+            assert batches == [10]
+    finally:
+        handle.remove()
+    assert small.startswith("small work: the whole model per unit takes at most 100.00 s") and large is None
 
 
 def test_progress_adds_up_to_the_total_when_chunks_are_sliced(monkeypatch):

@@ -17,6 +17,7 @@ Four paths, fastest first; `Ablator.path` says which one applies and `Ablator.re
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
@@ -28,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from neuronwidgets.engine.graph import Frontier, Split, TraceError, split
 from neuronwidgets.engine.hooks import forward_hooks
-from neuronwidgets.engine.slicing import is_per_image, rows_of, slices_exact
+from neuronwidgets.engine.slicing import is_per_image, outputs_match, rows_of, slices_exact
 
 # The unit loop builds at most 1/_WORK_SHARE of the cut's values kept in memory at once (at least
 # _MIN_WORK_BYTES), but each call of the network after the layer does at least _MIN_CALL_FLOPS of work: smaller
@@ -43,15 +44,24 @@ _TIMED_IMAGES = 16
 
 
 def small_work_reason(
-    model: nn.Module, layer_module: nn.Module, image: torch.Tensor, images: int, units: int
+    model: nn.Module,
+    layer_module: nn.Module,
+    image: torch.Tensor,
+    images: int,
+    units: int,
+    first_pass: tuple[float, float] | None = None,
 ) -> str | None:
     """Why the hook path is the faster way to ablate each of ``units`` over ``images`` images, or None.
 
-    One timed forward pass on copies of ``image`` (the model running) tells how long the naive loop takes, one
-    whole forward pass per unit, and what share of each pass comes before the layer: the most a traced path
-    can save, since it re-runs only what follows the layer. Where that saving is below the cost of tracing
-    the model and checking the trace (`SETUP_SECONDS_PER_MODULE` per module), the hook path is faster. Off
-    the CPU, where calls run asynchronously and their wall-clock time means little, None."""
+    A forward pass on one image (the model running) tells how long the naive loop takes, one whole forward
+    pass per unit, and what share of each pass comes before the layer: the most a traced path can save, since
+    it re-runs only what follows the layer. Where that saving is below the cost of tracing the model and
+    checking the trace (`SETUP_SECONDS_PER_MODULE` per module), the hook path is faster. One image's pass
+    overstates the time per image of a batched one, so a saving too small even by it settles the choice at
+    once; where it is near the cost, a pass on a batch of copies of ``image`` is timed to decide.
+    ``first_pass``: (seconds of the whole pass, seconds until the layer had run) on one image where the caller
+    timed them already (the probe's first pass), in place of timing one. Off the CPU, where calls run
+    asynchronously and their wall-clock time means little, None."""
     if image.device.type != "cpu" or SETUP_SECONDS_PER_MODULE <= 0:
         return None
     setup = SETUP_SECONDS_PER_MODULE * sum(1 for _ in model.modules())
@@ -69,17 +79,18 @@ def small_work_reason(
             end = time.perf_counter()
         return end - start, (reached[0] if reached else end) - start
 
-    _, before = timed(image)  # a first call also pays one-off costs (oneDNN choosing kernels): an overstatement
-    if before * images * (units + 1) >= 10 * setup:
-        return None
-    batch = image.expand(min(images, _TIMED_IMAGES), *image.shape[1:]).contiguous()
-    whole, before = timed(batch)
-    naive = whole / len(batch) * images * (units + 1)
-    saving = before / len(batch) * images * (units + 1)
+    whole, before = timed(image) if first_pass is None else first_pass
+    per_image = 1
+    if setup <= before * images * (units + 1) < 10 * setup:
+        batch = image.expand(min(images, _TIMED_IMAGES), *image.shape[1:]).contiguous()
+        (whole, before), per_image = timed(batch), len(batch)
+    naive = whole / per_image * images * (units + 1)
+    saving = before / per_image * images * (units + 1)
     if saving >= setup:
         return None
+    bound = "about" if per_image > 1 else "at most"
     return (
-        f"small work: the whole model per unit takes about {naive:.2f} s, and tracing it (about {setup:.2f} s) "
+        f"small work: the whole model per unit takes {bound} {naive:.2f} s, and tracing it (about {setup:.2f} s) "
         f"would save at most {saving:.2f} s"
     )
 
@@ -104,17 +115,26 @@ class Ablator:
     """Ablation of the units (channels) of ``layer``; all methods take cached ``crossing`` values per chunk."""
 
     def __init__(
-        self, model: nn.Module, layer: str, layer_module: nn.Module, *, untraced_because: str | None = None
+        self,
+        model: nn.Module,
+        layer: str,
+        layer_module: nn.Module,
+        *,
+        untraced_because: str | None = None,
+        layer_shape: tuple[int, ...] | None = None,
     ) -> None:
         """``untraced_because``: skip tracing and take the hook path for this reason (e.g. a trace that did
-        not reproduce the model's output)."""
+        not reproduce the model's output). ``layer_shape``: the layer's output shape for one image, where the
+        caller knows it (the hook path then needs no pass to size its work)."""
         self.model = model
         self.layer = layer
         self.layer_module = layer_module
+        self.layer_shape = layer_shape
         self.split: Split | None = None
         self.reason: str | None = None
         self.images_independent = True  # the network after the layer scores each image on its own
         self._slices_checked = False
+        self._stack_checked_once = False  # the hook path checked one call's stacking itself (`_hooked`)
         self._layout_checked = False
         self._per_image_cost: tuple[int, int] | None = None
         if untraced_because is not None:
@@ -184,13 +204,16 @@ class Ablator:
         fill: torch.Tensor,
         base: Sequence[int] = (),
         cached_bytes: int | None = None,
+        reference: torch.Tensor | None = None,
     ) -> Iterator[UnitScores]:
         """Class scores with one of ``units`` replaced by ``fill`` at a time, on top of the ``base`` units,
         which stay replaced throughout (the already pruned set of greedy pruning).
 
         The chunk's images are taken in slices small enough that the working memory stays a fraction of the
         cut's values kept in memory (``cached_bytes``, all chunks'; default: this chunk's), see `work_slices`;
-        within a slice, every unit in turn.
+        within a slice, every unit in turn. ``reference``: the chunk's class scores with only ``base`` replaced,
+        where the caller has them; on the hook path they stand in for `scores_images_independently`'s own passes
+        (`_hooked`).
         """
         units, base = list(units), list(base)
         budget = self.work_budget(crossing, cached_bytes)
@@ -198,7 +221,12 @@ class Ablator:
         if len(slices) > 1 and not self.scores_images_independently(crossing):
             slices = self.work_slices(crossing, budget)
         for rows in slices:
-            yield from self._each_unit_in(rows_of(crossing, rows), rows, units, fill, base, budget)
+            part = rows_of(crossing, rows)
+            if self.split is None:
+                known = None if reference is None else reference[rows]
+                yield from self._hooked(part[0], rows, units, fill, base, budget, known)
+            else:
+                yield from self._each_unit_in(part, rows, units, fill, base, budget)
 
     def work_slices(self, crossing: list[torch.Tensor], budget: int | None = None) -> list[slice]:
         """Equal slices of the chunk's images for the unit loop: the values it builds per unit (the frontier
@@ -224,15 +252,20 @@ class Ablator:
         per op, than in work; as Captum's ``perturbations_per_eval``), within ``budget`` bytes of the values the
         unit loop builds. One on the closed-form path, and where the network mixes images. On the hook path
         the FLOPs are not counted (`per_image_cost`): as many units as the budget holds."""
+        stack = self._units_that_fit(crossing, budget)
+        if stack <= 1 or not self.scores_images_independently(crossing):
+            return 1
+        return stack
+
+    def _units_that_fit(self, crossing: list[torch.Tensor], budget: int) -> int:
+        """`units_per_call` where the network after the layer scores images independently."""
         if self.path == "closed_form":
             return 1
         n = crossing[0].shape[0]
         work_bytes, flops = self.per_image_cost(crossing)
         room = budget // max(1, work_bytes * n)
         wanted = room if flops is None else -(-_MIN_CALL_FLOPS // max(1, flops * n))
-        if min(wanted, room) <= 1 or not self.scores_images_independently(crossing):
-            return 1
-        return int(min(wanted, room))
+        return max(1, int(min(wanted, room)))
 
     @staticmethod
     def work_budget(crossing: list[torch.Tensor], cached_bytes: int | None = None) -> int:
@@ -249,10 +282,7 @@ class Ablator:
         if self._per_image_cost is None:
             one = [v.clone() for v in rows_of(crossing, slice(0, 1))]
             if self.split is None:  # the unit loop copies the images and the layer's output per unit
-                layer_bytes: list[int] = []
-                with forward_hooks([(self.layer_module, lambda m, i, output: layer_bytes.append(_bytes(output)))]):
-                    self.scores(one)
-                self._per_image_cost = _bytes(one[0]) + layer_bytes[0], None
+                self._per_image_cost = _bytes(one[0]) + self._layer_bytes(one), None
                 return self._per_image_cost
             with FlopCounterMode(display=False) as flops:
                 if self.path == "pushdown":
@@ -267,6 +297,15 @@ class Ablator:
                     self.scores(one)
                     self._per_image_cost = sum(_bytes(v) for v in one), flops.get_total_flops()
         return self._per_image_cost
+
+    def _layer_bytes(self, one: list[torch.Tensor]) -> int:
+        """Bytes of the layer's output for the one image ``one`` (by its known shape, else by a pass)."""
+        if self.layer_shape is not None:
+            return math.prod(self.layer_shape) * one[0].element_size()
+        layer_bytes: list[int] = []
+        with forward_hooks([(self.layer_module, lambda m, i, output: layer_bytes.append(_bytes(output)))]):
+            self.scores(one)
+        return layer_bytes[0]
 
     def unit_flops(self, crossing: list[torch.Tensor]) -> int:
         """FLOPs of one unit's ablation on one image: the network the unit loop re-runs (`per_image_cost`),
@@ -290,12 +329,15 @@ class Ablator:
         slicing the images, or taking them in any order, changes nothing; checked once, on the first images of
         ``crossing`` (`slices_exact`). Where it fails, the unit loop works on whole chunks."""
         if not self._slices_checked:
-            self._slices_checked = True
-            self.images_independent = slices_exact(lambda *values: self.scores(list(values)), crossing)
-            if not self.images_independent:
-                note = "the network after the layer does not score images independently, so chunks are not sliced"
-                self.reason = f"{self.reason}; {note}" if self.reason else note
+            self._found_independent(slices_exact(lambda *values: self.scores(list(values)), crossing))
         return self.images_independent
+
+    def _found_independent(self, independent: bool) -> None:
+        """Note what a check found of whether images are scored independently (and, if not, say so)."""
+        self._slices_checked, self.images_independent = True, independent
+        if not independent:
+            note = "the network after the layer does not score images independently, so chunks are not sliced"
+            self.reason = f"{self.reason}; {note}" if self.reason else note
 
     def _each_unit_in(
         self,
@@ -334,12 +376,9 @@ class Ablator:
             for unit in units:
                 yield UnitScores([unit], rows, self.replaced(crossing, [unit, *base], fill).unsqueeze(0))
             return
+        assert self.split is not None  # the hook path is `_hooked`
         for begin in range(0, len(units), per_call):
             block = units[begin : begin + per_call]
-            if self.split is None:
-                scores = self._hooked_block(crossing[0], block, fill, base)
-                yield UnitScores(block, rows, scores.reshape(len(block), -1, scores.shape[-1]))
-                continue
             values = [with_units(crossing[0], [unit, *base], fill) for unit in block]
             others = _stacked(crossing[1:], len(block), crossing[0].shape[0])
             scores = self.split.suffix(torch.cat(values), *others)[0]
@@ -347,17 +386,63 @@ class Ablator:
 
     # -- paths ---------------------------------------------------------------------------------------------
 
+    def _hooked(
+        self,
+        images: torch.Tensor,
+        rows: slice,
+        units: list[int],
+        fill: torch.Tensor,
+        base: list[int],
+        budget: int,
+        reference: torch.Tensor | None,
+    ) -> Iterator[UnitScores]:
+        """`each_unit` on the hook path: the whole model per block of units stacked along the batch.
+
+        Stacking needs the model to score images independently. In the first call that would stack, where
+        the caller gave the ``reference`` scores (``base`` alone replaced) and that is not known yet, the first
+        block carries one more copy of the images, with ``base`` alone replaced, between its first two units'
+        copies (so both its ends meet other images, as a model that mixes images would show): its scores must
+        match ``reference``, computed on the images alone. That costs one copy of the images instead of
+        `scores_images_independently`'s three small passes, which on small work cost more than stacking saves.
+        A mismatch shows the model mixes images: the block is done again one unit per call. A match shows
+        this call's stacking exact, not the model's independence (a fill such as the mean map can keep the
+        batch's statistics), so later calls check that once as usual."""
+        stack = self._units_that_fit([images], budget)
+        checked_here = stack > 1 and len(units) > 1 and reference is not None
+        if checked_here and not self._slices_checked and not self._stack_checked_once:
+            self._stack_checked_once = True
+            block = units[:stack]
+            scores = self._hooked_block(images, [block[0], None, *block[1:]], fill, base)
+            scores = scores.reshape(len(block) + 1, -1, scores.shape[-1])
+            if outputs_match(reference, scores[1]):
+                yield UnitScores(block, rows, torch.cat([scores[:1], scores[2:]]))
+                units, per_call = units[len(block) :], stack
+            else:
+                self._found_independent(False)
+                per_call = 1
+        else:
+            per_call = stack if stack > 1 and self.scores_images_independently([images]) else 1
+        for begin in range(0, len(units), per_call):
+            block = units[begin : begin + per_call]
+            if len(block) == 1:
+                scores = self.replaced([images], [*block, *base], fill).unsqueeze(0)
+            else:
+                scores = self._hooked_block(images, block, fill, base)
+            yield UnitScores(block, rows, scores.reshape(len(block), -1, scores.shape[-1]))
+
     def _hooked_block(
-        self, images: torch.Tensor, block: list[int], fill: torch.Tensor, base: list[int]
+        self, images: torch.Tensor, block: list[int | None], fill: torch.Tensor, base: list[int]
     ) -> torch.Tensor:
-        """Class scores of the whole model on ``images`` repeated once per unit of ``block``, the layer's
-        output of copy ``j`` having ``block[j]`` (and ``base``) replaced by ``fill``."""
+        """Class scores of the whole model on ``images`` repeated once per entry of ``block``, the layer's
+        output of copy ``j`` having unit ``block[j]`` (none for None) and ``base`` replaced by ``fill``."""
 
         def replace(module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
             out = output.clone()
             copies = out.view(len(block), -1, *out.shape[1:])
             for j, unit in enumerate(block):
-                copies[j, :, [unit, *base]] = fill[[unit, *base]].to(out.dtype)
+                replaced = base if unit is None else [unit, *base]
+                if replaced:
+                    copies[j, :, replaced] = fill[replaced].to(out.dtype)
             return out
 
         with forward_hooks([(self.layer_module, replace)]):

@@ -90,7 +90,7 @@ class ResultCache:
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
         with model_lock(self._model):
-            value = self.get(key)
+            value = self._current().get(key)
             if value is None:
                 value = compute()
                 self.put(key, value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import time
 from dataclasses import dataclass
 
 import torch
@@ -35,19 +36,31 @@ _CHANNELS_FIRST = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.InstanceNor
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Hardswish, nn.Mish, nn.Tanh)
 
 
-def discover(model: nn.Module, image: torch.Tensor) -> tuple[dict[str, LayerInfo], torch.Tensor]:
+@dataclass(frozen=True)
+class PassTiming:
+    """Wall-clock seconds of one forward pass on one image: the whole pass, and until each module's output
+    (its first call). An overstatement of a batched pass's time per image (one image pays every op's fixed
+    cost, and a first call one-off costs too), which is the side the engine's choices can err on."""
+
+    whole: float
+    reached: dict[str, float]
+
+
+def discover(model: nn.Module, image: torch.Tensor) -> tuple[dict[str, LayerInfo], torch.Tensor, PassTiming]:
     """Run ``model`` once on ``image`` (a batch of one) with a hook on every submodule.
 
-    Returns the info per module name (in call order) and the model output. The hooks are removed on
-    every exit path.
+    Returns the info per module name (in call order), the model output and the pass's timing. The hooks are
+    removed on every exit path.
     """
     calls: dict[str, int] = {}
     outputs: dict[str, object] = {}
     inputs_of: dict[str, object] = {}
+    reached: dict[str, float] = {}
     modules = {name: module for name, module in model.named_modules() if name}
 
     def counter(name: str):
         def hook(module: nn.Module, inputs: object, output: object) -> None:
+            reached.setdefault(name, time.perf_counter())
             calls[name] = calls.get(name, 0) + 1
             outputs.setdefault(name, output)
             if isinstance(inputs, tuple) and inputs:
@@ -56,7 +69,9 @@ def discover(model: nn.Module, image: torch.Tensor) -> tuple[dict[str, LayerInfo
         return hook
 
     with forward_hooks((module, counter(name)) for name, module in modules.items()):
+        start = time.perf_counter()
         result = model(image)
+        timing = PassTiming(time.perf_counter() - start, {name: at - start for name, at in reached.items()})
     last = channel_axes(calls, modules, inputs_of, outputs)
     infos = {}
     for name in calls:
@@ -64,7 +79,7 @@ def discover(model: nn.Module, image: torch.Tensor) -> tuple[dict[str, LayerInfo
         shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) and out.ndim >= 1 else ()
         info = LayerInfo(name, type(modules[name]).__name__, shape, calls[name], out is result, last.get(name) == 3)
         infos[name] = info
-    return infos, result
+    return infos, result, timing
 
 
 def channel_axes(

@@ -230,9 +230,12 @@ class ProgressiveAblation:
                 self.bar.advance(steps)
                 base_hits = base[0][columns].astype(np.int8)
             else:
+                scores = None
                 base_hits = self.base_hits[start + columns].astype(np.int8)
             position = {int(u): i for i, u in enumerate(units)}
-            pieces = self.ablator.each_unit(values, units.tolist(), self.fill, cached_bytes=self._kept_bytes)
+            pieces = self.ablator.each_unit(
+                values, units.tolist(), self.fill, cached_bytes=self._kept_bytes, reference=scores
+            )
             for block, rows, scores in pieces:
                 hits, unit_loss = image_outcomes(scores, labels[rows])
                 hits = hits.cpu().numpy()

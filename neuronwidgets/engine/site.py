@@ -22,12 +22,13 @@ from neuronwidgets.engine.cache import ResultCache
 from neuronwidgets.engine.capture import capture
 from neuronwidgets.engine.guard import evaluating, lending, yield_model
 from neuronwidgets.engine.indices import as_indices
-from neuronwidgets.engine.layers import LayerInfo
+from neuronwidgets.engine.layers import LayerInfo, PassTiming
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
 from neuronwidgets.engine.slicing import Output, Pace, concat, is_per_image, rows_of, slices_exact
 from neuronwidgets.engine.stats import LayerSummary, OutcomeCounts, TopMaps
 
 ABLATION_MODES = ("zero", "mean")
+FIRST_PASS = ("first pass",)  # the cache key of the probe's first pass's `PassTiming`
 TOP_MAPS = 33  # maps kept per unit from the summary's pass: the overlay's most images (32) and a chosen one
 
 
@@ -185,7 +186,7 @@ class Site:
         n = batches[0].shape[0]
         if self.device.type != "cpu":
             return work(*batches)
-        pace = self._paces.setdefault(what, Pace())
+        pace = self._paces.get(what) or self._paces.setdefault(what, Pace(per_image=self._first_estimate(what)))
         if pace.size(n) >= n:
             return pace.timed(work, batches)
         if not self.cached(("slices exact", what), exact or (lambda: slices_exact(work, batches))):
@@ -201,6 +202,33 @@ class Site:
                     bar.check()
                     bar.within_step(begin / n)
         return concat(parts)
+
+    def _first_pass(self) -> tuple[float, float] | None:
+        """(seconds of the whole model, seconds until the layer's output) on one image, from the probe's first
+        pass (`PassTiming`: an overstatement of a batched pass's time per image); None under autocast (that
+        pass ran without it) and once the model changed (the cache dropped the timing)."""
+        timing: PassTiming | None = self._cache.get(FIRST_PASS)
+        if timing is None or self.autocast is not None or self.layer not in timing.reached:
+            return None
+        return timing.whole, timing.reached[self.layer]
+
+    def _first_estimate(self, what: str) -> float | None:
+        """Seconds per image of the work ``what`` to size its first slice by, where the first pass tells
+        (`_first_pass`; an overstatement, so the slices are short enough): the layer's output costs the pass
+        up to the layer; on the hook path the cut is the images themselves and the network after the layer the
+        whole model, on the traced paths each is its side of the layer. None for other work."""
+        first = self._first_pass()
+        if first is None:
+            return None
+        whole, before = first
+        if what == "layer output":
+            return before
+        ablator: Ablator | None = self._cache.get(("ablator", self.layer))
+        if ablator is None or what not in ("cut", "suffix"):
+            return None
+        if ablator.path == "hook":
+            return 0.0 if what == "cut" else whole
+        return before if what == "cut" else whole - before
 
     def suffix_scores(
         self, work: Callable[..., torch.Tensor], values: list[torch.Tensor], bar: Progress | None = None
@@ -267,6 +295,7 @@ class Site:
                             self.layer,
                             self.module,
                             untraced_because="the traced graph does not reproduce the model's output",
+                            layer_shape=self.info.shape,
                         )
                         self._cache.put(("ablator", self.layer), ablator)
         return ablator
@@ -280,8 +309,9 @@ class Site:
         """The layer's ablation engine: traced, unless the whole ablation is so small that the hook path is
         faster (`small_work_reason`)."""
         with self.running():
-            small = small_work_reason(self.model, self.module, self._first_image(), len(self.source), self.units)
-            return Ablator(self.model, self.layer, self.module, untraced_because=small)
+            image, first = self._first_image(), self._first_pass()
+            small = small_work_reason(self.model, self.module, image, len(self.source), self.units, first)
+            return Ablator(self.model, self.layer, self.module, untraced_because=small, layer_shape=self.info.shape)
 
     def summary(self, progress: ProgressOption = None, cancel: CancelFlag = None) -> LayerSummary:
         """Per-image and summed statistics of the layer's output over all the data (one pass, cached). The same
@@ -519,11 +549,11 @@ class Site:
             assert chunk.labels is not None
             before.count_images(chunk.labels)
             per_unit.count_images(chunk.labels)
-            scores = self.suffix_scores(suffix, values, bar=bar)
-            before.add([0], scores.unsqueeze(0), chunk.labels)
+            own = self.suffix_scores(suffix, values, bar=bar)
+            before.add([0], own.unsqueeze(0), chunk.labels)
             chunk_images = len(chunk.labels)
             kept = self._kept_cut_bytes(values, len(chunk.images))
-            for block, rows, scores in ablator.each_unit(values, units, fill, base, cached_bytes=kept):
+            for block, rows, scores in ablator.each_unit(values, units, fill, base, kept, reference=own):
                 labels = chunk.labels[rows]
                 per_unit.add([position[u] for u in block], scores, labels)
                 bar.advance(len(block) * len(labels) / chunk_images)

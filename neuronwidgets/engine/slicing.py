@@ -22,9 +22,10 @@ Output = torch.Tensor | Sequence[torch.Tensor]
 class Pace:
     """Seconds per image of one kind of work, from its last timed slice; how many images fit in one slice."""
 
-    def __init__(self, seconds: float | None = None) -> None:
+    def __init__(self, seconds: float | None = None, per_image: float | None = None) -> None:
+        """``per_image``: an estimate of the work's seconds per image to start from (None: unknown)."""
         self.seconds = SLICE_SECONDS if seconds is None else seconds
-        self.per_image: float | None = None
+        self.per_image = per_image
 
     def size(self, left: int) -> int:
         """Images for the next slice, at most ``left``: `FIRST_SLICE` until a slice has been timed."""
@@ -32,7 +33,8 @@ class Pace:
             return min(left, FIRST_SLICE)
         if self.per_image <= 0:
             return left
-        return max(1, min(left, int(self.seconds / self.per_image)))
+        fits = self.seconds / self.per_image
+        return left if fits >= left else max(1, int(fits))
 
     def timed(self, work: Callable[..., Output], batches: Sequence[torch.Tensor]) -> Output:
         """``work(*batches)``, noting its seconds per image (of the batches' first dimension)."""
