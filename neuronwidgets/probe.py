@@ -29,9 +29,9 @@ from neuronwidgets.engine import distributed
 from neuronwidgets.engine.cache import ResultCache, memory_budget
 from neuronwidgets.engine.guard import evaluating, model_device, model_dtype
 from neuronwidgets.engine.indices import as_index, as_indices
-from neuronwidgets.engine.layers import LayerInfo, PassTiming, default_layer, discover, unknown_layer_message
+from neuronwidgets.engine.layers import FirstPass, LayerInfo, default_layer, discover, unknown_layer_message
 from neuronwidgets.engine.progress import CancelFlag, ProgressOption, check_cancel, check_progress
-from neuronwidgets.engine.site import FIRST_PASS, Site
+from neuronwidgets.engine.site import Site
 from neuronwidgets.evaluation import Evaluation, evaluate
 from neuronwidgets.methods import check_options
 from neuronwidgets.methods import spec as method_spec
@@ -132,7 +132,7 @@ class Probe:
                 f"moves your model: call model.to({str(device)!r}) first"
             )
         self.dtype = model_dtype(self.model)
-        self._infos, self.num_classes, first_pass = self._discover()
+        self._infos, self.num_classes, self._first_pass = self._discover()
         self._classes: list[str] = []
         names, self.classes_note = choose_classes(classes, self.source.classes, self.num_classes)
         if classes is None and self.source.classes and names != self.source.classes:
@@ -142,7 +142,6 @@ class Probe:
         self._layer = ""
         self.layer = layer if layer is not None else default_layer(self._infos, dict(self.model.named_modules()))
         self._cache = ResultCache(self.model)
-        self._cache.put(FIRST_PASS, first_pass)  # dropped with the rest once the model changes
         if self.group is not None:
             self._agree()
 
@@ -161,7 +160,7 @@ class Probe:
 
     # -- the model and its layers ---------------------------------------------------------------------------
 
-    def _discover(self) -> tuple[dict[str, LayerInfo], int, PassTiming]:
+    def _discover(self) -> tuple[dict[str, LayerInfo], int, FirstPass]:
         first = self.source.first()
         self._has_labels = first.labels is not None
         self._channels = int(first.images.shape[1])
@@ -258,6 +257,7 @@ class Probe:
             memory=self.memory,
             autocast=self.autocast,
             group=self.group,
+            first_pass=self._first_pass,
         )
 
     def images(self, indices: Any) -> torch.Tensor:

@@ -37,6 +37,12 @@ from neuronwidgets.engine.slicing import is_per_image, outputs_match, rows_of, s
 _WORK_SHARE = 8
 _MIN_WORK_BYTES = 32 << 20
 _MIN_CALL_FLOPS = 4 * 10**9
+# On the hook path, one stacked call's largest tensor (the first pass's largest per image, times the call's
+# images) stays under this: past it a CPU's time per image grows again, as the values outgrow its caches. Timed
+# on 2 cores (4 MiB L2) over mobilenet_v2, squeezenet, densenet and efficientnet at 64x64 and 160x160 images:
+# the fastest batch held 10-25 MB there (64 images at 64x64, 8-16 at 160x160), and 384 images at 64x64 took
+# 1.2-1.6x longer per image than 64.
+_STACK_PEAK_BYTES = 16 << 20
 # Tracing a model and checking the trace (`Site.ablator`) costs about this much per module (0.3-0.8 ms measured on 2
 # CPU cores over the torchvision matrix, `benchmarks/small_work.py`); the small-work rule weighs it.
 SETUP_SECONDS_PER_MODULE = 0.001
@@ -122,14 +128,18 @@ class Ablator:
         *,
         untraced_because: str | None = None,
         layer_shape: tuple[int, ...] | None = None,
+        peak_bytes: int | None = None,
     ) -> None:
         """``untraced_because``: skip tracing and take the hook path for this reason (e.g. a trace that did
         not reproduce the model's output). ``layer_shape``: the layer's output shape for one image, where the
-        caller knows it (the hook path then needs no pass to size its work)."""
+        caller knows it (the hook path then needs no pass to size its work). ``peak_bytes``: the largest
+        tensor of a whole pass on one image, where known: it caps the hook path's stacked calls
+        (`_STACK_PEAK_BYTES`)."""
         self.model = model
         self.layer = layer
         self.layer_module = layer_module
         self.layer_shape = layer_shape
+        self.peak_bytes = peak_bytes
         self.split: Split | None = None
         self.reason: str | None = None
         self.images_independent = True  # the network after the layer scores each image on its own
@@ -264,6 +274,8 @@ class Ablator:
         n = crossing[0].shape[0]
         work_bytes, flops = self.per_image_cost(crossing)
         room = budget // max(1, work_bytes * n)
+        if flops is None and self.peak_bytes:  # the hook path: keep each call's largest tensor in cache's reach
+            room = min(room, _STACK_PEAK_BYTES // max(1, self.peak_bytes * n))
         wanted = room if flops is None else -(-_MIN_CALL_FLOPS // max(1, flops * n))
         return max(1, int(min(wanted, room)))
 

@@ -37,19 +37,21 @@ _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Ha
 
 
 @dataclass(frozen=True)
-class PassTiming:
-    """Wall-clock seconds of one forward pass on one image: the whole pass, and until each module's output
-    (its first call). An overstatement of a batched pass's time per image (one image pays every op's fixed
-    cost, and a first call one-off costs too), which is the side the engine's choices can err on."""
+class FirstPass:
+    """What one forward pass on one image measured: its wall-clock seconds, the seconds until each module's
+    output (its first call), and the bytes of the largest tensor a module output. The times overstate a batched
+    pass's time per image (one image pays every op's fixed cost, and a first call one-off costs too), which is
+    the side the engine's choices can err on."""
 
     whole: float
     reached: dict[str, float]
+    peak_bytes: int
 
 
-def discover(model: nn.Module, image: torch.Tensor) -> tuple[dict[str, LayerInfo], torch.Tensor, PassTiming]:
+def discover(model: nn.Module, image: torch.Tensor) -> tuple[dict[str, LayerInfo], torch.Tensor, FirstPass]:
     """Run ``model`` once on ``image`` (a batch of one) with a hook on every submodule.
 
-    Returns the info per module name (in call order), the model output and the pass's timing. The hooks are
+    Returns the info per module name (in call order), the model output and what the pass measured. The hooks are
     removed on every exit path.
     """
     calls: dict[str, int] = {}
@@ -71,7 +73,9 @@ def discover(model: nn.Module, image: torch.Tensor) -> tuple[dict[str, LayerInfo
     with forward_hooks((module, counter(name)) for name, module in modules.items()):
         start = time.perf_counter()
         result = model(image)
-        timing = PassTiming(time.perf_counter() - start, {name: at - start for name, at in reached.items()})
+        seconds = time.perf_counter() - start
+    sizes = [out.numel() * out.element_size() for out in outputs.values() if isinstance(out, torch.Tensor)]
+    first = FirstPass(seconds, {name: at - start for name, at in reached.items()}, max(sizes, default=0))
     last = channel_axes(calls, modules, inputs_of, outputs)
     infos = {}
     for name in calls:
@@ -79,7 +83,7 @@ def discover(model: nn.Module, image: torch.Tensor) -> tuple[dict[str, LayerInfo
         shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) and out.ndim >= 1 else ()
         info = LayerInfo(name, type(modules[name]).__name__, shape, calls[name], out is result, last.get(name) == 3)
         infos[name] = info
-    return infos, result, timing
+    return infos, result, first
 
 
 def channel_axes(

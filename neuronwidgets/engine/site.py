@@ -22,13 +22,12 @@ from neuronwidgets.engine.cache import ResultCache
 from neuronwidgets.engine.capture import capture
 from neuronwidgets.engine.guard import evaluating, lending, yield_model
 from neuronwidgets.engine.indices import as_indices
-from neuronwidgets.engine.layers import LayerInfo, PassTiming
+from neuronwidgets.engine.layers import FirstPass, LayerInfo
 from neuronwidgets.engine.progress import CancelFlag, Progress, ProgressOption
 from neuronwidgets.engine.slicing import Output, Pace, concat, is_per_image, rows_of, slices_exact
 from neuronwidgets.engine.stats import LayerSummary, OutcomeCounts, TopMaps
 
 ABLATION_MODES = ("zero", "mean")
-FIRST_PASS = ("first pass",)  # the cache key of the probe's first pass's `PassTiming`
 TOP_MAPS = 33  # maps kept per unit from the summary's pass: the overlay's most images (32) and a chosen one
 
 
@@ -58,10 +57,12 @@ class Site:
         memory: int,
         autocast: torch.dtype | None = None,
         group: distributed.Group | None = None,
+        first_pass: FirstPass | None = None,
     ) -> None:
         """``memory``: bytes of the cut's values (all chunks') that may be kept between calls; above it they
         are streamed, computed again on every pass. ``group``: the process group whose ranks share the data
-        (`engine.distributed`); passes that merge their statistics over it read only this rank's shard."""
+        (`engine.distributed`); passes that merge their statistics over it read only this rank's shard.
+        ``first_pass``: what the probe's first pass measured, which sizes the engine's first choices."""
         self.model = model
         self.source = source
         self.info = info
@@ -73,6 +74,7 @@ class Site:
         self.memory = memory
         self.autocast = autocast
         self.group = group
+        self.first_pass = first_pass
         self._ablator_checked = False
         self._paces: dict[str, Pace] = {}
 
@@ -205,12 +207,12 @@ class Site:
 
     def _first_pass(self) -> tuple[float, float] | None:
         """(seconds of the whole model, seconds until the layer's output) on one image, from the probe's first
-        pass (`PassTiming`: an overstatement of a batched pass's time per image); None under autocast (that
-        pass ran without it) and once the model changed (the cache dropped the timing)."""
-        timing: PassTiming | None = self._cache.get(FIRST_PASS)
-        if timing is None or self.autocast is not None or self.layer not in timing.reached:
+        pass (`FirstPass`: an overstatement of a batched pass's time per image); None under autocast (that
+        pass ran without it)."""
+        first = self.first_pass
+        if first is None or self.autocast is not None or self.layer not in first.reached:
             return None
-        return timing.whole, timing.reached[self.layer]
+        return first.whole, first.reached[self.layer]
 
     def _first_estimate(self, what: str) -> float | None:
         """Seconds per image of the work ``what`` to size its first slice by, where the first pass tells
@@ -295,7 +297,7 @@ class Site:
                             self.layer,
                             self.module,
                             untraced_because="the traced graph does not reproduce the model's output",
-                            layer_shape=self.info.shape,
+                            **self._sizes(),
                         )
                         self._cache.put(("ablator", self.layer), ablator)
         return ablator
@@ -305,13 +307,19 @@ class Site:
         image = self._cache.get_or_compute(("first image",), lambda: self.source.first().images)
         return image.to(self.device, self.dtype)
 
+    def _sizes(self) -> dict[str, Any]:
+        """What the ablation engine is told of sizes: the layer's output shape, and the largest tensor of a pass
+        per image where the first pass measured it."""
+        peak = None if self.first_pass is None else self.first_pass.peak_bytes
+        return {"layer_shape": self.info.shape, "peak_bytes": peak}
+
     def _trace(self) -> Ablator:
         """The layer's ablation engine: traced, unless the whole ablation is so small that the hook path is
         faster (`small_work_reason`)."""
         with self.running():
             image, first = self._first_image(), self._first_pass()
             small = small_work_reason(self.model, self.module, image, len(self.source), self.units, first)
-            return Ablator(self.model, self.layer, self.module, untraced_because=small, layer_shape=self.info.shape)
+            return Ablator(self.model, self.layer, self.module, untraced_because=small, **self._sizes())
 
     def summary(self, progress: ProgressOption = None, cancel: CancelFlag = None) -> LayerSummary:
         """Per-image and summed statistics of the layer's output over all the data (one pass, cached). The same
@@ -475,6 +483,7 @@ class Site:
             cache=self._cache,
             memory=self.memory,
             autocast=self.autocast,
+            first_pass=self.first_pass,
         )
 
     def _shares_units(self, units: int) -> bool:
