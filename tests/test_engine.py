@@ -198,6 +198,27 @@ def test_small_work_is_one_pass_of_the_images_and_one_stacked_pass_of_every_unit
     np.testing.assert_allclose(ranking.scores, drops, atol=1e-12)
 
 
+def test_small_work_stacks_keep_their_largest_tensor_under_the_cap(monkeypatch):
+    """On the CPU a stacked call holds as many images as keep the first pass's largest tensor per image, times
+    the images, under `_STACK_PEAK_BYTES` (here three copies of the 12 images), the checking call included."""
+    monkeypatch.setattr(ablate, "SETUP_SECONDS_PER_MODULE", 1.0)
+    monkeypatch.setattr(slicing, "SLICE_SECONDS", math.inf)
+    model, shape = build("plain", seed=2)
+    images, labels = make_data(model, 12, shape, seed=4)
+    base, expected = reference.ablation_table(model, "relu2", images, labels, "zero")
+    probe = nw.Probe(model, (images, labels), layer="relu2")
+    monkeypatch.setattr(ablate, "_STACK_PEAK_BYTES", probe.site().first_pass.peak_bytes * 12 * 3)
+    batches: list[int] = []
+    handle = model.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        ranking = probe.rank("ablation", progress=False)
+    finally:
+        handle.remove()
+    assert batches[0] == 12 and max(batches[1:]) == 36 and sum(batches[1:]) == 12 * (probe.units + 1)
+    drops = [reference.accuracy(base, labels) - reference.accuracy(s, labels) for s in expected]
+    np.testing.assert_allclose(ranking.scores, drops, atol=1e-12)
+
+
 @pytest.mark.parametrize("mixer", [BatchCentred, NeighbourMixing])
 def test_small_work_stacking_on_a_model_that_mixes_images_fails_its_check_and_stays_exact(monkeypatch, mixer):
     """The stacked pass's copy of the images with no unit replaced differs from the chunk's own pass where the

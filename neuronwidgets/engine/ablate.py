@@ -41,7 +41,7 @@ _MIN_CALL_FLOPS = 4 * 10**9
 # images) stays under this: past it a CPU's time per image grows again, as the values outgrow its caches. Timed
 # on 2 cores (4 MiB L2) over mobilenet_v2, squeezenet, densenet and efficientnet at 64x64 and 160x160 images:
 # the fastest batch held 10-25 MB there (64 images at 64x64, 8-16 at 160x160), and 384 images at 64x64 took
-# 1.2-1.6x longer per image than 64.
+# 1.2-1.6x longer per image than 64. Not on a GPU, which wants bigger calls (there the memory budget alone sets it).
 _STACK_PEAK_BYTES = 16 << 20
 # Tracing a model and checking the trace (`Site.ablator`) costs about this much per module (0.3-0.8 ms measured on 2
 # CPU cores over the torchvision matrix, `benchmarks/small_work.py`); the small-work rule weighs it.
@@ -274,7 +274,7 @@ class Ablator:
         n = crossing[0].shape[0]
         work_bytes, flops = self.per_image_cost(crossing)
         room = budget // max(1, work_bytes * n)
-        if flops is None and self.peak_bytes:  # the hook path: keep each call's largest tensor in cache's reach
+        if flops is None and self.peak_bytes and crossing[0].device.type == "cpu":  # a CPU's caches: see above
             room = min(room, _STACK_PEAK_BYTES // max(1, self.peak_bytes * n))
         wanted = room if flops is None else -(-_MIN_CALL_FLOPS // max(1, flops * n))
         return max(1, int(min(wanted, room)))
@@ -423,7 +423,7 @@ class Ablator:
         checked_here = stack > 1 and len(units) > 1 and reference is not None
         if checked_here and not self._slices_checked and not self._stack_checked_once:
             self._stack_checked_once = True
-            block = units[:stack]
+            block = units[: max(2, stack - 1)]  # with the copy, as many images as a stack (at least 3 copies)
             scores = self._hooked_block(images, [block[0], None, *block[1:]], fill, base)
             scores = scores.reshape(len(block) + 1, -1, scores.shape[-1])
             if outputs_match(reference, scores[1]):
