@@ -167,7 +167,7 @@ class Probe:
         images = first.images.to(self.device, self.dtype)
         try:
             with evaluating(self.model), torch.no_grad():
-                infos, output, timing = discover(self.model, images)
+                infos, output, first_pass = discover(self.model, images)
         except Exception as err:
             raise ValueError(
                 f"the model failed on an image of shape {tuple(images.shape[1:])} from your data "
@@ -180,7 +180,7 @@ class Probe:
                 f"the model must return class scores of shape (N, classes), got {got}. Wrap it in a module "
                 "whose forward returns the logits tensor."
             )
-        return infos, int(output.shape[1]), timing
+        return infos, int(output.shape[1]), first_pass
 
     @property
     def layers(self) -> list[str]:

@@ -188,7 +188,9 @@ class Site:
         n = batches[0].shape[0]
         if self.device.type != "cpu":
             return work(*batches)
-        pace = self._paces.get(what) or self._paces.setdefault(what, Pace(per_image=self._first_estimate(what)))
+        pace = self._paces.get(what)
+        if pace is None:
+            pace = self._paces[what] = Pace(per_image=self._first_estimate(what))
         if pace.size(n) >= n:
             return pace.timed(work, batches)
         if not self.cached(("slices exact", what), exact or (lambda: slices_exact(work, batches))):
