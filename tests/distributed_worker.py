@@ -267,6 +267,8 @@ def main(rank: int, size: int, port: int, out: str, plan: list[tuple[str, str, d
             result: Any = SCENARIOS[scenario](rank, size, **options)
         except BaseException:
             result = {"crashed": traceback.format_exc()}
-        with open(Path(out) / f"{name}-{rank}.pkl", "wb") as file:
-            pickle.dump(result, file)
+        path = Path(out) / f"{name}-{rank}.pkl"
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(pickle.dumps(result))
+        partial.replace(path)  # whole or absent: the test process waits for the file and then reads it
     # no destroy_process_group: the errors scenario leaves a group timed out; the processes just exit
