@@ -261,7 +261,8 @@ class Ablator:
         along the batch: enough for the call to do `_MIN_CALL_FLOPS` (a small call costs more in fixed overhead,
         per op, than in work; as Captum's ``perturbations_per_eval``), within ``budget`` bytes of the values the
         unit loop builds. One on the closed-form path, and where the network mixes images. On the hook path
-        the FLOPs are not counted (`per_image_cost`): as many units as the budget holds."""
+        the FLOPs are not counted (`per_image_cost`): as many units as the budget holds, and on a CPU as keep
+        the call's largest tensor under `_STACK_PEAK_BYTES`."""
         stack = self._units_that_fit(crossing, budget)
         if stack <= 1 or not self.scores_images_independently(crossing):
             return 1

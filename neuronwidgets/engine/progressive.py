@@ -221,20 +221,20 @@ class ProgressiveAblation:
         values, labels = self.site.cut_at(images, merged=self.group is not None)
         steps = 0
         with self.site.running():
+            own = None  # the model's own scores of these images, where this round needs them
             if base:
-                scores = self.site.suffix_scores(lambda *v: self.ablator.scores(list(v)), values, bar=self.bar)
-                hits, own_loss = image_outcomes(scores.unsqueeze(0), labels)
+                own = self.site.suffix_scores(lambda *v: self.ablator.scores(list(v)), values, bar=self.bar)
+                hits, own_loss = image_outcomes(own.unsqueeze(0), labels)
                 base[0][columns], base[1][columns] = hits[0].cpu().numpy(), own_loss[0].cpu().numpy()
                 base[2][columns] = labels.cpu().numpy()
                 steps = int(np.count_nonzero(start + columns >= self.reached))
                 self.bar.advance(steps)
                 base_hits = base[0][columns].astype(np.int8)
             else:
-                scores = None
                 base_hits = self.base_hits[start + columns].astype(np.int8)
             position = {int(u): i for i, u in enumerate(units)}
             pieces = self.ablator.each_unit(
-                values, units.tolist(), self.fill, cached_bytes=self._kept_bytes, reference=scores
+                values, units.tolist(), self.fill, cached_bytes=self._kept_bytes, reference=own
             )
             for block, rows, scores in pieces:
                 hits, unit_loss = image_outcomes(scores, labels[rows])

@@ -222,13 +222,13 @@ class Site:
         up to the layer; on the hook path the cut is the images themselves and the network after the layer the
         whole model, on the traced paths each is its side of the layer. None for other work."""
         first = self._first_pass()
-        if first is None:
+        if first is None or what not in ("layer output", "cut", "suffix"):
             return None
         whole, before = first
         if what == "layer output":
             return before
         ablator: Ablator | None = self._cache.get(("ablator", self.layer))
-        if ablator is None or what not in ("cut", "suffix"):
+        if ablator is None:
             return None
         if ablator.path == "hook":
             return 0.0 if what == "cut" else whole
