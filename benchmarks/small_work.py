@@ -4,9 +4,10 @@ Each family of `tests/test_zoo.py` is built small, with random weights, in float
 matrix builds it. The heavy families (vgg, alexnet, convnext, inception_v3) are left out, as in CI. At its four
 layers (early, middle, in-block, last), an exact ablation ranking of 8 images at 64x64 is timed against the naive
 loop, which re-runs the whole model with a forward hook zeroing one unit at a time. The two are interleaved, best
-of 2, at one thread and at torch's default number of threads (the machine's cores). Our time includes a fresh
-probe each time: its first pass, tracing, the pass up to the layer and the checks. The naive loop is timed on up
-to 16 units and extrapolated to all of them, since its cost per unit is one full forward pass.
+of 2, at one thread and at torch's default number of threads (the machine's cores). Our time is the ranking on a
+fresh probe each time (nothing cached): tracing, the pass up to the layer and the checks; the probe's own first
+pass, made when it is created, is not timed. The naive loop is timed on up to 16 units and extrapolated to all of
+them, since its cost per unit is one full forward pass.
 
 Run ``.venv/bin/python benchmarks/small_work.py`` (2-20 minutes on 2 cores, by the CPU); writes
 benchmarks/results/small_work.md.
