@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -199,16 +200,22 @@ def test_explorer_in_jupyterlab(lab_page, jupyter_lab: dict, artifacts: Path) ->
     timings["ranking_still_running_when_overlay_landed"] = progress.is_visible()
     print(f"[timing] ranking still running when the overlay landed: {progress.is_visible()}")
     page.screenshot(path=str(artifacts / "e2e_explorer_progress.png"))
-    # hover a row (a thumbnail request), then Cancel: the list settles at cancelled (issue 10, point 4); greedy
-    # CAR on the demo takes about 2 s on an idle machine, so it may be over before Cancel is pressed
+    # hover a row (a thumbnail request), then Cancel: the list settles at cancelled (issue 10, point 4). Greedy
+    # CAR on the demo takes 2-6 s here, so it may end before Cancel is pressed, or after the press but before the
+    # kernel reads the cancel: then the list settles at idle, with the finished ranking shown
     ranked.locator('.nw-row[data-rank="5"]').hover()
-    final_status = "cancelled"
+    pressed = True
     try:
         progress.locator(".nw-cancel").click(timeout=2_000)
     except Exception:  # playwright's TimeoutError: the ranking ended first
-        final_status = "idle"
-    print(f"[timing] Cancel pressed while the ranking ran: {final_status == 'cancelled'}")
-    expect(ranked.locator(".nw-status")).to_have_attribute("data-status", final_status, timeout=15_000)
+        pressed = False
+    status = ranked.locator(".nw-status")
+    expect(status).to_have_attribute("data-status", re.compile("^(cancelled|idle)$"), timeout=15_000)
+    final_status = status.get_attribute("data-status")
+    if not pressed:
+        assert final_status == "idle", "no Cancel was pressed, yet the ranking was cancelled"
+    timings["cancel_pressed"], timings["cancel_took_effect"] = pressed, final_status == "cancelled"
+    print(f"[timing] Cancel pressed while the ranking ran: {pressed}; it took effect: {final_status == 'cancelled'}")
     if final_status == "idle":
         ranked.locator('select[aria-label="ranking method"]').select_option("activation")
     expect(ranked.locator(".nw-title")).to_contain_text("activation · layer relu3 · class 3")
