@@ -170,26 +170,78 @@ def test_small_work_on_a_model_that_mixes_images_runs_one_unit_per_call(monkeypa
     torch.testing.assert_close(engine_scores(probe, "zero"), expected, rtol=1e-9, atol=1e-9)
 
 
-def test_small_work_is_one_pass_of_the_images_and_one_stacked_pass_of_every_unit(monkeypatch):
-    """On the hook path a fresh probe runs the model three times: its first pass on one image, the chunk's own
-    pass and one pass with every unit's copy stacked. The check that stacking is exact rides on the stacked
-    pass (a copy of the images with no unit replaced), and the rule reads the first pass's timing."""
+@pytest.mark.parametrize("channels_last_faster", [True, False])
+def test_small_work_is_one_pass_of_the_images_and_one_stacked_pass_of_every_unit(monkeypatch, channels_last_faster):
+    """On the hook path a fresh probe runs the model four times: its first pass on one image, the chunk's own
+    pass, the first unit's pass with the images channels-last (timed against the own pass) and one pass with
+    the other units' copies stacked. The check that stacking is exact rides on the stacked pass (a copy of the
+    images with no unit replaced), and the rule reads the first pass's timing. Where channels-last ran slower,
+    the first unit's pass is done again in the stacked one, with the images as given."""
     monkeypatch.setattr(ablate, "SETUP_SECONDS_PER_MODULE", 1.0)
     monkeypatch.setattr(slicing, "SLICE_SECONDS", math.inf)  # the chunk's own pass in one slice, however slow
+    monkeypatch.setattr(ablate, "_faster", lambda seconds, than: channels_last_faster)
     model, shape = build("plain", seed=2)
     images, labels = make_data(model, 12, shape, seed=4)
     base, expected = reference.ablation_table(model, "relu2", images, labels, "zero")
-    batches: list[int] = []
-    handle = model.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    calls: list[tuple[int, bool]] = []
+
+    def record(module: nn.Module, args: tuple) -> None:
+        calls.append((args[0].shape[0], args[0].is_contiguous(memory_format=torch.channels_last)))
+
+    handle = model.register_forward_pre_hook(record)
     try:
         probe = nw.Probe(model, (images, labels), layer="relu2")
         ranking = probe.rank("ablation", progress=False)
     finally:
         handle.remove()
-    assert batches == [1, 12, 12 * (probe.units + 1)]
+    stacked = 12 * (probe.units if channels_last_faster else probe.units + 1)
+    assert calls == [(1, False), (12, False), (12, True), (stacked, channels_last_faster)]
     assert ranking.meta["engine"] == "hook" and "independently" not in ranking.meta["engine_note"]
+    assert ("channels-last" in ranking.meta["engine_note"]) == channels_last_faster
     drops = [reference.accuracy(base, labels) - reference.accuracy(s, labels) for s in expected]
     np.testing.assert_allclose(ranking.scores, drops, atol=1e-12)
+
+
+class ReadsMemoryChannelsFirst(nn.Module):
+    """A model whose forward assumes channels-first memory after its first conv: ``view`` fails on
+    channels-last values; ``as_strided`` reads them silently wrong (as a C++ extension reading the raw data
+    would)."""
+
+    def __init__(self, read: str) -> None:
+        super().__init__()
+        self.read = read
+        self.conv = nn.Conv2d(2, 6, 3)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(6 * 6 * 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.conv(x))
+        if self.read == "view":
+            return self.fc(x.view(x.shape[0], -1))
+        n, c, h, w = x.shape
+        return self.fc(torch.as_strided(x, (n, c * h * w), (c * h * w, 1)))
+
+
+@pytest.mark.parametrize("read", ["view", "as_strided"])
+def test_channels_last_is_dropped_where_the_model_reads_memory_channels_first(monkeypatch, read):
+    """Channels-last images are a speed choice only: where the model fails on them, or scores them otherwise
+    (found by the stacked check's copy of the images), the engine runs the images as given, and stays exact."""
+    monkeypatch.setattr(ablate, "SETUP_SECONDS_PER_MODULE", 1.0)
+    monkeypatch.setattr(slicing, "SLICE_SECONDS", math.inf)
+    monkeypatch.setattr(ablate, "_faster", lambda seconds, than: True)
+    torch.manual_seed(0)
+    model = ReadsMemoryChannelsFirst(read).double().eval()
+    images, labels = make_data(model, 10, (2, 8, 8), seed=5)
+    ranking = nw.Probe(model, (images, labels), layer="relu").rank("ablation", mode="mean", progress=False)
+    assert ranking.meta["engine"] == "hook"
+    assert "channels-last, which this model ran faster" not in (ranking.meta["engine_note"] or "")
+    assert ("failed channels-last" in ranking.meta["engine_note"]) == (read == "as_strided")
+    assert "independently" not in ranking.meta["engine_note"]
+    base, expected = reference.ablation_table(model, "relu", images, labels, "mean")
+    drops = [reference.accuracy(base, labels) - reference.accuracy(s, labels) for s in expected]
+    np.testing.assert_allclose(ranking.scores, drops, atol=1e-12)
+    losses = [nn.functional.cross_entropy(s, labels).item() for s in [base, *expected]]
+    np.testing.assert_allclose(ranking.meta["loss_increase"], np.array(losses[1:]) - losses[0], atol=1e-12)
 
 
 def test_small_work_stacks_keep_their_largest_tensor_under_the_cap(monkeypatch):
@@ -202,6 +254,7 @@ def test_small_work_stacks_keep_their_largest_tensor_under_the_cap(monkeypatch):
     base, expected = reference.ablation_table(model, "relu2", images, labels, "zero")
     probe = nw.Probe(model, (images, labels), layer="relu2")
     monkeypatch.setattr(ablate, "_STACK_PEAK_BYTES", probe.site().first_pass.peak_bytes * 12 * 3)
+    monkeypatch.setattr(ablate, "_faster", lambda seconds, than: True)  # the first unit's pass: channels-last
     batches: list[int] = []
     handle = model.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
     try:
@@ -219,8 +272,10 @@ def test_small_work_stacking_on_a_model_that_mixes_images_fails_its_check_and_st
     model mixes images, whether through the batch's mean or from one image to the next: the engine says so,
     and ablates one unit per call, as the naive loop does. With the mean map as the fill, stacking keeps a
     batch's mean, so it is exact on the batch-centred model and may pass; a zeroing ranking on the same probe
-    afterwards is still checked, and exact."""
+    afterwards is still checked, and exact. Channels-last is taken as the faster layout, so the failed check
+    is made again with the images as given (it could have been the layout's fault), and fails again."""
     monkeypatch.setattr(ablate, "SETUP_SECONDS_PER_MODULE", 1.0)
+    monkeypatch.setattr(ablate, "_faster", lambda seconds, than: True)
     torch.manual_seed(0)
     model = mixer().double().eval()
     images, labels = make_data(model, 10, (2, 8, 8), seed=3)

@@ -147,6 +147,10 @@ class Ablator:
         self._stack_checked_once = False  # the hook path checked one call's stacking itself (`_hooked`)
         self._layout_checked = False
         self._per_image_cost: tuple[int, int] | None = None
+        # the hook path's memory format for the images (None: as given), chosen once by timing (`_hooked`)
+        self.memory_format: torch.memory_format | None = None
+        self._memory_format_tried = False
+        self._last_call: tuple[int, float] | None = None  # (images, seconds) of its latest call of one copy
         if untraced_because is not None:
             self.path, self.reason = "hook", untraced_because
             return
@@ -188,7 +192,7 @@ class Ablator:
     def scores(self, crossing: list[torch.Tensor]) -> torch.Tensor:
         """Class scores without any ablation."""
         if self.split is None:
-            return self.model(crossing[0])
+            return self._whole_model(crossing[0], timed=True)
         return self.split.suffix(*self._fresh(crossing))[0]
 
     def replaced(self, crossing: list[torch.Tensor], units: Sequence[int], fill: torch.Tensor) -> torch.Tensor:
@@ -202,7 +206,7 @@ class Ablator:
         argument), e.g. a projection that removes principal components."""
         if self.split is None:
             with forward_hooks([(self.layer_module, lambda module, inputs, output: transform(output))]):
-                return self.model(crossing[0])
+                return self._whole_model(crossing[0], timed=True)
         values = self._fresh(crossing)
         values[0] = transform(values[0])
         return self.split.suffix(*values)[0]
@@ -349,8 +353,11 @@ class Ablator:
         """Note what a check found of whether images are scored independently (and, if not, say so)."""
         self._slices_checked, self.images_independent = True, independent
         if not independent:
-            note = "the network after the layer does not score images independently, so chunks are not sliced"
-            self.reason = f"{self.reason}; {note}" if self.reason else note
+            self._noted("the network after the layer does not score images independently, so chunks are not sliced")
+
+    def _noted(self, note: str) -> None:
+        """Add ``note`` to `reason`, the engine's note in `Ranking.meta`."""
+        self.reason = f"{self.reason}; {note}" if self.reason else note
 
     def _each_unit_in(
         self,
@@ -419,17 +426,36 @@ class Ablator:
         `scores_images_independently`'s three small passes, which on small work cost more than stacking saves.
         A mismatch shows the model mixes images: the block is done again one unit per call. A match shows
         this call's stacking exact, not the model's independence (a fill such as the mean map can keep the
-        batch's statistics), so later calls check that once as usual."""
+        batch's statistics), so later calls check that once as usual.
+
+        That first check also chooses the images' memory layout, by timing one unit's pass channels-last
+        against the caller's pass on the same images (`_channels_last_trial`). Where channels-last is taken,
+        the check's copy is compared in it: a mismatch there could be the layout's fault as well as the
+        stacking's, so the layout is dropped and the check made again with the images as given."""
+        (images_timed, plain), self._last_call = self._last_call or (0, None), None
         stack = self._units_that_fit([images], budget)
         checked_here = stack > 1 and len(units) > 1 and reference is not None
         if checked_here and not self._slices_checked and not self._stack_checked_once:
             self._stack_checked_once = True
-            block = units[: max(2, stack - 1)]  # with the copy, as many images as a stack (at least 3 copies)
+            trial = None
+            if not self._memory_format_tried and len(units) > 2:
+                timed = plain if images_timed == images.shape[0] else None
+                trial = self._channels_last_trial(images, units[0], fill, base, timed)
+            rest = units if trial is None else units[1:]
+            block = rest[: max(2, stack - 1)]  # with the copy, as many images as a stack (at least 3 copies)
             scores = self._hooked_block(images, [block[0], None, *block[1:]], fill, base)
             scores = scores.reshape(len(block) + 1, -1, scores.shape[-1])
             if outputs_match(reference, scores[1]):
+                if trial is not None:
+                    yield UnitScores(units[:1], rows, trial.unsqueeze(0))
+                    self._noted("the images run channels-last, which this model ran faster")
                 yield UnitScores(block, rows, torch.cat([scores[:1], scores[2:]]))
-                units, per_call = units[len(block) :], stack
+                units, per_call = rest[len(block) :], stack
+            elif trial is not None:
+                self.memory_format, self._stack_checked_once = None, False
+                self._noted("the check of stacked images failed channels-last, so the images run as given")
+                yield from self._hooked(images, rows, units, fill, base, budget, reference)
+                return
             else:
                 self._found_independent(False)
                 per_call = 1
@@ -459,7 +485,43 @@ class Ablator:
             return out
 
         with forward_hooks([(self.layer_module, replace)]):
-            return self.model(images.repeat(len(block), *[1] * (images.ndim - 1)))
+            return self._whole_model(images.repeat(len(block), *[1] * (images.ndim - 1)))
+
+    def _whole_model(self, images: torch.Tensor, timed: bool = False) -> torch.Tensor:
+        """The hook path's call of the model, on ``images`` in its chosen `memory_format`; ``timed`` (a call
+        on one copy of the images): the seconds it took are kept for that choice (`_channels_last_trial`)."""
+        if self.memory_format is not None:
+            images = images.contiguous(memory_format=self.memory_format)
+        start = time.perf_counter()
+        scores = self.model(images)
+        if timed:
+            self._last_call = images.shape[0], time.perf_counter() - start
+        return scores
+
+    def _channels_last_trial(
+        self, images: torch.Tensor, unit: int, fill: torch.Tensor, base: list[int], plain: float | None
+    ) -> torch.Tensor | None:
+        """``unit``'s class scores on ``images`` laid out channels-last, where that call ran faster than
+        ``plain``, the seconds of the model's call on the same images as given (then `memory_format` becomes
+        channels-last); None, with the layout left as given, where it ran slower or failed. On a CPU, oneDNN
+        runs many convolution networks faster channels-last (depthwise and 1x1 convs most: 1.2-2.4x on 9 of the
+        10 torchvision families of `tests/test_zoo.py`) but some slower (resnet18: 0.6-0.9x), so it is timed per
+        model, on real work: one unit's pass. A model that reads memory as channels-first (a ``view`` of a conv's
+        output) fails here, and keeps its layout. Whether the scores are right is the caller's check."""
+        self._memory_format_tried = True
+        if plain is None or images.ndim != 4 or not images.is_floating_point() or images.device.type != "cpu":
+            return None
+        self.memory_format = torch.channels_last
+        start = time.perf_counter()
+        try:
+            scores = self.replaced([images], [unit, *base], fill)
+        except Exception:  # any failure in the other layout means: keep the model's own
+            self.memory_format = None
+            return None
+        if not _faster(time.perf_counter() - start, plain):
+            self.memory_format = None
+            return None
+        return scores
 
     def _fresh(self, crossing: list[torch.Tensor]) -> list[torch.Tensor]:
         """The crossing values, copied where the suffix writes into them in place."""
@@ -491,6 +553,11 @@ class Ablator:
                 others = _stacked(crossing[1:], len(block), n)
             scores = frontier.rest(*corrected, *others)[0]
             yield block, scores.reshape(len(block), n, scores.shape[-1])
+
+
+def _faster(seconds: float, than: float) -> bool:
+    """Whether a call that took ``seconds`` ran faster than one that took ``than`` (tests fix the answer)."""
+    return seconds < than
 
 
 def _stacked(values: Sequence[torch.Tensor], copies: int, n: int) -> list[torch.Tensor]:
