@@ -296,7 +296,8 @@ class Probe:
         site = self.site(layer)
         self._refuse_across_processes(spec.name, options)
         start = time.perf_counter()
-        with distributed.guarded(self.group, distributed.describe(f"rank({spec.name!r})", layer=site.layer, **options)):
+        what = distributed.describe(f"rank({spec.name!r})", layer=site.layer, **options)
+        with self._cache.pinned(), distributed.guarded(self.group, what):
             ranking = spec.rank(site, progress=progress, cancel=cancel, **options)
         ranking.meta.setdefault("seconds", round(time.perf_counter() - start, 4))
         ranking.meta.setdefault("layer_type", site.info.type)

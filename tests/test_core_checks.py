@@ -442,6 +442,27 @@ def test_the_default_budget_is_a_sixteenth_of_the_machines_memory_and_one_cut_is
     assert [key[-1] for key in kept] == ["relu2"]  # the other layer's cut was dropped: the budget holds
 
 
+def test_a_ranking_reads_the_models_version_once_and_a_change_meanwhile_still_drops_its_results(plain):
+    """Within `ResultCache.pinned` (each `rank` call) this thread reads the model's version once; another
+    thread reads it as usual, and what the block kept is dropped at the next read once the model changed."""
+    import threading
+
+    model, images, labels = plain
+    cache = nw.Probe(model, (images, labels), layer="relu2")._cache
+    seen_by_other: list[object] = []
+    with cache.pinned():
+        cache.put("key", 1)
+        with torch.no_grad():
+            model.fc2.bias.add_(1.0)
+        assert cache.get("key") == 1  # pinned: the version is not read again
+        other = threading.Thread(target=lambda: seen_by_other.append(cache.get("key")))
+        other.start()
+        other.join()
+        cache.put("kept under the old version", 2)
+    assert seen_by_other == [None]
+    assert cache.get("key") is None and cache.get("kept under the old version") is None
+
+
 def test_autocast_runs_every_pass_in_the_lower_precision_and_stays_close(plain):
     model, images, labels = plain
     model = model.float()

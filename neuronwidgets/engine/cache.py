@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
@@ -65,8 +66,27 @@ class ResultCache:
         self._lock = threading.Lock()
         self._version: tuple | None = None
         self._results: dict[Hashable, Any] = {}
+        self._pinned = threading.local()  # .results: this thread's results while `pinned`
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Within the block this thread reads the model's version once, at its start: a ranking asks the
+        cache a dozen times, and each read walks every module (0.25 ms on MobileNet-v2, 5% of a small ranking).
+        What the block computes is kept under that version, so a change to the model meanwhile (by another
+        thread) still drops it, at the next read outside a block."""
+        outer = getattr(self._pinned, "results", None)
+        if outer is None:
+            self._pinned.results = self._current()
+        try:
+            yield
+        finally:
+            if outer is None:
+                self._pinned.results = None
 
     def _current(self) -> dict[Hashable, Any]:
+        pinned = getattr(self._pinned, "results", None)
+        if pinned is not None:
+            return pinned
         version = model_version(self._model)
         with self._lock:
             if version != self._version:
@@ -90,8 +110,10 @@ class ResultCache:
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
         with model_lock(self._model):
-            value = self._current().get(key)
+            results = self._current()
+            value = results.get(key)
             if value is None:
                 value = compute()
-                self.put(key, value)
+                with self._lock:  # kept under the version it was computed from
+                    results[key] = value
             return value
