@@ -10,9 +10,9 @@ Four paths, fastest first; `Ablator.path` says which one applies and `Ablator.re
 ``suffix``       the network after the layer is re-run per unit on the cached inputs of the cut (the layer's
                  output and any values that skip over it).
 ``hook``         the whole model is re-run per unit with a forward hook (several units stacked along the batch
-                 into one call where the model scores images independently): where the model could not be
-                 traced, or where the work is so small that tracing would cost more than it saves
-                 (`small_work_reason`).
+                 into one call where the model scores images independently; on a CPU the images channels-last
+                 where that runs faster): where the model could not be traced, or where the work is so small
+                 that tracing would cost more than it saves (`small_work_reason`).
 """
 
 from __future__ import annotations
