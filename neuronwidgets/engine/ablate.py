@@ -506,8 +506,12 @@ class Ablator:
         channels-last); None, with the layout left as given, where it ran slower or failed. On a CPU, oneDNN
         runs many convolution networks faster channels-last (depthwise and 1x1 convs most: 1.2-2.4x on 9 of the
         10 torchvision families of `tests/test_zoo.py`) but some slower (resnet18: 0.6-0.9x), so it is timed per
-        model, on real work: one unit's pass. A model that reads memory as channels-first (a ``view`` of a conv's
-        output) fails here, and keeps its layout. Whether the scores are right is the caller's check."""
+        model, on real work: one unit's pass (no extra pass where channels-last is taken, one where it is not).
+        It is timed against the caller's own pass rather than another unit's pass as given, which would follow
+        that pass: in a fresh ranking each is then the first call of its layout at this batch size, and pays
+        oneDNN's setup for it alike (a warm pass against a cold one kept mobilenet_v2 `features.1` as given, at
+        0.90x the naive loop on one thread). A model that reads memory as channels-first (a ``view`` of a
+        conv's output) fails here, and keeps its layout. Whether the scores are right is the caller's check."""
         self._memory_format_tried = True
         if plain is None or images.ndim != 4 or not images.is_floating_point() or images.device.type != "cpu":
             return None
