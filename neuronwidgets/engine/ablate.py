@@ -150,7 +150,7 @@ class Ablator:
         # the hook path's memory format for the images (None: as given), chosen once by timing (`_hooked`)
         self.memory_format: torch.memory_format | None = None
         self._memory_format_tried = False
-        self._last_call: tuple[int, float] | None = None  # (images, seconds) of its latest call of one copy
+        self._last_call: tuple[int, float] | None = None  # (images, seconds) of its latest call of the model
         if untraced_because is not None:
             self.path, self.reason = "hook", untraced_because
             return
@@ -192,7 +192,7 @@ class Ablator:
     def scores(self, crossing: list[torch.Tensor]) -> torch.Tensor:
         """Class scores without any ablation."""
         if self.split is None:
-            return self._whole_model(crossing[0], timed=True)
+            return self._whole_model(crossing[0])
         return self.split.suffix(*self._fresh(crossing))[0]
 
     def replaced(self, crossing: list[torch.Tensor], units: Sequence[int], fill: torch.Tensor) -> torch.Tensor:
@@ -206,7 +206,7 @@ class Ablator:
         argument), e.g. a projection that removes principal components."""
         if self.split is None:
             with forward_hooks([(self.layer_module, lambda module, inputs, output: transform(output))]):
-                return self._whole_model(crossing[0], timed=True)
+                return self._whole_model(crossing[0])
         values = self._fresh(crossing)
         values[0] = transform(values[0])
         return self.split.suffix(*values)[0]
@@ -487,15 +487,14 @@ class Ablator:
         with forward_hooks([(self.layer_module, replace)]):
             return self._whole_model(images.repeat(len(block), *[1] * (images.ndim - 1)))
 
-    def _whole_model(self, images: torch.Tensor, timed: bool = False) -> torch.Tensor:
-        """The hook path's call of the model, on ``images`` in its chosen `memory_format`; ``timed`` (a call
-        on one copy of the images): the seconds it took are kept for that choice (`_channels_last_trial`)."""
+    def _whole_model(self, images: torch.Tensor) -> torch.Tensor:
+        """The hook path's call of the model, on ``images`` in its chosen `memory_format`; its images and
+        seconds are kept for that choice (`_channels_last_trial`, which compares a call on as many images)."""
         if self.memory_format is not None:
             images = images.contiguous(memory_format=self.memory_format)
         start = time.perf_counter()
         scores = self.model(images)
-        if timed:
-            self._last_call = images.shape[0], time.perf_counter() - start
+        self._last_call = images.shape[0], time.perf_counter() - start
         return scores
 
     def _channels_last_trial(
